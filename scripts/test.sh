@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# tether's test command (README "Run the tests"). On a fresh Debian machine it first installs
+# what the tests need and is missing (promtool from the `prometheus` package), then runs every
+# test: unit, integration (real binary, real TLS), doc tests, and the deployment checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "installing Debian packages: ${missing[*]}"
+  SUDO=""
+  [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+cargo test --locked

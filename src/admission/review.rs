@@ -1,0 +1,350 @@
+//! AdmissionReview v1 in, AdmissionReview v1 out.
+//!
+//! The request and response mirror `kube::core::admission` (same field names, and kube's own
+//! `GroupVersionKind`, `Operation` and `Status` types), with two deliberate differences:
+//! - the objects are kept as `serde_json::Value`: the policy works on arbitrary kinds, and
+//!   parsing into `DynamicObject` first would reject an object with, say, a numeric label
+//!   *before* we know the uid, turning a clear per-field deny into an opaque webhook failure;
+//! - parsing happens in two stages. Stage one only checks the envelope (`apiVersion`, `kind`,
+//!   `request.uid`) and leaves the request as raw JSON; anything wrong there is not a v1
+//!   AdmissionReview and gets HTTP 400. Stage two parses the request; a problem there is
+//!   answered as an AdmissionReview *with the uid* and a 400 status naming the field, which
+//!   the API server shows to the user.
+
+use std::collections::BTreeMap;
+
+use kube::core::admission::Operation;
+use kube::core::{GroupVersionKind, GroupVersionResource};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::Value;
+use thiserror::Error;
+
+pub const API_VERSION: &str = "admission.k8s.io/v1";
+pub const KIND: &str = "AdmissionReview";
+
+/// Why a body is not a v1 AdmissionReview (HTTP 400, plain text).
+#[derive(Debug, Error, PartialEq)]
+pub enum EnvelopeError {
+    #[error("body is not valid JSON: {0}; send an admission.k8s.io/v1 AdmissionReview")]
+    NotJson(String),
+    #[error("body is not a JSON object; send an admission.k8s.io/v1 AdmissionReview")]
+    NotObject,
+    #[error("apiVersion is {0:?}; tether only speaks admission.k8s.io/v1 (set admissionReviewVersions: [v1] in the webhook configuration)")]
+    WrongApiVersion(String),
+    #[error("kind is {0:?}; expected AdmissionReview")]
+    WrongKind(String),
+    #[error("request is missing; an AdmissionReview sent to a webhook must carry a request")]
+    MissingRequest,
+    #[error("request.uid is missing or empty; the API server always sets it")]
+    MissingUid,
+}
+
+/// The request part of a review could not be read; answered with the uid and status 400.
+#[derive(Debug, Error, PartialEq)]
+#[error("request.{path}: {detail}")]
+pub struct RequestError {
+    pub path: String,
+    pub detail: String,
+}
+
+/// An AdmissionReview v1 request (see module docs for how it differs from kube's type).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdmissionRequest {
+    pub uid: String,
+    pub kind: GroupVersionKind,
+    pub resource: GroupVersionResource,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub_resource: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_kind: Option<GroupVersionKind>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_resource: Option<GroupVersionResource>,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    pub operation: Operation,
+    #[serde(default)]
+    pub user_info: UserInfo,
+    #[serde(default)]
+    pub object: Option<Value>,
+    #[serde(default)]
+    pub old_object: Option<Value>,
+    #[serde(default, deserialize_with = "null_as_false")]
+    pub dry_run: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub options: Option<Value>,
+}
+
+/// `request.userInfo` (authentication.k8s.io/v1 UserInfo).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct UserInfo {
+    #[serde(default)]
+    pub username: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub groups: Vec<String>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub extra: BTreeMap<String, Vec<String>>,
+}
+
+fn null_as_false<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    Ok(Option::<bool>::deserialize(d)?.unwrap_or(false))
+}
+
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(rename = "apiVersion", default)]
+    api_version: Option<String>,
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(borrow, default)]
+    request: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct UidOnly {
+    #[serde(default)]
+    uid: Option<Value>,
+}
+
+/// A review whose envelope is valid: we know the uid, whatever else is wrong.
+pub struct Parsed {
+    pub uid: String,
+    pub request: Result<AdmissionRequest, RequestError>,
+}
+
+/// Parses an AdmissionReview body in the two stages described in the module docs.
+pub fn parse(body: &[u8]) -> Result<Parsed, EnvelopeError> {
+    // serde would happily read a struct from a JSON array; an AdmissionReview is an object.
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => {}
+        Some(_) if serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok() => {
+            return Err(EnvelopeError::NotObject)
+        }
+        _ => {}
+    }
+    let env: Envelope<'_> =
+        serde_json::from_slice(body).map_err(|e| EnvelopeError::NotJson(e.to_string()))?;
+    match env.api_version.as_deref() {
+        Some(API_VERSION) => {}
+        other => {
+            return Err(EnvelopeError::WrongApiVersion(
+                other.unwrap_or("").to_string(),
+            ))
+        }
+    }
+    match env.kind.as_deref() {
+        Some(KIND) => {}
+        other => return Err(EnvelopeError::WrongKind(other.unwrap_or("").to_string())),
+    }
+    let raw = match env.request {
+        Some(r) if r.get() != "null" => r,
+        _ => return Err(EnvelopeError::MissingRequest),
+    };
+    let uid = match serde_json::from_str::<UidOnly>(raw.get()) {
+        Ok(UidOnly {
+            uid: Some(Value::String(s)),
+        }) if !s.is_empty() => s,
+        _ => return Err(EnvelopeError::MissingUid),
+    };
+    let de = &mut serde_json::Deserializer::from_str(raw.get());
+    let request = serde_path_to_error::deserialize::<_, AdmissionRequest>(de).map_err(|e| {
+        let path = e.path().to_string();
+        RequestError {
+            path,
+            detail: e.into_inner().to_string(),
+        }
+    });
+    Ok(Parsed { uid, request })
+}
+
+/// What the API server gets back.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AdmissionResponse {
+    pub uid: String,
+    pub allowed: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<kube::core::Status>,
+    /// base64 of the JSON Patch (RFC 6902) bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patch: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patch_type: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub audit_annotations: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AdmissionReviewOut {
+    pub api_version: String,
+    pub kind: String,
+    pub response: AdmissionResponse,
+}
+
+impl AdmissionReviewOut {
+    pub fn new(response: AdmissionResponse) -> Self {
+        Self {
+            api_version: API_VERSION.to_string(),
+            kind: KIND.to_string(),
+            response,
+        }
+    }
+}
+
+/// The API server keeps 4096 characters of warnings in all, drops any warning with a newline
+/// and truncates long ones; we make each warning one short clean line, and keep the total in
+/// budget so that nothing is dropped silently by the server.
+pub fn sanitize_warnings(warnings: Vec<String>) -> Vec<String> {
+    const MAX_ONE: usize = 256;
+    const MAX_ALL: usize = 4096;
+    let mut out = Vec::with_capacity(warnings.len());
+    let mut total = 0usize;
+    for w in warnings {
+        let mut line: String = w
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        let trimmed = line.trim();
+        if trimmed.is_empty() {
+            continue;
+        }
+        if trimmed.len() != line.len() {
+            line = trimmed.to_string();
+        }
+        if line.chars().count() > MAX_ONE {
+            line = line.chars().take(MAX_ONE - 1).collect::<String>() + "…";
+        }
+        if total + line.len() > MAX_ALL {
+            break;
+        }
+        total += line.len();
+        out.push(line);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{
+        "uid":"705ab4f5-6393-11e8-b7cc-42010a800002",
+        "kind":{"group":"tether.dev","version":"v1alpha1","kind":"AttachedResource"},
+        "resource":{"group":"tether.dev","version":"v1alpha1","resource":"attachedresources"},
+        "requestKind":{"group":"tether.dev","version":"v1alpha1","kind":"AttachedResource"},
+        "requestResource":{"group":"tether.dev","version":"v1alpha1","resource":"attachedresources"},
+        "name":"worker-hpa","namespace":"payments","operation":"CREATE",
+        "userInfo":{"username":"alice","uid":"u-1","groups":["devs","system:authenticated"],"extra":{"scopes":["a","b"]}},
+        "object":{"apiVersion":"tether.dev/v1alpha1","kind":"AttachedResource","metadata":{"name":"worker-hpa"}},
+        "oldObject":null,"dryRun":true,"options":{"kind":"CreateOptions","apiVersion":"meta.k8s.io/v1"}}}"#;
+
+    #[test]
+    fn parses_a_real_shaped_review() {
+        let p = parse(GOOD.as_bytes()).unwrap();
+        assert_eq!(p.uid, "705ab4f5-6393-11e8-b7cc-42010a800002");
+        let r = p.request.unwrap();
+        assert_eq!(r.kind.kind, "AttachedResource");
+        assert!(matches!(r.operation, Operation::Create));
+        assert!(r.dry_run);
+        assert_eq!(r.user_info.extra["scopes"], vec!["a", "b"]);
+        assert_eq!(r.namespace.as_deref(), Some("payments"));
+        assert!(r.old_object.is_none());
+    }
+
+    #[test]
+    fn envelope_errors_table() {
+        let cases: &[(&str, &str)] = &[
+            ("not json", "body is not valid JSON"),
+            ("[]", "body is not a JSON object"),
+            ("", "body is not valid JSON"),
+            ("{\"apiVersion\":", "body is not valid JSON"),
+            (
+                r#"{"apiVersion":"admission.k8s.io/v1beta1","kind":"AdmissionReview","request":{"uid":"x"}}"#,
+                "tether only speaks admission.k8s.io/v1",
+            ),
+            (
+                r#"{"kind":"AdmissionReview","request":{"uid":"x"}}"#,
+                "apiVersion is \"\"",
+            ),
+            (
+                r#"{"apiVersion":"admission.k8s.io/v1","kind":"Pod","request":{"uid":"x"}}"#,
+                "expected AdmissionReview",
+            ),
+            (
+                r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#,
+                "request is missing",
+            ),
+            (
+                r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":null}"#,
+                "request is missing",
+            ),
+            (
+                r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{}}"#,
+                "request.uid is missing",
+            ),
+            (
+                r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":""}}"#,
+                "request.uid is missing",
+            ),
+            (
+                r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":7}}"#,
+                "request.uid is missing",
+            ),
+        ];
+        for (body, want) in cases {
+            let err = match parse(body.as_bytes()) {
+                Err(e) => e.to_string(),
+                Ok(_) => panic!("{body} parsed"),
+            };
+            assert!(err.contains(want), "{body}: {err}");
+        }
+    }
+
+    #[test]
+    fn request_errors_keep_uid_and_name_the_field() {
+        let body = GOOD.replace("\"CREATE\"", "\"EXPLODE\"");
+        let p = parse(body.as_bytes()).unwrap();
+        assert_eq!(p.uid, "705ab4f5-6393-11e8-b7cc-42010a800002");
+        let e = p.request.unwrap_err();
+        assert_eq!(e.path, "operation");
+        let body = GOOD.replace(
+            "\"groups\":[\"devs\",\"system:authenticated\"]",
+            "\"groups\":\"devs\"",
+        );
+        let e = parse(body.as_bytes()).unwrap().request.unwrap_err();
+        assert_eq!(e.path, "userInfo.groups", "{e}");
+    }
+
+    #[test]
+    fn warnings_are_one_clean_line_and_bounded() {
+        let w = sanitize_warnings(vec![
+            "a\nb".into(),
+            "  ".into(),
+            "x".repeat(1000),
+            "\u{7}bell".into(),
+        ]);
+        assert_eq!(w[0], "a b");
+        assert_eq!(w[1].chars().count(), 256);
+        assert_eq!(w[2], "bell");
+        let many = sanitize_warnings(vec!["y".repeat(200); 100]);
+        assert!(many.iter().map(|s| s.len()).sum::<usize>() <= 4096);
+        assert_eq!(many.len(), 20);
+    }
+}

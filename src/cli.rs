@@ -1,0 +1,245 @@
+//! Command line (SPEC 7). Every flag has an environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::logging::LogFormat;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tether",
+    version,
+    about = "Admission webhook and controller: attach per-workload resources and app domains with kubectl apply"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the admission webhook (and, in a cluster, the controllers).
+    Serve(Box<ServeArgs>),
+    /// Offline: one AdmissionReview JSON in (file or stdin), the response AdmissionReview out.
+    Review(ReviewArgs),
+    /// Offline: decide every object of a manifest as a CREATE by a user; exit 1 on any deny.
+    Check(CheckArgs),
+    /// Print the CustomResourceDefinitions as YAML.
+    Crds,
+    /// Generate a CA and a serving certificate for bring-your-own-certificate installs.
+    Certs(CertsArgs),
+    /// Print the app domain computed for a tenant and extension id.
+    Domain(DomainArgs),
+}
+
+/// Parses a duration like `10s`, `500ms`, `2m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{e}; write a duration such as 10s, 500ms or 2m"))
+}
+
+/// Policy settings shared by `serve`, `review` and `check` (offline answers must match).
+#[derive(Debug, Clone, Args)]
+pub struct PolicyArgs {
+    /// Kinds that may never be attached (compared case-insensitively).
+    #[arg(
+        long,
+        env = "BANNED_KINDS",
+        value_delimiter = ',',
+        default_value = "Deployment,StatefulSet,DaemonSet,ReplicaSet,ReplicationController,Job,CronJob,Pod"
+    )]
+    pub banned_kinds: Vec<String>,
+    /// When set, only these kinds may be attached (the deny-list still applies).
+    #[arg(long, env = "ALLOWED_KINDS", value_delimiter = ',')]
+    pub allowed_kinds: Option<Vec<String>>,
+    /// Root domain for AppDomains, e.g. apps.example.com.
+    #[arg(long, env = "EXT_DOMAIN_ROOT")]
+    pub domain_root: Option<String>,
+    /// Default Knative Service for AppDomains whose spec.serviceRef.name is empty.
+    #[arg(long, env = "RUNNER_KSERVICE", default_value = "runner")]
+    pub runner_kservice: String,
+    /// Names that may not be a tenant or extension part of an app domain.
+    #[arg(
+        long,
+        env = "TETHER_RESERVED_NAMES",
+        value_delimiter = ',',
+        default_value = "www,api,admin,app,mail,ftp,ns,status,auth,login"
+    )]
+    pub reserved_names: Vec<String>,
+    /// RBAC file (Roles, ClusterRoles, bindings) to answer access reviews offline.
+    #[arg(long, env = "TETHER_RBAC_FILE")]
+    pub rbac_file: Option<PathBuf>,
+    /// Namespace of tether's service account (downward API in a pod).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "tether-system")]
+    pub pod_namespace: String,
+    /// tether's service account name (downward API in a pod).
+    #[arg(long, env = "SERVICE_ACCOUNT_NAME", default_value = "tether")]
+    pub service_account_name: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// HTTPS admission listener.
+    #[arg(long, env = "TETHER_LISTEN", default_value = "0.0.0.0:8443")]
+    pub listen: SocketAddr,
+    /// Plain-HTTP metrics listener (/metrics, /healthz, /readyz).
+    #[arg(long, env = "TETHER_METRICS_LISTEN", default_value = "0.0.0.0:9090")]
+    pub metrics_listen: SocketAddr,
+    /// Serving certificate (PEM), reloaded when the file changes [default: /tls/tls.crt;
+    /// with --standalone: <dev-certs-dir>/tls.crt].
+    #[arg(long, env = "TETHER_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// Serving key (PEM), reloaded when the file changes [default: /tls/tls.key; with
+    /// --standalone: <dev-certs-dir>/tls.key].
+    #[arg(long, env = "TETHER_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// How often the certificate files are checked for changes.
+    #[arg(long, env = "TETHER_TLS_RELOAD_INTERVAL", default_value = "2s", value_parser = parse_duration)]
+    pub tls_reload_interval: Duration,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    /// Create ClusterDomainClaims for AppDomains when missing.
+    #[arg(long, env = "KNATIVE_AUTO_CREATE_CDC", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub auto_create_domain_claims: bool,
+    /// Controllers to run: attached,domains or none.
+    #[arg(
+        long,
+        env = "TETHER_CONTROLLERS",
+        value_delimiter = ',',
+        default_value = "attached,domains"
+    )]
+    pub controllers: Vec<String>,
+    /// Use a Lease so only one replica reconciles.
+    #[arg(long, env = "TETHER_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub leader_elect: bool,
+    /// Log format.
+    #[arg(long, env = "TETHER_LOG_FORMAT", value_enum, default_value = "json")]
+    pub log_format: LogFormat,
+    /// Run without a cluster: dev certificates, built-in kinds, local RBAC (SPEC 7).
+    #[arg(long, env = "TETHER_STANDALONE", default_value_t = false)]
+    pub standalone: bool,
+    /// Where --standalone keeps its dev CA and certificate.
+    #[arg(long, env = "TETHER_DEV_CERTS_DIR", default_value = "certs/dev")]
+    pub dev_certs_dir: PathBuf,
+    /// How long access review decisions are cached.
+    #[arg(long, env = "TETHER_ACCESS_REVIEW_CACHE_TTL", default_value = "10s", value_parser = parse_duration)]
+    pub access_review_cache_ttl: Duration,
+    /// Most connections served at once on the admission port.
+    #[arg(long, env = "TETHER_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+    /// After SIGTERM, keep serving (unready) this long before closing the listener.
+    #[arg(long, env = "TETHER_SHUTDOWN_DELAY", default_value = "0s", value_parser = parse_duration)]
+    pub shutdown_delay: Duration,
+    /// Time in-flight requests get to finish during shutdown.
+    #[arg(long, env = "TETHER_SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum WebhookArg {
+    Mutate,
+    Validate,
+}
+
+#[derive(Debug, Args)]
+pub struct ReviewArgs {
+    /// AdmissionReview JSON file, or - for standard input.
+    #[arg(short = 'f', long = "filename", default_value = "-")]
+    pub file: String,
+    /// Which webhook path to answer as.
+    #[arg(long, value_enum, default_value = "validate")]
+    pub webhook: WebhookArg,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Manifest file (multi-document YAML or JSON), or - for standard input.
+    #[arg(short = 'f', long = "filename")]
+    pub file: String,
+    /// The user the objects are created as.
+    #[arg(long, default_value = "tether-check")]
+    pub user: String,
+    /// Groups of that user (repeatable). system:authenticated is always added.
+    #[arg(long = "group")]
+    pub groups: Vec<String>,
+    /// Namespace for objects that do not set metadata.namespace.
+    #[arg(short = 'n', long, default_value = "default")]
+    pub namespace: String,
+    #[arg(short = 'o', long, value_enum, default_value = "table")]
+    pub output: OutputFormat,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CertsArgs {
+    /// Directory to write ca.crt, tls.crt and tls.key into.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// DNS names (or IP addresses) of the serving certificate; repeatable.
+    #[arg(long = "dns", required = true)]
+    pub dns: Vec<String>,
+    /// Validity of the serving certificate in days (the CA gets twice as long).
+    #[arg(long, default_value_t = 365)]
+    pub days: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct DomainArgs {
+    #[arg(long)]
+    pub tenant: String,
+    #[arg(long)]
+    pub extension: String,
+    #[arg(long, env = "EXT_DOMAIN_ROOT")]
+    pub root: String,
+    /// Explain how each part was derived.
+    #[arg(short, long)]
+    pub verbose: bool,
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => crate::app::run_serve(*args),
+        Command::Certs(args) => certs(args),
+        Command::Review(args) => crate::app::run_review(args),
+        Command::Check(_) | Command::Crds | Command::Domain(_) => {
+            eprintln!("tether: this subcommand is not implemented yet");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn certs(args: CertsArgs) -> ExitCode {
+    let result = crate::certs::generate(&args.dns, args.days)
+        .and_then(|g| crate::certs::write(&args.out, &g).map(|_| g));
+    match result {
+        Ok(g) => {
+            println!(
+                "wrote {0}/ca.crt, {0}/tls.crt, {0}/tls.key (serving names: {1})",
+                args.out.display(),
+                args.dns.join(", ")
+            );
+            println!("caBundle (base64 of ca.crt, for the webhook configurations):");
+            println!("{}", g.ca_bundle());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tether certs: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! tether: a Kubernetes admission webhook and companion controller that lets application teams
+//! attach per-workload resources and per-install app domains with a plain `kubectl apply`.
+//!
+//! Module map: `admission` (review in, review out), `policy` (rules, pure), `naming` (hashed
+//! names, domains), `authz` (access reviews and their cache), `discovery` (kind → resource),
+//! `controller` (reconcilers), `tls` (serving certificates), `certs` (generation), `server`
+//! (listeners), `metrics`, `config`, `cli`.
+
+pub mod admission;
+pub mod app;
+pub mod certs;
+pub mod cli;
+pub mod config;
+pub mod logging;
+pub mod metrics;
+pub mod naming;
+pub mod server;
+pub mod shutdown;
+pub mod tls;

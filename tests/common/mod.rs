@@ -1,0 +1,358 @@
+//! Test harness: runs the real `tether` binary on loopback with certificates made by
+//! `tether certs`, and talks to it with real TLS HTTP/1.1 and HTTP/2 clients (hyper on
+//! tokio-rustls), trusting only the generated CA.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
+use serde_json::{json, Value};
+
+pub fn tether_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_tether")
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Runs `tether certs --out dir --dns ...` and returns the dir's ca.crt.
+pub fn make_certs(dir: &Path, names: &[&str]) -> Vec<u8> {
+    let mut cmd = Command::new(tether_bin());
+    cmd.arg("certs").arg("--out").arg(dir);
+    for n in names {
+        cmd.arg("--dns").arg(n);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "tether certs failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read(dir.join("ca.crt")).unwrap()
+}
+
+pub struct Server {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    pub certs: PathBuf,
+    pub ca: Vec<u8>,
+    pub log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    /// Starts `tether serve --standalone` with certificates from `tether certs` placed where
+    /// standalone mode looks for them (so it does not generate its own).
+    pub fn start(extra: &[&str]) -> Server {
+        Self::start_with_env(extra, &[])
+    }
+
+    pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = dir.path().join("certs");
+        let ca = make_certs(&certs, &["localhost", "127.0.0.1"]);
+        let port = free_port();
+        let mport = free_port();
+        let log = dir.path().join("tether.log");
+        let mut cmd = Command::new(tether_bin());
+        cmd.arg("serve")
+            .arg("--standalone")
+            .arg("--dev-certs-dir")
+            .arg(&certs)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--metrics-listen")
+            .arg(format!("127.0.0.1:{mport}"))
+            .arg("--tls-reload-interval")
+            .arg("100ms")
+            .arg("--log-format")
+            .arg("json")
+            .args(extra)
+            .env_remove("KUBECONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().unwrap();
+        let mut s = Server {
+            child,
+            addr: format!("127.0.0.1:{port}").parse().unwrap(),
+            metrics_addr: format!("127.0.0.1:{mport}").parse().unwrap(),
+            certs,
+            ca,
+            log,
+            _dir: dir,
+        };
+        s.wait_ready();
+        s
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                panic!("tether exited early ({st}): {}", self.logs());
+            }
+            if let Ok((200, _)) = plain_get(self.metrics_addr, "/readyz") {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("tether not ready in time: {}", self.logs());
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn metrics(&self) -> String {
+        plain_get(self.metrics_addr, "/metrics").unwrap().1
+    }
+
+    pub fn signal(&self, sig: i32) {
+        unsafe {
+            libc::kill(self.child.id() as i32, sig);
+        }
+    }
+
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    pub fn tls_config(&self, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+        client_config(&self.ca, alpn)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A metric's value from a text exposition, by exact series text (`name{labels}`).
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Minimal HTTP/1.0 GET over plain TCP (the metrics port).
+pub fn plain_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n")?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf)?;
+    let code = buf
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = buf.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    Ok((code, body))
+}
+
+pub fn client_config(ca_pem: &[u8], alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca_pem) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Arc::new(cfg)
+}
+
+pub type TlsStream = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
+
+pub async fn tls_connect(addr: SocketAddr, cfg: Arc<rustls::ClientConfig>) -> TlsStream {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let connector = tokio_rustls::TlsConnector::from(cfg);
+    connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap()
+}
+
+/// The DER of the leaf certificate the server presented.
+pub fn peer_leaf(s: &TlsStream) -> Vec<u8> {
+    s.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+}
+
+pub struct Resp {
+    pub status: u16,
+    pub headers: hyper::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Resp {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+pub fn request(
+    method: &str,
+    path: &str,
+    ctype: Option<&str>,
+    body: Vec<u8>,
+) -> hyper::Request<Full<Bytes>> {
+    let mut b = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "localhost");
+    if let Some(ct) = ctype {
+        b = b.header("content-type", ct);
+    }
+    b.body(Full::new(Bytes::from(body))).unwrap()
+}
+
+/// An HTTP/1.1 keep-alive client connection.
+pub struct H1 {
+    pub send: http1::SendRequest<Full<Bytes>>,
+    pub leaf: Vec<u8>,
+}
+
+impl H1 {
+    pub async fn connect(addr: SocketAddr, ca: &[u8]) -> H1 {
+        let tls = tls_connect(addr, client_config(ca, &[b"http/1.1"])).await;
+        let leaf = peer_leaf(&tls);
+        let (send, conn) = http1::handshake(TokioIo::new(tls)).await.unwrap();
+        tokio::spawn(conn);
+        H1 { send, leaf }
+    }
+
+    pub async fn send(&mut self, req: hyper::Request<Full<Bytes>>) -> Resp {
+        self.send.ready().await.unwrap();
+        let r = self.send.send_request(req).await.unwrap();
+        collect(r).await
+    }
+}
+
+/// An HTTP/2 client connection (ALPN h2).
+pub struct H2 {
+    pub send: http2::SendRequest<Full<Bytes>>,
+}
+
+impl H2 {
+    pub async fn connect(addr: SocketAddr, ca: &[u8]) -> H2 {
+        let tls = tls_connect(addr, client_config(ca, &[b"h2"])).await;
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        let (send, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        H2 { send }
+    }
+
+    pub async fn send(&self, req: hyper::Request<Full<Bytes>>) -> Resp {
+        let mut s = self.send.clone();
+        s.ready().await.unwrap();
+        let r = s.send_request(req).await.unwrap();
+        collect(r).await
+    }
+}
+
+async fn collect(r: hyper::Response<hyper::body::Incoming>) -> Resp {
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    let body = r.into_body().collect().await.unwrap().to_bytes();
+    Resp {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// An AdmissionReview shaped like the API server's.
+#[allow(clippy::too_many_arguments)]
+pub fn review(
+    uid: &str,
+    group: &str,
+    version: &str,
+    kind: &str,
+    resource: &str,
+    operation: &str,
+    namespace: &str,
+    object: Option<Value>,
+    old_object: Option<Value>,
+) -> Value {
+    let name = object
+        .as_ref()
+        .or(old_object.as_ref())
+        .and_then(|o| o.pointer("/metadata/name"))
+        .cloned()
+        .unwrap_or(json!(""));
+    json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": uid,
+            "kind": {"group": group, "version": version, "kind": kind},
+            "resource": {"group": group, "version": version, "resource": resource},
+            "requestKind": {"group": group, "version": version, "kind": kind},
+            "requestResource": {"group": group, "version": version, "resource": resource},
+            "name": name,
+            "namespace": namespace,
+            "operation": operation,
+            "userInfo": {"username": "alice", "uid": "alice-uid", "groups": ["devs", "system:authenticated"], "extra": {"scopes": ["view"]}},
+            "object": object,
+            "oldObject": old_object,
+            "dryRun": false,
+            "options": {"apiVersion": "meta.k8s.io/v1", "kind": if operation == "DELETE" {"DeleteOptions"} else if operation == "UPDATE" {"UpdateOptions"} else {"CreateOptions"}}
+        }
+    })
+}
+
+/// A ConfigMap review: a kind tether does not handle.
+pub fn unhandled_review(uid: &str) -> Vec<u8> {
+    serde_json::to_vec(&review(
+        uid,
+        "",
+        "v1",
+        "ConfigMap",
+        "configmaps",
+        "CREATE",
+        "default",
+        Some(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "default"}})),
+        None,
+    ))
+    .unwrap()
+}
