@@ -17,3 +17,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 cargo test --locked
+
+# Deployment artifacts: Helm lint/render with Helm's own engine, schema validation of every
+# manifest, webhook routing (see tests/deploy/check.sh for how Helm runs on this machine).
+bash tests/deploy/check.sh

@@ -1,22 +1,62 @@
 //! Wiring: turns parsed command lines into running servers (`serve`) or offline answers
 //! (`review`). Kept apart from `cli` so the flag definitions stay readable.
 
-use std::io::Read;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
+
 use crate::admission::handlers::Handlers;
-use crate::admission::{Admission, Webhook};
-use crate::cli::{ReviewArgs, ServeArgs, WebhookArg};
+use crate::admission::Admission;
+use crate::authz::cache::CachedReviewer;
+use crate::authz::sar::SarReviewer;
+use crate::authz::{AccessReviewer, AllowAll, RbacFileReviewer};
+use crate::cli::ServeArgs;
+use crate::config::PolicyConfig;
+use crate::discovery::{ApiResolver, BuiltinResolver};
 use crate::metrics::Metrics;
 use crate::server::{AdmissionServer, MetricsServer, TransportOptions};
 use crate::tls::CertStore;
+use crate::workloads::{DeploymentSelectors, WatchedDeployments};
 
-/// The warning on every response in standalone mode (SPEC 7).
-pub const STANDALONE_WARNING: &str =
-    "tether runs standalone (no cluster): kinds resolve from a built-in table and access reviews from the local RBAC file or are allowed";
+/// The warning on every response in standalone mode (SPEC 7), which says how access reviews
+/// are answered.
+pub fn standalone_warning(rbac_file: bool) -> String {
+    if rbac_file {
+        "tether runs standalone (no cluster): kinds resolve from a built-in table, access reviews from --rbac-file".into()
+    } else {
+        "tether runs standalone (no cluster): kinds resolve from a built-in table and access reviews are NOT evaluated (all allowed); pass --rbac-file to evaluate them".into()
+    }
+}
+
+/// Handlers for offline use (`serve --standalone`, `review`, `check`).
+pub fn offline_handlers(
+    cfg: PolicyConfig,
+    deployments: Arc<dyn DeploymentSelectors>,
+    metrics: &Metrics,
+) -> (Handlers, String) {
+    let warning = standalone_warning(cfg.rbac.is_some());
+    let inner: Arc<dyn AccessReviewer> = match cfg.rbac {
+        Some(f) => Arc::new(RbacFileReviewer(f)),
+        None => Arc::new(AllowAll),
+    };
+    let handlers = Handlers {
+        kinds: cfg.kinds,
+        resolver: Arc::new(BuiltinResolver),
+        // Local evaluation is cheap and exact: no caching needed.
+        reviewer: Arc::new(CachedReviewer::new(
+            inner,
+            Duration::ZERO,
+            Duration::ZERO,
+            metrics.clone(),
+        )),
+        tether: cfg.tether,
+        deployments,
+    };
+    (handlers, warning)
+}
 
 pub fn run_serve(args: ServeArgs) -> ExitCode {
     crate::logging::init(args.log_format);
@@ -43,7 +83,7 @@ pub fn run_serve(args: ServeArgs) -> ExitCode {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let metrics = Metrics::new();
-    let (cert, key, mode_warning) = match (args.standalone, &args.tls_cert, &args.tls_key) {
+    let (cert, key, _) = match (args.standalone, &args.tls_cert, &args.tls_key) {
         (_, Some(c), Some(k)) => (c.clone(), k.clone(), None),
         (true, None, None) => {
             let (c, k, created) = crate::certs::ensure_dev_certs(&args.dev_certs_dir)?;
@@ -61,15 +101,42 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             None::<String>,
         ),
     };
-    let mode_warning = if args.standalone {
-        tracing::warn!("{STANDALONE_WARNING}");
-        Some(STANDALONE_WARNING.to_string())
-    } else {
-        mode_warning
-    };
+    let mode_warning: Option<String> = None;
     let store = Arc::new(CertStore::open(&cert, &key, metrics.clone())?);
     let tls = store.server_config()?;
-    let handlers = Handlers::default();
+    let policy = PolicyConfig::from_args(&args.policy)?;
+    let (handlers, mode_warning, deployments) = if args.standalone {
+        let (h, w) = offline_handlers(
+            policy,
+            Arc::new(crate::workloads::StaticDeployments::default()),
+            &metrics,
+        );
+        tracing::warn!("{w}");
+        (h, Some(w), None)
+    } else {
+        let client = kube::Client::try_default().await.context(
+            "no Kubernetes cluster configuration found (in-cluster service account or KUBECONFIG); to try tether without a cluster, use --standalone",
+        )?;
+        let (watched, run) = WatchedDeployments::start(client.clone());
+        tokio::spawn(run);
+        let watched = Arc::new(watched);
+        let inner: Arc<dyn AccessReviewer> =
+            Arc::new(SarReviewer::new(client.clone(), Duration::from_secs(5)));
+        let h = Handlers {
+            kinds: policy.kinds,
+            resolver: Arc::new(ApiResolver::new(client.clone())),
+            reviewer: Arc::new(CachedReviewer::new(
+                inner,
+                args.access_review_cache_ttl,
+                // A grant should take effect quickly: denials are cached for a fifth as long.
+                args.access_review_cache_ttl / 5,
+                metrics.clone(),
+            )),
+            tether: policy.tether,
+            deployments: watched.clone(),
+        };
+        (h, mode_warning, Some(watched))
+    };
     let admission = Admission::new(metrics.clone(), handlers, mode_warning);
 
     let ready = Arc::new(AtomicBool::new(false));
@@ -95,6 +162,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     let admission_task = tokio::spawn(server.run(signal.clone()));
     let metrics_task = tokio::spawn(msrv.run(signal.clone()));
+    if let Some(d) = &deployments {
+        // Plain-object injection reads Deployments from the cache: not ready until it is.
+        tracing::info!("waiting for the Deployment cache to sync");
+        d.wait_until_ready().await;
+    }
     ready.store(true, Ordering::Release);
     tracing::info!(
         %listen,
@@ -140,48 +212,5 @@ async fn wait_for_termination() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
-/// `tether review`: AdmissionReview in, AdmissionReview out, decided offline.
-pub fn run_review(args: ReviewArgs) -> ExitCode {
-    let mut body = Vec::new();
-    let read = if args.file == "-" {
-        std::io::stdin().read_to_end(&mut body).map(|_| ())
-    } else {
-        std::fs::read(&args.file).map(|b| body = b)
-    };
-    if let Err(e) = read {
-        eprintln!("tether review: cannot read {}: {e}", args.file);
-        return ExitCode::from(2);
-    }
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("tether review: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    let admission = Admission::new(
-        Metrics::new(),
-        Handlers::default(),
-        Some(STANDALONE_WARNING.to_string()),
-    );
-    let webhook = match args.webhook {
-        WebhookArg::Mutate => Webhook::Mutate,
-        WebhookArg::Validate => Webhook::Validate,
-    };
-    match rt.block_on(admission.review(webhook, &body, Duration::from_secs(10))) {
-        Ok(answer) => {
-            println!("{}", String::from_utf8_lossy(&answer.body));
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("tether review: {e}");
-            ExitCode::from(2)
-        }
     }
 }

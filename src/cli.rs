@@ -215,10 +215,57 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => crate::app::run_serve(*args),
         Command::Certs(args) => certs(args),
-        Command::Review(args) => crate::app::run_review(args),
-        Command::Check(_) | Command::Crds | Command::Domain(_) => {
-            eprintln!("tether: this subcommand is not implemented yet");
-            ExitCode::from(2)
+        Command::Review(args) => crate::offline::run_review(args),
+        Command::Check(args) => crate::offline::run_check(args),
+        Command::Crds => match crate::crd::crds_yaml() {
+            Ok(y) => {
+                print!("{y}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("tether crds: {e}");
+                ExitCode::from(1)
+            }
+        },
+        Command::Domain(args) => domain(args),
+    }
+}
+
+fn domain(args: DomainArgs) -> ExitCode {
+    use crate::naming;
+    let root = match naming::DomainRoot::parse(args.root.trim()) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("tether domain: --root: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    for (flag, id) in [("--tenant", &args.tenant), ("--extension", &args.extension)] {
+        if id.trim().is_empty() {
+            eprintln!("tether domain: {flag} must not be empty");
+            return ExitCode::from(2);
+        }
+    }
+    let d = naming::app_domain(&args.tenant, &args.extension, &root);
+    println!("{d}");
+    if args.verbose {
+        println!("tenant:    {}", naming::domain_part(&args.tenant));
+        println!("extension: {}", naming::domain_part(&args.extension));
+        println!(
+            "if {d} is held by another (tenant, extension) pair: {}",
+            naming::disambiguated_app_domain(&args.tenant, &args.extension, &root)
+        );
+    }
+    match naming::check_domain(&d) {
+        Ok(c) => {
+            if let Some(w) = c.warning() {
+                eprintln!("warning: {w}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tether domain: {e}");
+            ExitCode::from(1)
         }
     }
 }

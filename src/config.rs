@@ -1,12 +1,25 @@
 //! Validated configuration, built from the command line (see `cli`).
 //!
-//! Flags are parsed by clap; here they are checked for meaning (a kind list with an empty
-//! entry, a bad domain root) so that a mistake stops start-up with a message naming the flag.
+//! Flags are parsed by clap; here they are checked for meaning so that a mistake stops
+//! start-up with a message naming the flag. Empty entries in comma-separated lists are
+//! ignored (a trailing comma is harmless), and an allow-list with no entries means "unset".
+
+use std::path::Path;
 
 use thiserror::Error;
 
+use crate::authz::rbac_file::RbacFile;
+use crate::authz::Identity;
+use crate::cli::PolicyArgs;
+use crate::naming::DomainRoot;
+use crate::policy::KindPolicy;
+
 #[derive(Debug, Error)]
 pub enum ConfigError {
+    #[error("--rbac-file {path}: {detail}")]
+    RbacFile { path: String, detail: String },
+    #[error("--domain-root (env EXT_DOMAIN_ROOT): {0}")]
+    DomainRoot(String),
     #[error("{flag} (env {env}): {problem}")]
     Invalid {
         flag: &'static str,
@@ -15,50 +28,131 @@ pub enum ConfigError {
     },
 }
 
-/// Checks a comma-separated name list: no empty entries (a trailing comma is a typo that
-/// would otherwise silently match nothing).
-pub fn check_list(
-    flag: &'static str,
-    env: &'static str,
-    items: &[String],
-) -> Result<Vec<String>, ConfigError> {
-    let mut out = Vec::with_capacity(items.len());
-    for (i, raw) in items.iter().enumerate() {
-        let t = raw.trim();
-        if t.is_empty() {
+/// The admission policy settings shared by `serve`, `review` and `check`.
+pub struct PolicyConfig {
+    pub kinds: KindPolicy,
+    pub tether: Identity,
+    pub rbac: Option<RbacFile>,
+    pub domain_root: Option<DomainRoot>,
+    pub reserved_names: Vec<String>,
+    pub runner_kservice: String,
+}
+
+impl PolicyConfig {
+    pub fn from_args(a: &PolicyArgs) -> Result<Self, ConfigError> {
+        let kinds = KindPolicy::new(&a.banned_kinds, a.allowed_kinds.as_ref());
+        let rbac = match &a.rbac_file {
+            None => None,
+            Some(p) => Some(load_rbac(p)?),
+        };
+        let domain_root = match a.domain_root.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(r) => {
+                Some(DomainRoot::parse(r).map_err(|e| ConfigError::DomainRoot(e.to_string()))?)
+            }
+        };
+        if a.pod_namespace.trim().is_empty() || a.service_account_name.trim().is_empty() {
             return Err(ConfigError::Invalid {
-                flag,
-                env,
+                flag: "--pod-namespace/--service-account-name",
+                env: "POD_NAMESPACE/SERVICE_ACCOUNT_NAME",
+                problem: "must not be empty; in a pod set them from the downward API (metadata.namespace, spec.serviceAccountName)".into(),
+            });
+        }
+        let runner = a.runner_kservice.trim();
+        if !crate::naming::is_dns1123_label(runner) {
+            return Err(ConfigError::Invalid {
+                flag: "--runner-kservice",
+                env: "RUNNER_KSERVICE",
                 problem: format!(
-                    "entry {} is empty; write a comma-separated list without empty entries",
-                    i + 1
+                    "{runner:?} is not a valid Knative Service name (a DNS-1123 label)"
                 ),
             });
         }
-        out.push(t.to_string());
+        Ok(Self {
+            kinds,
+            tether: Identity::service_account(
+                a.pod_namespace.trim(),
+                a.service_account_name.trim(),
+            ),
+            rbac,
+            domain_root,
+            reserved_names: a
+                .reserved_names
+                .iter()
+                .map(|s| s.trim().to_ascii_lowercase())
+                .filter(|s| !s.is_empty())
+                .collect(),
+            runner_kservice: runner.to_string(),
+        })
     }
-    Ok(out)
+}
+
+fn load_rbac(p: &Path) -> Result<RbacFile, ConfigError> {
+    let err = |detail: String| ConfigError::RbacFile {
+        path: p.display().to_string(),
+        detail,
+    };
+    let text = std::fs::read_to_string(p).map_err(|e| err(e.to_string()))?;
+    let file = RbacFile::parse(&text).map_err(|e| err(e.to_string()))?;
+    for w in file.warnings() {
+        tracing::warn!(file = %p.display(), "{w}");
+    }
+    Ok(file)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        p: PolicyArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<PolicyConfig, ConfigError> {
+        let t = T::try_parse_from(std::iter::once("t").chain(args.iter().copied())).unwrap();
+        PolicyConfig::from_args(&t.p)
+    }
 
     #[test]
-    fn list_rejects_empty_entries() {
-        let ok = check_list(
+    fn defaults_and_errors_name_the_flag() {
+        let c = parse(&[]).unwrap();
+        assert!(c.kinds.check("Deployment").is_err());
+        assert!(c.kinds.check("HorizontalPodAutoscaler").is_ok());
+        assert_eq!(c.tether.user, "system:serviceaccount:tether-system:tether");
+        let c = parse(&[
+            "--allowed-kinds",
+            "HorizontalPodAutoscaler,",
             "--banned-kinds",
-            "BANNED_KINDS",
-            &[" Pod ".into(), "Job".into()],
-        )
+            "Pod",
+        ])
         .unwrap();
-        assert_eq!(ok, vec!["Pod", "Job"]);
-        let e = check_list("--banned-kinds", "BANNED_KINDS", &["Pod".into(), "".into()])
-            .unwrap_err()
+        assert!(c.kinds.check("PodDisruptionBudget").is_err());
+        // Deployment is no longer banned, but the allow-list does not name it.
+        assert!(c.kinds.check("Deployment").is_err());
+        assert!(c.kinds.check("horizontalpodautoscaler").is_ok());
+        let e = parse(&["--domain-root", "Example.COM"])
+            .err()
+            .unwrap()
             .to_string();
-        assert_eq!(
-            e,
-            "--banned-kinds (env BANNED_KINDS): entry 2 is empty; write a comma-separated list without empty entries"
+        assert!(
+            e.starts_with("--domain-root (env EXT_DOMAIN_ROOT): "),
+            "{e}"
+        );
+        let e = parse(&["--rbac-file", "/nonexistent/rbac.yaml"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.starts_with("--rbac-file /nonexistent/rbac.yaml: "), "{e}");
+        let e = parse(&["--runner-kservice", "Bad_Name"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.starts_with("--runner-kservice (env RUNNER_KSERVICE)"),
+            "{e}"
         );
     }
 }

@@ -8,12 +8,18 @@
 
 pub mod admission;
 pub mod app;
+pub mod authz;
 pub mod certs;
 pub mod cli;
 pub mod config;
+pub mod crd;
+pub mod discovery;
 pub mod logging;
 pub mod metrics;
 pub mod naming;
+pub mod offline;
+pub mod policy;
 pub mod server;
 pub mod shutdown;
 pub mod tls;
+pub mod workloads;

@@ -1,16 +1,317 @@
-//! Routing by `request.kind` to the handler for that kind.
+//! Routing by `request.kind` to the handler for that kind, and the handlers themselves: they
+//! gather what the pure rules in `policy` need (discovery, access reviews, Deployments) and
+//! turn the rules' violations into a [`Decision`].
+
+use std::sync::Arc;
+
+use kube::core::admission::Operation;
+use serde_json::Value;
 
 use super::review::AdmissionRequest;
 use super::{Decision, Webhook};
+use crate::authz::cache::CachedReviewer;
+use crate::authz::{AccessDecision, AuthzError, Identity, ResourceAttributes, Role};
+use crate::discovery::{KindResolver, ResolveError, ResourceInfo};
+use crate::policy::{self, attached, plain, KindPolicy, Severity, Violation};
+use crate::workloads::{DeploymentSelectors, Lookup};
 
 /// The per-kind handlers and what they consult.
-#[derive(Default)]
-pub struct Handlers {}
+pub struct Handlers {
+    pub kinds: KindPolicy,
+    pub resolver: Arc<dyn KindResolver>,
+    pub reviewer: Arc<CachedReviewer>,
+    /// tether's own service account (SPEC 5.1 item 8).
+    pub tether: Identity,
+    pub deployments: Arc<dyn DeploymentSelectors>,
+}
+
+/// Verbs tether's controller uses on every attached copy.
+const TETHER_VERBS: [&str; 4] = ["create", "patch", "get", "delete"];
 
 impl Handlers {
-    pub async fn decide(&self, _webhook: Webhook, _req: &AdmissionRequest) -> Decision {
-        // A kind tether does not handle was routed to us: allow it unchanged (the webhook
-        // configuration decides what reaches us; this only happens when it is too broad).
-        Decision::allow("unhandled_kind")
+    pub async fn decide(&self, webhook: Webhook, req: &AdmissionRequest) -> Decision {
+        match (webhook, req.kind.group.as_str(), req.kind.kind.as_str()) {
+            (Webhook::Validate, "tether.dev", "AttachedResource") => {
+                self.validate_attached(req).await
+            }
+            (Webhook::Mutate, "tether.dev", "AttachedResource") => mutate_attached(req),
+            (Webhook::Mutate, _, _) if has_target_label(req) => self.mutate_plain(req),
+            // A kind tether does not handle was routed to us: allow it unchanged (the webhook
+            // configuration decides what reaches us; this only happens when it is too broad).
+            _ => Decision::allow("unhandled_kind"),
+        }
     }
+
+    /// SPEC 5.1.
+    async fn validate_attached(&self, req: &AdmissionRequest) -> Decision {
+        let ns = req.namespace.clone().unwrap_or_default();
+        if matches!(req.operation, Operation::Delete) {
+            return self.validate_attached_delete(req, &ns).await;
+        }
+        let Some(obj) = req.object.as_ref() else {
+            return Decision::malformed(
+                "missing_object",
+                "request.object: missing; the API server sends the object on CREATE and UPDATE",
+            );
+        };
+        let is_update = matches!(req.operation, Operation::Update);
+        let mut violations = Vec::new();
+        if is_update {
+            let Some(old) = req.old_object.as_ref() else {
+                return Decision::malformed(
+                    "missing_object",
+                    "request.oldObject: missing; the API server sends it on UPDATE",
+                );
+            };
+            violations.extend(attached::validate_update(old, obj));
+            // An update that leaves spec alone (labels, finalizers, the controller's own
+            // bookkeeping, deletion) attaches nothing new: re-checking it against policy that
+            // changed since would only make the object impossible to clean up.
+            if violations.is_empty() && old.get("spec") == obj.get("spec") {
+                return Decision::allow("spec_unchanged");
+            }
+        }
+        let spec = obj.get("spec");
+        violations.extend(attached::validate_spec(spec, &self.kinds));
+        // Rule 7: only when apiVersion/kind parsed; discovery of a malformed kind means nothing.
+        let mut resource = None;
+        if let Some(gvk) = spec.and_then(attached::object_gvk) {
+            match self.resolver.resolve(&gvk.group, &gvk.version, &gvk.kind).await {
+                Ok(info) if info.namespaced => resource = Some(info),
+                Ok(info) => violations.push(Violation::forbidden(
+                    "spec.object.kind",
+                    format!(
+                        "{} ({}{}) is cluster-scoped; only namespaced kinds can be attached",
+                        gvk.kind,
+                        info.plural,
+                        if info.group.is_empty() { String::new() } else { format!(".{}", info.group) }
+                    ),
+                )),
+                Err(ResolveError::Unknown(msg)) => {
+                    violations.push(Violation::malformed("spec.object.kind", msg))
+                }
+                Err(e @ ResolveError::Failed { .. }) => {
+                    return Decision::internal(
+                        "discovery_failed",
+                        format!(
+                            "spec.object.kind: cannot resolve {} {:?}: {e}; tether fails closed, try again",
+                            api_version_of(&gvk.group, &gvk.version),
+                            gvk.kind
+                        ),
+                    )
+                }
+            }
+        }
+        if !violations.is_empty() {
+            return deny_violations(&violations);
+        }
+        let Some(resource) = resource else {
+            return Decision::malformed("malformed_object", "spec.object: apiVersion/kind missing");
+        };
+        // Rule 8: the user may create/update that resource; tether may manage it.
+        let user_verb = if is_update { "update" } else { "create" };
+        let user = identity_of(req);
+        let mut checks: Vec<(Role, &Identity, ResourceAttributes)> =
+            vec![(Role::User, &user, attrs(user_verb, &resource, &ns))];
+        for verb in TETHER_VERBS {
+            checks.push((Role::Tether, &self.tether, attrs(verb, &resource, &ns)));
+        }
+        self.run_access_checks(&checks).await
+    }
+
+    /// SPEC 5.1 item 10: the user may delete the attached kind in the namespace.
+    async fn validate_attached_delete(&self, req: &AdmissionRequest, ns: &str) -> Decision {
+        let Some(old) = req.old_object.as_ref() else {
+            return Decision::malformed(
+                "missing_object",
+                "request.oldObject: missing; the API server sends it on DELETE",
+            );
+        };
+        let Some(gvk) = old.get("spec").and_then(attached::object_gvk) else {
+            // Nothing valid was ever attached by this object; deleting it removes nothing.
+            return Decision::allow("delete_nothing_attached");
+        };
+        let resource = match self
+            .resolver
+            .resolve(&gvk.group, &gvk.version, &gvk.kind)
+            .await
+        {
+            Ok(info) => info,
+            // The kind is gone from the cluster, so no copies of it can exist: allow, or the
+            // AttachedResource could never be deleted.
+            Err(ResolveError::Unknown(_)) => {
+                return Decision::allow("delete_kind_gone").with_warnings(vec![format!(
+                    "tether: {} {} is no longer served; no copies to delete",
+                    api_version_of(&gvk.group, &gvk.version),
+                    gvk.kind
+                )])
+            }
+            Err(e) => {
+                return Decision::internal(
+                    "discovery_failed",
+                    format!("spec.object.kind: {e}; tether fails closed, try again"),
+                )
+            }
+        };
+        let user = identity_of(req);
+        self.run_access_checks(&[(Role::User, &user, attrs("delete", &resource, ns))])
+            .await
+    }
+
+    async fn run_access_checks(
+        &self,
+        checks: &[(Role, &Identity, ResourceAttributes)],
+    ) -> Decision {
+        let answers = futures::future::join_all(
+            checks
+                .iter()
+                .map(|(role, who, a)| self.reviewer.review(*role, who, a)),
+        )
+        .await;
+        let mut denied = Vec::new();
+        let mut failed = Vec::new();
+        for ((role, who, a), answer) in checks.iter().zip(answers) {
+            match answer {
+                Ok(AccessDecision { allowed: true, .. }) => {}
+                Ok(AccessDecision { reason, .. }) => {
+                    denied.push(missing_permission(*role, who, a, &reason))
+                }
+                Err(e) => failed.push(review_failed(*role, who, a, &e)),
+            }
+        }
+        if !failed.is_empty() {
+            return Decision::internal("access_review_failed", failed.join("; "));
+        }
+        if !denied.is_empty() {
+            return Decision::forbidden("access_denied", denied.join("; "));
+        }
+        Decision::allow("allowed")
+    }
+
+    /// SPEC 5.3.
+    fn mutate_plain(&self, req: &AdmissionRequest) -> Decision {
+        let Some(obj) = req.object.as_ref() else {
+            return Decision::allow("no_object");
+        };
+        let group = req.kind.group.as_str();
+        let kind = req.kind.kind.as_str();
+        let ns = req.namespace.as_deref().unwrap_or_default();
+        let plan = match plain::plan_injection(group, kind, obj) {
+            Ok(p) => p,
+            Err(v) => return deny_violations(&v),
+        };
+        if plan.is_empty() {
+            return Decision::allow("nothing_to_inject");
+        }
+        let selector =
+            if plan.selector {
+                match self.deployments.selector(ns, &plan.target) {
+                    Lookup::Found(s) => Some(s),
+                    Lookup::NotFound => None,
+                    Lookup::NotReady => return Decision::internal(
+                        "cache_not_ready",
+                        "tether's Deployment cache is still loading; try again in a few seconds",
+                    ),
+                }
+            } else {
+                None
+            };
+        match plain::inject(group, kind, obj, ns, selector.as_ref()) {
+            Ok(m) => Decision::allow("injected")
+                .with_patch(m.patch)
+                .with_warnings(m.warnings),
+            Err(v) => deny_violations(&v),
+        }
+    }
+}
+
+/// SPEC 5.2: label the AttachedResource with its workload.
+fn mutate_attached(req: &AdmissionRequest) -> Decision {
+    if matches!(req.operation, Operation::Delete) {
+        return Decision::allow("no_mutation");
+    }
+    let Some(obj) = req.object.as_ref() else {
+        return Decision::allow("no_object");
+    };
+    let m = attached::workload_label_patch(obj);
+    if m.is_empty() {
+        return Decision::allow("no_mutation");
+    }
+    Decision::allow("labelled")
+        .with_patch(m.patch)
+        .with_warnings(m.warnings)
+}
+
+fn has_target_label(req: &AdmissionRequest) -> bool {
+    req.object
+        .as_ref()
+        .and_then(|o| o.pointer("/metadata/labels"))
+        .and_then(Value::as_object)
+        .is_some_and(|l| l.contains_key(plain::TARGET_LABEL))
+}
+
+fn deny_violations(v: &[Violation]) -> Decision {
+    let (code, message) = policy::summarize(v);
+    let malformed = v.iter().any(|x| x.severity == Severity::Malformed);
+    match (code, malformed) {
+        (400, _) | (_, true) => Decision::malformed("malformed_object", message),
+        _ => Decision::forbidden("policy", message),
+    }
+}
+
+fn identity_of(req: &AdmissionRequest) -> Identity {
+    Identity {
+        user: req.user_info.username.clone(),
+        uid: req.user_info.uid.clone(),
+        groups: req.user_info.groups.clone(),
+        extra: req.user_info.extra.clone(),
+    }
+}
+
+fn attrs(verb: &str, r: &ResourceInfo, ns: &str) -> ResourceAttributes {
+    ResourceAttributes {
+        verb: verb.to_string(),
+        group: r.group.clone(),
+        version: r.version.clone(),
+        resource: r.plural.clone(),
+        namespace: Some(ns.to_string()),
+        name: None,
+    }
+}
+
+fn api_version_of(group: &str, version: &str) -> String {
+    if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    }
+}
+
+fn who(role: Role, id: &Identity) -> String {
+    match role {
+        Role::User => format!("user {:?}", id.user),
+        Role::Tether => format!("tether's service account {:?}", id.user),
+    }
+}
+
+fn missing_permission(role: Role, id: &Identity, a: &ResourceAttributes, reason: &str) -> String {
+    let fix = match role {
+        Role::User => "ask a cluster admin for that permission, or attach a kind you may manage",
+        Role::Tether => {
+            "tether manages every copy itself: add the kind to the chart's attachableKinds (RBAC) or ask the platform team"
+        }
+    };
+    let why = if reason.is_empty() {
+        String::new()
+    } else {
+        format!(" ({reason})")
+    };
+    format!("{} may not {a}{why}; {fix}", who(role, id))
+}
+
+fn review_failed(role: Role, id: &Identity, a: &ResourceAttributes, e: &AuthzError) -> String {
+    format!(
+        "could not check whether {} may {a}: {e}; tether fails closed, try again",
+        who(role, id)
+    )
 }

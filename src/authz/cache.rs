@@ -1,0 +1,271 @@
+//! A short-lived cache of access review answers, with concurrent identical reviews collapsed
+//! into one call.
+//!
+//! Admission bursts (a `kubectl apply -f dir/` of fifty objects) ask the same five questions
+//! fifty times within a second; the API server should see them once. Allowed and denied
+//! answers have separate TTLs (a grant should take effect quickly, so a deny is usually cached
+//! for less); errors are never cached, so an API server hiccup is retried on the next request.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use futures::future::{BoxFuture, FutureExt, Shared};
+
+use super::{AccessDecision, AccessReviewer, AuthzError, Identity, ResourceAttributes, Role};
+use crate::metrics::Metrics;
+
+type Key = (Identity, ResourceAttributes);
+type Pending = Shared<BoxFuture<'static, Result<AccessDecision, AuthzError>>>;
+
+/// Bounds memory when many distinct users hit the webhook.
+const MAX_ENTRIES: usize = 16_384;
+
+struct State {
+    entries: RwLock<HashMap<Key, (AccessDecision, Instant)>>,
+    inflight: Mutex<HashMap<Key, Pending>>,
+    allowed_ttl: Duration,
+    denied_ttl: Duration,
+}
+
+impl State {
+    fn finish(&self, key: &Key, result: &Result<AccessDecision, AuthzError>) {
+        if let Ok(d) = result {
+            let ttl = if d.allowed {
+                self.allowed_ttl
+            } else {
+                self.denied_ttl
+            };
+            if !ttl.is_zero() {
+                let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
+                if entries.len() >= MAX_ENTRIES {
+                    let now = Instant::now();
+                    entries.retain(|_, (_, exp)| *exp > now);
+                    if entries.len() >= MAX_ENTRIES {
+                        entries.clear();
+                    }
+                }
+                entries.insert(key.clone(), (d.clone(), Instant::now() + ttl));
+            }
+        }
+        self.inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
+    }
+}
+
+pub struct CachedReviewer {
+    inner: Arc<dyn AccessReviewer>,
+    state: Arc<State>,
+    metrics: Metrics,
+}
+
+impl CachedReviewer {
+    pub fn new(
+        inner: Arc<dyn AccessReviewer>,
+        allowed_ttl: Duration,
+        denied_ttl: Duration,
+        metrics: Metrics,
+    ) -> Self {
+        Self {
+            inner,
+            state: Arc::new(State {
+                entries: RwLock::new(HashMap::new()),
+                inflight: Mutex::new(HashMap::new()),
+                allowed_ttl,
+                denied_ttl,
+            }),
+            metrics,
+        }
+    }
+
+    fn count(&self, role: Role, result: &Result<AccessDecision, AuthzError>, cache: &str) {
+        let r = match result {
+            Ok(d) if d.allowed => "allowed",
+            Ok(_) => "denied",
+            Err(_) => "error",
+        };
+        self.metrics
+            .access_reviews
+            .with_label_values(&[role.as_str(), r, cache])
+            .inc();
+    }
+
+    pub async fn review(
+        &self,
+        role: Role,
+        who: &Identity,
+        attrs: &ResourceAttributes,
+    ) -> Result<AccessDecision, AuthzError> {
+        let key: Key = (who.clone(), attrs.clone());
+        {
+            let entries = self.state.entries.read().unwrap_or_else(|p| p.into_inner());
+            if let Some((d, exp)) = entries.get(&key) {
+                if *exp > Instant::now() {
+                    let r = Ok(d.clone());
+                    self.count(role, &r, "hit");
+                    return r;
+                }
+            }
+        }
+        let (pending, cache) = {
+            let mut inflight = self
+                .state
+                .inflight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            match inflight.get(&key) {
+                Some(p) => (p.clone(), "shared"),
+                None => {
+                    let inner = self.inner.clone();
+                    let state = self.state.clone();
+                    let k = key.clone();
+                    // The future records its own result, so the cache is filled even when the
+                    // request that started it was cancelled (its deadline passed).
+                    let fut = async move {
+                        let r = inner.review(&k.0, &k.1).await;
+                        state.finish(&k, &r);
+                        r
+                    }
+                    .boxed()
+                    .shared();
+                    inflight.insert(key, fut.clone());
+                    (fut, "miss")
+                }
+            }
+        };
+        let r = pending.await;
+        self.count(role, &r, cache);
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_trait::async_trait;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    struct Counting {
+        calls: AtomicUsize,
+        answer: Result<AccessDecision, AuthzError>,
+        delay: Duration,
+    }
+
+    #[async_trait]
+    impl AccessReviewer for Counting {
+        async fn review(
+            &self,
+            _w: &Identity,
+            _a: &ResourceAttributes,
+        ) -> Result<AccessDecision, AuthzError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(self.delay).await;
+            self.answer.clone()
+        }
+    }
+
+    fn attrs(verb: &str) -> ResourceAttributes {
+        ResourceAttributes {
+            verb: verb.into(),
+            group: "autoscaling".into(),
+            version: "v2".into(),
+            resource: "horizontalpodautoscalers".into(),
+            namespace: Some("payments".into()),
+            name: None,
+        }
+    }
+
+    fn setup(
+        answer: Result<AccessDecision, AuthzError>,
+        delay_ms: u64,
+        allowed_ttl: u64,
+        denied_ttl: u64,
+    ) -> (Arc<Counting>, CachedReviewer, Metrics) {
+        let inner = Arc::new(Counting {
+            calls: AtomicUsize::new(0),
+            answer,
+            delay: Duration::from_millis(delay_ms),
+        });
+        let m = Metrics::new();
+        let c = CachedReviewer::new(
+            inner.clone(),
+            Duration::from_millis(allowed_ttl),
+            Duration::from_millis(denied_ttl),
+            m.clone(),
+        );
+        (inner, c, m)
+    }
+
+    fn yes() -> Result<AccessDecision, AuthzError> {
+        Ok(AccessDecision {
+            allowed: true,
+            reason: String::new(),
+        })
+    }
+
+    #[tokio::test]
+    async fn concurrent_identical_reviews_make_one_call_then_hit() {
+        let (inner, c, m) = setup(yes(), 50, 10_000, 10_000);
+        let who = Identity::service_account("t", "t");
+        let a = attrs("create");
+        let all =
+            futures::future::join_all((0..20).map(|_| c.review(Role::Tether, &who, &a))).await;
+        assert!(all.iter().all(|r| r.as_ref().unwrap().allowed));
+        assert_eq!(inner.calls.load(Ordering::SeqCst), 1);
+        c.review(Role::Tether, &who, &a).await.unwrap();
+        assert_eq!(inner.calls.load(Ordering::SeqCst), 1);
+        let v = |cache: &str| {
+            m.access_reviews
+                .with_label_values(&["tether", "allowed", cache])
+                .get()
+        };
+        assert_eq!((v("miss"), v("shared"), v("hit")), (1, 19, 1));
+        // A different question is a different key.
+        c.review(Role::Tether, &who, &attrs("delete"))
+            .await
+            .unwrap();
+        assert_eq!(inner.calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn errors_are_never_cached_and_ttls_expire() {
+        let (inner, c, m) = setup(Err(AuthzError::Failed("boom".into())), 0, 10_000, 10_000);
+        let who = Identity::default();
+        assert!(c.review(Role::User, &who, &attrs("create")).await.is_err());
+        assert!(c.review(Role::User, &who, &attrs("create")).await.is_err());
+        assert_eq!(inner.calls.load(Ordering::SeqCst), 2);
+        assert_eq!(
+            m.access_reviews
+                .with_label_values(&["user", "error", "miss"])
+                .get(),
+            2
+        );
+
+        let no = Ok(AccessDecision {
+            allowed: false,
+            reason: "no".into(),
+        });
+        let (inner, c, _) = setup(no, 0, 10_000, 30);
+        c.review(Role::User, &who, &attrs("create")).await.unwrap();
+        c.review(Role::User, &who, &attrs("create")).await.unwrap();
+        assert_eq!(inner.calls.load(Ordering::SeqCst), 1);
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        c.review(Role::User, &who, &attrs("create")).await.unwrap();
+        assert_eq!(inner.calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_first_caller_still_fills_the_cache() {
+        let (inner, c, _) = setup(yes(), 40, 10_000, 10_000);
+        let who = Identity::default();
+        let a = attrs("get");
+        let _ =
+            tokio::time::timeout(Duration::from_millis(5), c.review(Role::User, &who, &a)).await;
+        // The second caller joins the same in-flight review rather than starting another.
+        c.review(Role::User, &who, &a).await.unwrap();
+        c.review(Role::User, &who, &a).await.unwrap();
+        assert_eq!(inner.calls.load(Ordering::SeqCst), 1);
+    }
+}

@@ -1,0 +1,159 @@
+//! Access reviews: may this identity do this verb on this resource? (SPEC 5.1 items 8, 10;
+//! 5.4 item 4.)
+//!
+//! [`AccessReviewer`] has three implementations: [`sar::SarReviewer`] asks the API server
+//! (SubjectAccessReview), [`RbacFileReviewer`] evaluates an RBAC file offline, and
+//! [`AllowAll`] allows everything (standalone without an RBAC file, which says so in every
+//! response). [`cache::CachedReviewer`] sits in front of any of them.
+
+pub mod cache;
+pub mod rbac_file;
+pub mod sar;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use async_trait::async_trait;
+use thiserror::Error;
+
+/// Who is asking: the requesting user (from `request.userInfo`) or tether's own service
+/// account.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct Identity {
+    pub user: String,
+    pub uid: Option<String>,
+    pub groups: Vec<String>,
+    pub extra: BTreeMap<String, Vec<String>>,
+}
+
+impl Identity {
+    /// tether's service account, with the groups the API server gives every service account.
+    pub fn service_account(namespace: &str, name: &str) -> Identity {
+        Identity {
+            user: format!("system:serviceaccount:{namespace}:{name}"),
+            uid: None,
+            groups: vec![
+                "system:serviceaccounts".to_string(),
+                format!("system:serviceaccounts:{namespace}"),
+                "system:authenticated".to_string(),
+            ],
+            extra: BTreeMap::new(),
+        }
+    }
+}
+
+/// Which of the two identities a review is for; a bounded metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    User,
+    Tether,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::Tether => "tether",
+        }
+    }
+}
+
+/// The resource half of a SubjectAccessReview.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ResourceAttributes {
+    pub verb: String,
+    pub group: String,
+    pub version: String,
+    pub resource: String,
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+}
+
+impl fmt::Display for ResourceAttributes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let res = if self.group.is_empty() {
+            self.resource.clone()
+        } else {
+            format!("{}.{}", self.resource, self.group)
+        };
+        write!(f, "{} {res}", self.verb)?;
+        if let Some(n) = &self.name {
+            write!(f, " {n:?}")?;
+        }
+        match &self.namespace {
+            Some(ns) => write!(f, " in namespace {ns:?}"),
+            None => write!(f, " cluster-wide"),
+        }
+    }
+}
+
+/// An answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessDecision {
+    pub allowed: bool,
+    /// The authorizer's reason, if it gave one.
+    pub reason: String,
+}
+
+/// The review could not be answered; callers fail closed (deny with 500).
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+pub enum AuthzError {
+    #[error("the access review could not run: {0}")]
+    Failed(String),
+    #[error("the access review timed out after {0} ms")]
+    Timeout(u64),
+}
+
+#[async_trait]
+pub trait AccessReviewer: Send + Sync {
+    async fn review(
+        &self,
+        who: &Identity,
+        attrs: &ResourceAttributes,
+    ) -> Result<AccessDecision, AuthzError>;
+}
+
+/// Standalone without an RBAC file: everything is allowed, and the standalone warning on
+/// every response says so.
+pub struct AllowAll;
+
+#[async_trait]
+impl AccessReviewer for AllowAll {
+    async fn review(
+        &self,
+        _who: &Identity,
+        _attrs: &ResourceAttributes,
+    ) -> Result<AccessDecision, AuthzError> {
+        Ok(AccessDecision {
+            allowed: true,
+            reason: "standalone without --rbac-file: access reviews are not evaluated".into(),
+        })
+    }
+}
+
+/// Offline access reviews from an RBAC file.
+pub struct RbacFileReviewer(pub rbac_file::RbacFile);
+
+#[async_trait]
+impl AccessReviewer for RbacFileReviewer {
+    async fn review(
+        &self,
+        who: &Identity,
+        attrs: &ResourceAttributes,
+    ) -> Result<AccessDecision, AuthzError> {
+        let d = self.0.check(&rbac_file::AccessQuery {
+            user: &who.user,
+            groups: &who.groups,
+            verb: &attrs.verb,
+            group: &attrs.group,
+            resource: &attrs.resource,
+            subresource: None,
+            namespace: attrs.namespace.as_deref(),
+            name: attrs.name.as_deref(),
+        });
+        Ok(AccessDecision {
+            allowed: d.allowed,
+            reason: d.reason,
+        })
+    }
+}

@@ -1,0 +1,559 @@
+//! Built-in resource table for offline mode (SPEC 7: `--standalone`, `tether review`,
+//! `tether check`).
+//!
+//! Check 7 of SPEC 5.1 resolves an attached object's apiVersion/kind to a resource plural and a
+//! scope through API discovery. Without a cluster there is no discovery, so this table gives the
+//! same answer for the common built-in kinds and the CRDs tether users attach (KEDA, VPA,
+//! Prometheus Operator, Knative, cert-manager) and tether's own. A kind missing here is denied
+//! offline with a message that says the table was consulted, and the hint points at the likely
+//! mistake (wrong case, removed version, wrong group).
+//!
+//! Kinds are case-sensitive, as in Kubernetes: `horizontalpodautoscaler` is not a kind, even
+//! though `kubectl get` accepts it as a resource name.
+
+use std::fmt;
+
+/// One entry of the built-in table: what API discovery reports for a kind in a group/version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BuiltinResource {
+    /// API group, `""` for the core group.
+    pub group: &'static str,
+    /// Version, e.g. `v1`.
+    pub version: &'static str,
+    /// Kind, case as served.
+    pub kind: &'static str,
+    /// Resource plural (the URL path segment and the RBAC resource).
+    pub plural: &'static str,
+    /// Namespaced (`true`) or cluster-scoped.
+    pub namespaced: bool,
+    /// kubectl short names, used only for hints.
+    pub short_names: &'static [&'static str],
+}
+
+impl BuiltinResource {
+    /// The `apiVersion` string: `v1` for the core group, `group/version` otherwise.
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.to_string()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    /// Owned copy, shaped like a discovery answer.
+    pub fn to_info(&self) -> ResourceInfo {
+        ResourceInfo {
+            group: self.group.to_string(),
+            version: self.version.to_string(),
+            kind: self.kind.to_string(),
+            plural: self.plural.to_string(),
+            namespaced: self.namespaced,
+        }
+    }
+}
+
+/// A resolved kind: what [`lookup`] returns, the same fields a discovery client gives.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ResourceInfo {
+    /// API group, `""` for the core group.
+    pub group: String,
+    /// Version.
+    pub version: String,
+    /// Kind.
+    pub kind: String,
+    /// Resource plural.
+    pub plural: String,
+    /// Namespaced or cluster-scoped.
+    pub namespaced: bool,
+}
+
+impl From<&BuiltinResource> for ResourceInfo {
+    fn from(r: &BuiltinResource) -> Self {
+        r.to_info()
+    }
+}
+
+/// The kind is not in the built-in table.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LookupError {
+    /// Unknown apiVersion/kind; `hint` names the likely intended kind or apiVersion.
+    #[error(
+        "kind {kind:?} in apiVersion {api_version:?} is not in tether's built-in resource table \
+         (used without a cluster){}",
+        hint.as_deref().map(|h| format!("; {h}")).unwrap_or_default()
+    )]
+    UnknownKind {
+        /// The apiVersion looked up.
+        api_version: String,
+        /// The kind looked up.
+        kind: String,
+        /// What was probably meant, when something close exists.
+        hint: Option<String>,
+    },
+}
+
+const fn ns(
+    group: &'static str,
+    version: &'static str,
+    kind: &'static str,
+    plural: &'static str,
+    short_names: &'static [&'static str],
+) -> BuiltinResource {
+    BuiltinResource {
+        group,
+        version,
+        kind,
+        plural,
+        namespaced: true,
+        short_names,
+    }
+}
+
+const fn cluster(
+    group: &'static str,
+    version: &'static str,
+    kind: &'static str,
+    plural: &'static str,
+    short_names: &'static [&'static str],
+) -> BuiltinResource {
+    BuiltinResource {
+        group,
+        version,
+        kind,
+        plural,
+        namespaced: false,
+        short_names,
+    }
+}
+
+/// The table. Built-in entries are checked against k8s-openapi (the generated API types) in
+/// the tests; CRD entries follow the projects' published CRDs.
+#[rustfmt::skip]
+static TABLE: &[BuiltinResource] = &[
+    // core/v1
+    ns("", "v1", "Pod", "pods", &["po"]),
+    ns("", "v1", "PodTemplate", "podtemplates", &[]),
+    ns("", "v1", "Service", "services", &["svc"]),
+    ns("", "v1", "ConfigMap", "configmaps", &["cm"]),
+    ns("", "v1", "Secret", "secrets", &[]),
+    ns("", "v1", "ServiceAccount", "serviceaccounts", &["sa"]),
+    ns("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims", &["pvc"]),
+    ns("", "v1", "Endpoints", "endpoints", &["ep"]),
+    ns("", "v1", "Event", "events", &["ev"]),
+    ns("", "v1", "LimitRange", "limitranges", &["limits"]),
+    ns("", "v1", "ResourceQuota", "resourcequotas", &["quota"]),
+    ns("", "v1", "ReplicationController", "replicationcontrollers", &["rc"]),
+    cluster("", "v1", "Namespace", "namespaces", &["ns"]),
+    cluster("", "v1", "Node", "nodes", &["no"]),
+    cluster("", "v1", "PersistentVolume", "persistentvolumes", &["pv"]),
+    // apps/v1
+    ns("apps", "v1", "Deployment", "deployments", &["deploy"]),
+    ns("apps", "v1", "StatefulSet", "statefulsets", &["sts"]),
+    ns("apps", "v1", "DaemonSet", "daemonsets", &["ds"]),
+    ns("apps", "v1", "ReplicaSet", "replicasets", &["rs"]),
+    ns("apps", "v1", "ControllerRevision", "controllerrevisions", &[]),
+    // batch/v1
+    ns("batch", "v1", "Job", "jobs", &[]),
+    ns("batch", "v1", "CronJob", "cronjobs", &["cj"]),
+    // autoscaling
+    ns("autoscaling", "v1", "HorizontalPodAutoscaler", "horizontalpodautoscalers", &["hpa"]),
+    ns("autoscaling", "v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers", &["hpa"]),
+    // policy/v1
+    ns("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", &["pdb"]),
+    // networking.k8s.io/v1
+    ns("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", &["netpol"]),
+    ns("networking.k8s.io", "v1", "Ingress", "ingresses", &["ing"]),
+    cluster("networking.k8s.io", "v1", "IngressClass", "ingressclasses", &[]),
+    // rbac.authorization.k8s.io/v1
+    ns("rbac.authorization.k8s.io", "v1", "Role", "roles", &[]),
+    ns("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", &[]),
+    cluster("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", &[]),
+    cluster("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", &[]),
+    // scheduling, storage
+    cluster("scheduling.k8s.io", "v1", "PriorityClass", "priorityclasses", &["pc"]),
+    cluster("storage.k8s.io", "v1", "StorageClass", "storageclasses", &["sc"]),
+    // admissionregistration.k8s.io/v1
+    cluster("admissionregistration.k8s.io", "v1", "MutatingWebhookConfiguration", "mutatingwebhookconfigurations", &[]),
+    cluster("admissionregistration.k8s.io", "v1", "ValidatingWebhookConfiguration", "validatingwebhookconfigurations", &[]),
+    cluster("admissionregistration.k8s.io", "v1", "ValidatingAdmissionPolicy", "validatingadmissionpolicies", &[]),
+    cluster("admissionregistration.k8s.io", "v1", "ValidatingAdmissionPolicyBinding", "validatingadmissionpolicybindings", &[]),
+    // apiextensions.k8s.io/v1
+    cluster("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions", &["crd", "crds"]),
+    // coordination, discovery, events
+    ns("coordination.k8s.io", "v1", "Lease", "leases", &[]),
+    ns("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", &[]),
+    ns("events.k8s.io", "v1", "Event", "events", &["ev"]),
+    // Vertical Pod Autoscaler
+    ns("autoscaling.k8s.io", "v1", "VerticalPodAutoscaler", "verticalpodautoscalers", &["vpa"]),
+    // KEDA
+    ns("keda.sh", "v1alpha1", "ScaledObject", "scaledobjects", &["so"]),
+    ns("keda.sh", "v1alpha1", "ScaledJob", "scaledjobs", &["sj"]),
+    ns("keda.sh", "v1alpha1", "TriggerAuthentication", "triggerauthentications", &["ta", "triggerauth"]),
+    cluster("keda.sh", "v1alpha1", "ClusterTriggerAuthentication", "clustertriggerauthentications", &["cta", "clustertriggerauth"]),
+    // Prometheus Operator
+    ns("monitoring.coreos.com", "v1", "ServiceMonitor", "servicemonitors", &["smon"]),
+    ns("monitoring.coreos.com", "v1", "PodMonitor", "podmonitors", &["pmon"]),
+    ns("monitoring.coreos.com", "v1", "PrometheusRule", "prometheusrules", &["promrule"]),
+    // Knative
+    ns("serving.knative.dev", "v1", "Service", "services", &["kservice", "ksvc"]),
+    ns("serving.knative.dev", "v1", "Configuration", "configurations", &["config", "cfg"]),
+    ns("serving.knative.dev", "v1", "Route", "routes", &["rt"]),
+    ns("serving.knative.dev", "v1", "Revision", "revisions", &["rev"]),
+    ns("serving.knative.dev", "v1beta1", "DomainMapping", "domainmappings", &["dm"]),
+    cluster("networking.internal.knative.dev", "v1alpha1", "ClusterDomainClaim", "clusterdomainclaims", &["cdc"]),
+    // cert-manager
+    ns("cert-manager.io", "v1", "Certificate", "certificates", &["cert", "certs"]),
+    ns("cert-manager.io", "v1", "CertificateRequest", "certificaterequests", &["cr", "crs"]),
+    ns("cert-manager.io", "v1", "Issuer", "issuers", &[]),
+    cluster("cert-manager.io", "v1", "ClusterIssuer", "clusterissuers", &[]),
+    // tether
+    ns("tether.dev", "v1alpha1", "AttachedResource", "attachedresources", &["atr"]),
+    ns("tether.dev", "v1alpha1", "AppDomain", "appdomains", &["apd"]),
+];
+
+/// Every entry of the built-in table (for docs and tests).
+pub fn all() -> &'static [BuiltinResource] {
+    TABLE
+}
+
+/// Splits an apiVersion into group and version: `v1` → (`""`, `v1`), `apps/v1` →
+/// (`apps`, `v1`). `None` for anything else (empty, two slashes, empty parts).
+fn split_api_version(api_version: &str) -> Option<(&str, &str)> {
+    match api_version.split_once('/') {
+        None if !api_version.is_empty() => Some(("", api_version)),
+        Some((g, v)) if !g.is_empty() && !v.is_empty() && !v.contains('/') => Some((g, v)),
+        _ => None,
+    }
+}
+
+/// Resolves apiVersion/kind to resource plural and scope, as discovery would.
+///
+/// ```
+/// use tether::discovery::builtin::lookup;
+/// let hpa = lookup("autoscaling/v2", "HorizontalPodAutoscaler").unwrap();
+/// assert_eq!((hpa.plural.as_str(), hpa.namespaced), ("horizontalpodautoscalers", true));
+///
+/// // Kinds are case-sensitive; the error says what was probably meant.
+/// let err = lookup("autoscaling/v2beta2", "horizontalPodAutoscaler").unwrap_err();
+/// assert_eq!(
+///     err.to_string(),
+///     "kind \"horizontalPodAutoscaler\" in apiVersion \"autoscaling/v2beta2\" is not in tether's \
+///      built-in resource table (used without a cluster); did you mean kind \
+///      \"HorizontalPodAutoscaler\" (kinds are case-sensitive) with apiVersion \"autoscaling/v1\" \
+///      or \"autoscaling/v2\"?"
+/// );
+/// ```
+pub fn lookup(api_version: &str, kind: &str) -> Result<ResourceInfo, LookupError> {
+    if let Some((group, version)) = split_api_version(api_version) {
+        if let Some(entry) = TABLE
+            .iter()
+            .find(|r| r.group == group && r.version == version && r.kind == kind)
+        {
+            return Ok(entry.to_info());
+        }
+    }
+    Err(LookupError::UnknownKind {
+        api_version: api_version.to_string(),
+        kind: kind.to_string(),
+        hint: hint(api_version, kind),
+    })
+}
+
+/// What the user probably meant: entries whose kind equals `kind` ignoring case, or whose
+/// plural or short name equals it (people write `hpa` or `deployments` as a kind). Entries in
+/// the requested group are preferred, so a wrong version of `autoscaling` suggests the
+/// `autoscaling` versions rather than every group with a kind of that name.
+fn hint(api_version: &str, kind: &str) -> Option<String> {
+    let (group, version) = split_api_version(api_version).unwrap_or(("", ""));
+    let similar = |r: &&BuiltinResource| {
+        r.kind.eq_ignore_ascii_case(kind)
+            || r.plural.eq_ignore_ascii_case(kind)
+            || r.short_names.iter().any(|s| s.eq_ignore_ascii_case(kind))
+    };
+    let candidates: Vec<&BuiltinResource> = {
+        let same_group: Vec<_> = TABLE
+            .iter()
+            .filter(similar)
+            .filter(|r| r.group == group)
+            .collect();
+        if same_group.is_empty() {
+            TABLE.iter().filter(similar).collect()
+        } else {
+            same_group
+        }
+    };
+    let first = candidates.first()?;
+    let mut parts = Vec::new();
+    if first.kind != kind {
+        let why = if first.kind.eq_ignore_ascii_case(kind) {
+            "kinds are case-sensitive"
+        } else {
+            "manifests name the kind, not the resource"
+        };
+        parts.push(format!("kind {:?} ({why})", first.kind));
+    }
+    let in_requested_version = candidates
+        .iter()
+        .any(|r| r.group == group && r.version == version);
+    if !in_requested_version {
+        let mut versions: Vec<String> = Vec::new();
+        for r in &candidates {
+            let v = format!("{:?}", r.api_version());
+            if !versions.contains(&v) {
+                versions.push(v);
+            }
+        }
+        parts.push(format!("apiVersion {}", versions.join(" or ")));
+    }
+    Some(format!("did you mean {}?", parts.join(" with ")))
+}
+
+impl fmt::Display for ResourceInfo {
+    /// `horizontalpodautoscalers.autoscaling/v2 (namespaced)`, as in messages that say what
+    /// was looked up.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scope = if self.namespaced {
+            "namespaced"
+        } else {
+            "cluster-scoped"
+        };
+        if self.group.is_empty() {
+            write!(f, "{}/{} ({scope})", self.plural, self.version)
+        } else {
+            write!(
+                f,
+                "{}.{}/{} ({scope})",
+                self.plural, self.group, self.version
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::{NamespaceResourceScope, Resource};
+    use std::any::TypeId;
+
+    #[test]
+    fn lookup_table() {
+        #[rustfmt::skip]
+        let cases: &[(&str, &str, &str, &str, bool)] = &[
+            ("v1", "Pod", "", "pods", true),
+            ("v1", "Namespace", "", "namespaces", false),
+            ("v1", "Event", "", "events", true),
+            ("events.k8s.io/v1", "Event", "events.k8s.io", "events", true),
+            ("apps/v1", "Deployment", "apps", "deployments", true),
+            ("autoscaling/v1", "HorizontalPodAutoscaler", "autoscaling", "horizontalpodautoscalers", true),
+            ("autoscaling/v2", "HorizontalPodAutoscaler", "autoscaling", "horizontalpodautoscalers", true),
+            ("policy/v1", "PodDisruptionBudget", "policy", "poddisruptionbudgets", true),
+            ("networking.k8s.io/v1", "IngressClass", "networking.k8s.io", "ingressclasses", false),
+            ("rbac.authorization.k8s.io/v1", "ClusterRole", "rbac.authorization.k8s.io", "clusterroles", false),
+            ("autoscaling.k8s.io/v1", "VerticalPodAutoscaler", "autoscaling.k8s.io", "verticalpodautoscalers", true),
+            ("keda.sh/v1alpha1", "ScaledObject", "keda.sh", "scaledobjects", true),
+            ("keda.sh/v1alpha1", "ClusterTriggerAuthentication", "keda.sh", "clustertriggerauthentications", false),
+            ("monitoring.coreos.com/v1", "PrometheusRule", "monitoring.coreos.com", "prometheusrules", true),
+            ("serving.knative.dev/v1", "Service", "serving.knative.dev", "services", true),
+            ("serving.knative.dev/v1beta1", "DomainMapping", "serving.knative.dev", "domainmappings", true),
+            ("networking.internal.knative.dev/v1alpha1", "ClusterDomainClaim", "networking.internal.knative.dev", "clusterdomainclaims", false),
+            ("cert-manager.io/v1", "ClusterIssuer", "cert-manager.io", "clusterissuers", false),
+            ("cert-manager.io/v1", "Certificate", "cert-manager.io", "certificates", true),
+            ("tether.dev/v1alpha1", "AttachedResource", "tether.dev", "attachedresources", true),
+            ("tether.dev/v1alpha1", "AppDomain", "tether.dev", "appdomains", true),
+        ];
+        for &(api_version, kind, group, plural, namespaced) in cases {
+            let got = lookup(api_version, kind).unwrap_or_else(|e| panic!("{e}"));
+            let version = api_version.rsplit('/').next().unwrap();
+            assert_eq!(
+                got,
+                ResourceInfo {
+                    group: group.into(),
+                    version: version.into(),
+                    kind: kind.into(),
+                    plural: plural.into(),
+                    namespaced,
+                },
+                "{api_version} {kind}"
+            );
+        }
+    }
+
+    #[test]
+    fn hint_table() {
+        #[rustfmt::skip]
+        let cases: &[(&str, &str, Option<&str>)] = &[
+            ("autoscaling/v2", "horizontalpodautoscaler", Some("did you mean kind \"HorizontalPodAutoscaler\" (kinds are case-sensitive)?")),
+            ("autoscaling/v2beta2", "HorizontalPodAutoscaler", Some("did you mean apiVersion \"autoscaling/v1\" or \"autoscaling/v2\"?")),
+            ("autoscaling/v3", "hpa", Some("did you mean kind \"HorizontalPodAutoscaler\" (manifests name the kind, not the resource) with apiVersion \"autoscaling/v1\" or \"autoscaling/v2\"?")),
+            ("policy/v1beta1", "PodDisruptionBudget", Some("did you mean apiVersion \"policy/v1\"?")),
+            ("batch/v1beta1", "CronJob", Some("did you mean apiVersion \"batch/v1\"?")),
+            ("v1", "Deployment", Some("did you mean apiVersion \"apps/v1\"?")),
+            ("extensions/v1beta1", "Ingress", Some("did you mean apiVersion \"networking.k8s.io/v1\"?")),
+            ("apps/v1", "deployments", Some("did you mean kind \"Deployment\" (manifests name the kind, not the resource)?")),
+            ("apps/v1", "DEPLOYMENT", Some("did you mean kind \"Deployment\" (kinds are case-sensitive)?")),
+            // Same-group candidates win: the core Service, not Knative's.
+            ("v2", "Service", Some("did you mean apiVersion \"v1\"?")),
+            ("serving.knative.dev/v2", "Service", Some("did you mean apiVersion \"serving.knative.dev/v1\"?")),
+            // Group unknown, kind exists in two groups: both are offered.
+            ("example.com/v1", "Service", Some("did you mean apiVersion \"v1\" or \"serving.knative.dev/v1\"?")),
+            ("tether.dev/v1", "atr", Some("did you mean kind \"AttachedResource\" (manifests name the kind, not the resource) with apiVersion \"tether.dev/v1alpha1\"?")),
+            ("", "Pod", Some("did you mean apiVersion \"v1\"?")),
+            ("a/b/c", "Pod", Some("did you mean apiVersion \"v1\"?")),
+            ("example.com/v1", "Widget", None),
+            ("v1", "", None),
+        ];
+        for &(api_version, kind, want) in cases {
+            let err = lookup(api_version, kind).unwrap_err();
+            assert_eq!(
+                err,
+                LookupError::UnknownKind {
+                    api_version: api_version.into(),
+                    kind: kind.into(),
+                    hint: want.map(String::from),
+                },
+                "{api_version} {kind}"
+            );
+        }
+    }
+
+    #[test]
+    fn error_message() {
+        assert_eq!(
+            lookup("example.com/v1", "Widget").unwrap_err().to_string(),
+            "kind \"Widget\" in apiVersion \"example.com/v1\" is not in tether's built-in \
+             resource table (used without a cluster)"
+        );
+        assert_eq!(
+            lookup("v1", "pod").unwrap_err().to_string(),
+            "kind \"pod\" in apiVersion \"v1\" is not in tether's built-in resource table (used \
+             without a cluster); did you mean kind \"Pod\" (kinds are case-sensitive)?"
+        );
+    }
+
+    #[test]
+    fn display() {
+        assert_eq!(
+            lookup("autoscaling/v2", "HorizontalPodAutoscaler")
+                .unwrap()
+                .to_string(),
+            "horizontalpodautoscalers.autoscaling/v2 (namespaced)"
+        );
+        assert_eq!(
+            lookup("v1", "Node").unwrap().to_string(),
+            "nodes/v1 (cluster-scoped)"
+        );
+    }
+
+    #[test]
+    fn table_is_well_formed() {
+        for (i, r) in all().iter().enumerate() {
+            let id = format!("{} {}", r.api_version(), r.kind);
+            assert!(!r.version.is_empty() && !r.kind.is_empty(), "{id}");
+            assert_eq!(r.plural, r.plural.to_ascii_lowercase(), "{id}");
+            assert!(r.kind.starts_with(|c: char| c.is_ascii_uppercase()), "{id}");
+            assert!(
+                all()[..i]
+                    .iter()
+                    .all(|o| (o.group, o.version, o.kind) != (r.group, r.version, r.kind)),
+                "duplicate {id}"
+            );
+            // One plural per group/version, as discovery guarantees.
+            assert!(
+                all()[..i]
+                    .iter()
+                    .all(|o| (o.group, o.version, o.plural) != (r.group, r.version, r.plural)),
+                "duplicate plural {id}"
+            );
+            assert_eq!(lookup(&r.api_version(), r.kind), Ok(r.to_info()), "{id}");
+        }
+        assert!(all().len() >= 60);
+    }
+
+    /// The built-in kinds agree with k8s-openapi, which is generated from the Kubernetes
+    /// OpenAPI spec: same plural, same scope.
+    #[test]
+    fn builtin_entries_match_k8s_openapi() {
+        fn check<T: Resource + 'static>() -> String {
+            let namespaced = TypeId::of::<T::Scope>() == TypeId::of::<NamespaceResourceScope>();
+            let got = lookup(T::API_VERSION, T::KIND).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(
+                (
+                    got.group.as_str(),
+                    got.version.as_str(),
+                    got.plural.as_str(),
+                    got.namespaced
+                ),
+                (T::GROUP, T::VERSION, T::URL_PATH_SEGMENT, namespaced),
+                "{} {}",
+                T::API_VERSION,
+                T::KIND
+            );
+            format!("{} {}", T::API_VERSION, T::KIND)
+        }
+        use k8s_openapi::api::{
+            admissionregistration::v1 as adm, apps::v1 as apps, autoscaling::v1 as as1,
+            autoscaling::v2 as as2, batch::v1 as batch, coordination::v1 as coord,
+            core::v1 as core, discovery::v1 as disc, events::v1 as events, networking::v1 as net,
+            policy::v1 as policy, rbac::v1 as rbac, scheduling::v1 as sched,
+            storage::v1 as storage,
+        };
+        use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiext;
+        let checked = [
+            check::<core::Pod>(),
+            check::<core::PodTemplate>(),
+            check::<core::Service>(),
+            check::<core::ConfigMap>(),
+            check::<core::Secret>(),
+            check::<core::ServiceAccount>(),
+            check::<core::PersistentVolumeClaim>(),
+            check::<core::Endpoints>(),
+            check::<core::Event>(),
+            check::<core::LimitRange>(),
+            check::<core::ResourceQuota>(),
+            check::<core::ReplicationController>(),
+            check::<core::Namespace>(),
+            check::<core::Node>(),
+            check::<core::PersistentVolume>(),
+            check::<apps::Deployment>(),
+            check::<apps::StatefulSet>(),
+            check::<apps::DaemonSet>(),
+            check::<apps::ReplicaSet>(),
+            check::<apps::ControllerRevision>(),
+            check::<batch::Job>(),
+            check::<batch::CronJob>(),
+            check::<as1::HorizontalPodAutoscaler>(),
+            check::<as2::HorizontalPodAutoscaler>(),
+            check::<policy::PodDisruptionBudget>(),
+            check::<net::NetworkPolicy>(),
+            check::<net::Ingress>(),
+            check::<net::IngressClass>(),
+            check::<rbac::Role>(),
+            check::<rbac::RoleBinding>(),
+            check::<rbac::ClusterRole>(),
+            check::<rbac::ClusterRoleBinding>(),
+            check::<sched::PriorityClass>(),
+            check::<storage::StorageClass>(),
+            check::<adm::MutatingWebhookConfiguration>(),
+            check::<adm::ValidatingWebhookConfiguration>(),
+            check::<adm::ValidatingAdmissionPolicy>(),
+            check::<adm::ValidatingAdmissionPolicyBinding>(),
+            check::<apiext::CustomResourceDefinition>(),
+            check::<coord::Lease>(),
+            check::<disc::EndpointSlice>(),
+            check::<events::Event>(),
+        ];
+        // Every built-in (k8s.io or core) entry of the table is covered above.
+        for r in all() {
+            let builtin = r.group.is_empty()
+                || (r.group.ends_with(".k8s.io") && r.group != "autoscaling.k8s.io")
+                || !r.group.contains('.');
+            if builtin {
+                let id = format!("{} {}", r.api_version(), r.kind);
+                assert!(
+                    checked.contains(&id),
+                    "{id} not checked against k8s-openapi"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,545 @@
+//! The four placeholders of SPEC 3.1, usable in any string value of an attached object.
+//!
+//! Syntax, chosen to feel like Go templates (which users know from Helm) without being one:
+//! - A placeholder is `{{`, optional spaces/tabs, one of `.DeploymentName`, `.Version`,
+//!   `.Namespace`, `.WorkloadName` (case-sensitive, as in Go templates), optional
+//!   spaces/tabs, `}}`. So `{{.Version}}`, `{{ .Version }}` and `{{  .Version\t}}` are all
+//!   the same placeholder; `{{ . Version }}`, `{{ .version }}` and `{{- .Version }}` are errors.
+//! - Every `{{` opens a placeholder; it closes at the first `}}` after it. Whatever lies in
+//!   between must be one of the four, so `{{ .Foo }}`, `{{}}` and nesting
+//!   (`{{ {{ .Version }} }}`) are errors, and a `{{` with no `}}` after it is an error.
+//! - A `}}` that closes nothing is plain text. Closing braces are common in values that
+//!   are not templates at all (JSON in an annotation: `{"a":{"b":1}}`), and rejecting them
+//!   would buy nothing: the two readings cannot be confused once `{{` is strict.
+//! - Substitution is one pass: substituted values are never scanned again, so the output
+//!   does not depend on what the values contain.
+
+use std::borrow::Cow;
+
+use serde_json::Value;
+
+/// The placeholders, as users write them, for messages.
+pub const ALLOWED: &str =
+    "{{ .DeploymentName }}, {{ .Version }}, {{ .Namespace }}, {{ .WorkloadName }}";
+
+/// Why a string's placeholders are not well formed. Offsets are byte offsets into the
+/// string, pointing at the `{{` that starts the problem.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlaceholderError {
+    /// `{{ ... }}` holding something other than the four placeholders.
+    #[error(
+        "unknown placeholder {placeholder} at byte {offset}{hint}; the allowed placeholders \
+         are {ALLOWED}",
+        placeholder = crate::policy::quote_short(.text, 60),
+        hint = match .suggestion { Some(s) => format!(" (did you mean {s}?)"), None => String::new() }
+    )]
+    Unknown {
+        /// The placeholder as written, braces included (may be long; cut in the message).
+        text: String,
+        /// Byte offset of its `{{`.
+        offset: usize,
+        /// A close match (`{{ .version }}` → `{{ .Version }}`), when there is one.
+        suggestion: Option<&'static str>,
+    },
+    /// A `{{` with no `}}` after it.
+    #[error(
+        "unclosed \"{{{{\" at byte {offset}: close the placeholder with \"}}}}\"; the allowed \
+         placeholders are {ALLOWED}"
+    )]
+    Unclosed {
+        /// Byte offset of the `{{`.
+        offset: usize,
+    },
+}
+
+/// The values substituted for the placeholders, for one target Deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Vars<'a> {
+    /// `{{ .DeploymentName }}`: the target Deployment's name.
+    pub deployment_name: &'a str,
+    /// `{{ .Version }}`: its `tether.dev/version` label, or its name when the label is missing.
+    pub version: &'a str,
+    /// `{{ .Namespace }}`: the namespace of the AttachedResource (and of the Deployment).
+    pub namespace: &'a str,
+    /// `{{ .WorkloadName }}`: `spec.workloadRef.name`.
+    pub workload_name: &'a str,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Var {
+    DeploymentName,
+    Version,
+    Namespace,
+    WorkloadName,
+}
+
+impl Var {
+    const ALL: [(Var, &'static str, &'static str); 4] = [
+        (
+            Var::DeploymentName,
+            ".DeploymentName",
+            "{{ .DeploymentName }}",
+        ),
+        (Var::Version, ".Version", "{{ .Version }}"),
+        (Var::Namespace, ".Namespace", "{{ .Namespace }}"),
+        (Var::WorkloadName, ".WorkloadName", "{{ .WorkloadName }}"),
+    ];
+
+    fn value<'a>(self, vars: &Vars<'a>) -> &'a str {
+        match self {
+            Var::DeploymentName => vars.deployment_name,
+            Var::Version => vars.version,
+            Var::Namespace => vars.namespace,
+            Var::WorkloadName => vars.workload_name,
+        }
+    }
+}
+
+enum Segment<'s> {
+    Text(&'s str),
+    Placeholder(Var),
+}
+
+/// Splits `s` into text and placeholders, failing at the first malformed placeholder.
+fn scan(s: &str) -> impl Iterator<Item = Result<Segment<'_>, PlaceholderError>> + '_ {
+    let mut pos = 0usize;
+    let mut done = false;
+    let mut pending: Option<Var> = None;
+    std::iter::from_fn(move || {
+        if let Some(name) = pending.take() {
+            return Some(Ok(Segment::Placeholder(name)));
+        }
+        if done {
+            return None;
+        }
+        let rest = s.get(pos..)?;
+        let Some(rel_open) = rest.find("{{") else {
+            done = true;
+            return if rest.is_empty() {
+                None
+            } else {
+                Some(Ok(Segment::Text(rest)))
+            };
+        };
+        let open = pos + rel_open;
+        let text = &rest[..rel_open];
+        let inner_start = open + 2;
+        let Some(rel_close) = s.get(inner_start..).and_then(|r| r.find("}}")) else {
+            done = true;
+            return Some(Err(PlaceholderError::Unclosed { offset: open }));
+        };
+        let close = inner_start + rel_close;
+        let inner = s.get(inner_start..close).unwrap_or_default();
+        let trimmed = inner.trim_matches([' ', '\t']);
+        match Var::ALL.iter().find(|(_, n, _)| *n == trimmed) {
+            Some((name, _, _)) => {
+                pos = close + 2;
+                if text.is_empty() {
+                    Some(Ok(Segment::Placeholder(*name)))
+                } else {
+                    pending = Some(*name);
+                    Some(Ok(Segment::Text(text)))
+                }
+            }
+            None => {
+                done = true;
+                let suggestion = Var::ALL
+                    .iter()
+                    .find(|(_, n, _)| {
+                        let squeezed: String =
+                            trimmed.chars().filter(|c| !c.is_whitespace()).collect();
+                        squeezed.eq_ignore_ascii_case(n) || squeezed.eq_ignore_ascii_case(&n[1..])
+                    })
+                    .map(|(_, _, display)| *display);
+                Some(Err(PlaceholderError::Unknown {
+                    text: s.get(open..close + 2).unwrap_or_default().to_string(),
+                    offset: open,
+                    suggestion,
+                }))
+            }
+        }
+    })
+}
+
+/// Checks that every `{{ ... }}` in `s` is one of the four placeholders (SPEC 5.1 rule 6).
+/// Reports the first problem only; fixing it and re-applying shows the next.
+///
+/// ```
+/// use tether::policy::placeholders::validate;
+/// assert!(validate("{{ .WorkloadName }}-{{.Version}}").is_ok());
+/// assert!(validate("no placeholders } here }}").is_ok());
+/// let err = validate("x-{{ .Foo }}").unwrap_err();
+/// assert!(err.to_string().starts_with("unknown placeholder \"{{ .Foo }}\" at byte 2;"));
+/// ```
+pub fn validate(s: &str) -> Result<(), PlaceholderError> {
+    if !s.contains("{{") {
+        return Ok(());
+    }
+    for seg in scan(s) {
+        seg?;
+    }
+    Ok(())
+}
+
+/// Substitutes the placeholders in `s`. A string without `{{` is returned borrowed, so the
+/// common case costs no allocation.
+///
+/// ```
+/// use tether::policy::placeholders::{render, Vars};
+/// let vars = Vars { deployment_name: "web-v2", version: "v2", namespace: "shop", workload_name: "web" };
+/// assert_eq!(render("{{ .WorkloadName }}-{{.Version}}.{{ .Namespace }}", &vars).unwrap(), "web-v2.shop");
+/// assert!(render("{{ .Version", &vars).is_err());
+/// ```
+pub fn render<'s>(s: &'s str, vars: &Vars<'_>) -> Result<Cow<'s, str>, PlaceholderError> {
+    if !s.contains("{{") {
+        return Ok(Cow::Borrowed(s));
+    }
+    let mut out = String::with_capacity(s.len());
+    for seg in scan(s) {
+        match seg? {
+            Segment::Text(t) => out.push_str(t),
+            Segment::Placeholder(name) => out.push_str(name.value(vars)),
+        }
+    }
+    Ok(Cow::Owned(out))
+}
+
+/// A placeholder error in a JSON document, with the field path of the offending string.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{error}", if .path.is_empty() { String::new() } else { format!("{}: ", .path) })]
+pub struct RenderError {
+    /// Path of the string, relative to the rendered value (`spec.metrics[0].resource.name`);
+    /// empty when the value itself is the string.
+    pub path: String,
+    /// What is wrong with it.
+    pub error: PlaceholderError,
+}
+
+/// Renders every string value (not keys) in `v`, at any depth. Used by the controller to
+/// render `spec.object` per target Deployment.
+///
+/// ```
+/// use serde_json::json;
+/// use tether::policy::placeholders::{render_value, Vars};
+/// let vars = Vars { deployment_name: "web-v2", version: "v2", namespace: "shop", workload_name: "web" };
+/// let out = render_value(&json!({"metadata": {"labels": {"v": "{{ .Version }}"}}, "n": 1}), &vars).unwrap();
+/// assert_eq!(out, json!({"metadata": {"labels": {"v": "v2"}}, "n": 1}));
+/// ```
+pub fn render_value(v: &Value, vars: &Vars<'_>) -> Result<Value, RenderError> {
+    let mut path = String::new();
+    render_at(v, vars, &mut path)
+}
+
+fn render_at(v: &Value, vars: &Vars<'_>, path: &mut String) -> Result<Value, RenderError> {
+    Ok(match v {
+        Value::String(s) => match render(s, vars) {
+            Ok(r) => Value::String(r.into_owned()),
+            Err(error) => {
+                return Err(RenderError {
+                    path: path.clone(),
+                    error,
+                })
+            }
+        },
+        Value::Array(items) => {
+            let mut out = Vec::with_capacity(items.len());
+            for (i, item) in items.iter().enumerate() {
+                let len = path.len();
+                crate::policy::push_index(path, i);
+                out.push(render_at(item, vars, path)?);
+                path.truncate(len);
+            }
+            Value::Array(out)
+        }
+        Value::Object(map) => {
+            let mut out = serde_json::Map::with_capacity(map.len());
+            for (k, item) in map {
+                let len = path.len();
+                crate::policy::push_key(path, k);
+                out.insert(k.clone(), render_at(item, vars, path)?);
+                path.truncate(len);
+            }
+            Value::Object(out)
+        }
+        other => other.clone(),
+    })
+}
+
+/// Calls `f(path, error)` for every string value under `v` whose placeholders are not well
+/// formed; `path` starts from `base`. Used by admission to report every bad string at once.
+pub(crate) fn check_value(v: &Value, base: &str, f: &mut dyn FnMut(&str, PlaceholderError)) {
+    let mut path = base.to_string();
+    check_at(v, &mut path, f);
+}
+
+fn check_at(v: &Value, path: &mut String, f: &mut dyn FnMut(&str, PlaceholderError)) {
+    match v {
+        Value::String(s) => {
+            if let Err(e) = validate(s) {
+                f(path, e);
+            }
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                let len = path.len();
+                crate::policy::push_index(path, i);
+                check_at(item, path, f);
+                path.truncate(len);
+            }
+        }
+        Value::Object(map) => {
+            for (k, item) in map {
+                let len = path.len();
+                crate::policy::push_key(path, k);
+                check_at(item, path, f);
+                path.truncate(len);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    const VARS: Vars<'static> = Vars {
+        deployment_name: "web-v2",
+        version: "v2",
+        namespace: "shop",
+        workload_name: "web",
+    };
+
+    fn unknown(text: &str, offset: usize, suggestion: Option<&'static str>) -> PlaceholderError {
+        PlaceholderError::Unknown {
+            text: text.to_string(),
+            offset,
+            suggestion,
+        }
+    }
+
+    #[test]
+    fn render_table() {
+        let cases: Vec<(&str, Result<&str, PlaceholderError>)> = vec![
+            ("", Ok("")),
+            ("plain", Ok("plain")),
+            ("{{ .DeploymentName }}", Ok("web-v2")),
+            ("{{ .Version }}", Ok("v2")),
+            ("{{ .Namespace }}", Ok("shop")),
+            ("{{ .WorkloadName }}", Ok("web")),
+            ("{{.Version}}", Ok("v2")),
+            ("{{  .Version  }}", Ok("v2")),
+            ("{{\t.Version\t}}", Ok("v2")),
+            ("a{{.Version}}b{{ .Namespace }}c", Ok("av2bshopc")),
+            ("{{.Version}}{{.Version}}", Ok("v2v2")),
+            ("}}", Ok("}}")),
+            ("a }} b", Ok("a }} b")),
+            ("{\"a\":{\"b\":1}}", Ok("{\"a\":{\"b\":1}}")),
+            ("{{ .Version }}}", Ok("v2}")),
+            ("{ {.Version} }", Ok("{ {.Version} }")),
+            ("{{ .Version", Err(PlaceholderError::Unclosed { offset: 0 })),
+            (
+                "ok {{.Version}} {{",
+                Err(PlaceholderError::Unclosed { offset: 16 }),
+            ),
+            (
+                "{{ .Version }",
+                Err(PlaceholderError::Unclosed { offset: 0 }),
+            ),
+            ("x{{ .Foo }}", Err(unknown("{{ .Foo }}", 1, None))),
+            ("{{}}", Err(unknown("{{}}", 0, None))),
+            ("{{ }}", Err(unknown("{{ }}", 0, None))),
+            (
+                "{{ . Version }}",
+                Err(unknown("{{ . Version }}", 0, Some("{{ .Version }}"))),
+            ),
+            (
+                "{{ .version }}",
+                Err(unknown("{{ .version }}", 0, Some("{{ .Version }}"))),
+            ),
+            (
+                "{{ Namespace }}",
+                Err(unknown("{{ Namespace }}", 0, Some("{{ .Namespace }}"))),
+            ),
+            ("{{- .Version }}", Err(unknown("{{- .Version }}", 0, None))),
+            (
+                "{{\n.Version}}",
+                Err(unknown("{{\n.Version}}", 0, Some("{{ .Version }}"))),
+            ),
+            (
+                "{{ {{ .Version }} }}",
+                Err(unknown("{{ {{ .Version }}", 0, None)),
+            ),
+            ("{{{ .Version }}", Err(unknown("{{{ .Version }}", 0, None))),
+            (
+                "{{.Version}}{{ .Bad }}",
+                Err(unknown("{{ .Bad }}", 12, None)),
+            ),
+            ("é{{.X}}", Err(unknown("{{.X}}", 2, None))),
+        ];
+        for (input, want) in cases {
+            let got = render(input, &VARS);
+            match want {
+                Ok(s) => assert_eq!(got.as_deref(), Ok(s), "{input:?}"),
+                Err(e) => {
+                    assert_eq!(got, Err(e.clone()), "{input:?}");
+                    assert_eq!(validate(input), Err(e), "{input:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn no_placeholder_is_borrowed() {
+        assert!(matches!(
+            render("plain }} text", &VARS),
+            Ok(Cow::Borrowed(_))
+        ));
+        assert!(matches!(render("{{.Version}}", &VARS), Ok(Cow::Owned(_))));
+    }
+
+    #[test]
+    fn substituted_values_are_not_expanded_again() {
+        let vars = Vars {
+            version: "{{ .Namespace }}",
+            ..VARS
+        };
+        assert_eq!(render("{{ .Version }}", &vars).unwrap(), "{{ .Namespace }}");
+    }
+
+    #[test]
+    fn error_messages() {
+        assert_eq!(
+            validate("x-{{ .Foo }}").unwrap_err().to_string(),
+            "unknown placeholder \"{{ .Foo }}\" at byte 2; the allowed placeholders are \
+             {{ .DeploymentName }}, {{ .Version }}, {{ .Namespace }}, {{ .WorkloadName }}"
+        );
+        assert_eq!(
+            validate("{{ .version }}").unwrap_err().to_string(),
+            "unknown placeholder \"{{ .version }}\" at byte 0 (did you mean {{ .Version }}?); \
+             the allowed placeholders are {{ .DeploymentName }}, {{ .Version }}, \
+             {{ .Namespace }}, {{ .WorkloadName }}"
+        );
+        assert_eq!(
+            validate("ab{{ .Version").unwrap_err().to_string(),
+            "unclosed \"{{\" at byte 2: close the placeholder with \"}}\"; the allowed \
+             placeholders are {{ .DeploymentName }}, {{ .Version }}, {{ .Namespace }}, \
+             {{ .WorkloadName }}"
+        );
+        // Long junk is cut in the message.
+        let long = format!("{{{{{}}}}}", "x".repeat(500));
+        let msg = validate(&long).unwrap_err().to_string();
+        assert!(msg.len() < 250, "{msg}");
+        assert!(msg.contains("…"), "{msg}");
+    }
+
+    #[test]
+    fn render_value_walks_strings_not_keys() {
+        let v = json!({
+            "{{ .Version }}": "{{ .Version }}",
+            "list": ["{{.Namespace}}", 1, null, true, {"x": "{{ .DeploymentName }}"}],
+            "n": 2.5
+        });
+        assert_eq!(
+            render_value(&v, &VARS).unwrap(),
+            json!({
+                "{{ .Version }}": "v2",
+                "list": ["shop", 1, null, true, {"x": "web-v2"}],
+                "n": 2.5
+            })
+        );
+        assert_eq!(
+            render_value(&json!("{{.Version}}"), &VARS).unwrap(),
+            json!("v2")
+        );
+    }
+
+    #[test]
+    fn render_value_error_path() {
+        let v = json!({"spec": {"metrics": [{"resource": {"name": "{{ .Foo }}"}}]}});
+        let err = render_value(&v, &VARS).unwrap_err();
+        assert_eq!(err.path, "spec.metrics[0].resource.name");
+        assert_eq!(err.error, unknown("{{ .Foo }}", 0, None));
+        assert!(err
+            .to_string()
+            .starts_with("spec.metrics[0].resource.name: unknown placeholder"));
+        let err = render_value(&json!("{{"), &VARS).unwrap_err();
+        assert_eq!(err.path, "");
+        assert!(err.to_string().starts_with("unclosed"));
+        let err = render_value(&json!({"a.b": ["ok", "{{"]}), &VARS).unwrap_err();
+        assert_eq!(err.path, "[\"a.b\"][1]");
+    }
+
+    #[test]
+    fn check_value_reports_every_string() {
+        let v = json!({"a": ["{{ .X }}", "ok", "{{"], "b": {"c": "{{.Y}}"}});
+        let mut seen = Vec::new();
+        check_value(&v, "spec.object", &mut |p, e| seen.push((p.to_string(), e)));
+        assert_eq!(
+            seen,
+            vec![
+                ("spec.object.a[0]".to_string(), unknown("{{ .X }}", 0, None)),
+                (
+                    "spec.object.a[2]".to_string(),
+                    PlaceholderError::Unclosed { offset: 0 }
+                ),
+                ("spec.object.b.c".to_string(), unknown("{{.Y}}", 0, None)),
+            ]
+        );
+    }
+
+    fn piece() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("{{".to_string()),
+            Just("}}".to_string()),
+            Just("{".to_string()),
+            Just("}".to_string()),
+            Just(" ".to_string()),
+            Just(".Version".to_string()),
+            Just("{{ .Version }}".to_string()),
+            Just("{{.Namespace}}".to_string()),
+            Just("{{ .DeploymentName}}".to_string()),
+            Just("{{ .WorkloadName }}".to_string()),
+            "[a-zé\\-. ]{0,4}",
+        ]
+    }
+
+    fn template() -> impl Strategy<Value = String> {
+        prop::collection::vec(piece(), 0..10).prop_map(|v| v.concat())
+    }
+
+    proptest! {
+        #[test]
+        fn render_never_panics(s in any::<String>()) {
+            let rendered = render(&s, &VARS);
+            prop_assert_eq!(validate(&s).is_ok(), rendered.is_ok());
+        }
+
+        #[test]
+        fn render_never_panics_on_brace_soup(s in template()) {
+            let _ = render(&s, &VARS);
+        }
+
+        #[test]
+        fn valid_means_renders_without_placeholders(s in template()) {
+            if validate(&s).is_ok() {
+                let out = render(&s, &VARS);
+                prop_assert!(out.is_ok());
+                let out = out.unwrap();
+                for (_, _, p) in Var::ALL {
+                    prop_assert!(!out.contains(p));
+                }
+                prop_assert!(!out.contains("{{"));
+            } else {
+                prop_assert!(render(&s, &VARS).is_err());
+            }
+        }
+
+        #[test]
+        fn text_without_open_braces_is_unchanged(s in "[^{]*") {
+            prop_assert_eq!(render(&s, &VARS).unwrap(), s.as_str());
+        }
+    }
+}

@@ -1,0 +1,748 @@
+"""Checks of tether's deployment artifacts; run through tests/deploy/check.sh.
+
+Every check parses what it checks into objects and compares structures: the
+chart is linted and rendered by Helm's own Go engine (helm.py), manifests are
+validated against the Kubernetes JSON schemas shipped by kubernetes-validate,
+and the Dockerfile is linted by hadolint.
+
+    python tests/deploy/checks.py              # all checks
+    python tests/deploy/checks.py --regen-raw  # rewrite webhook-config/ from the chart
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import helm  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "tether"
+RAW = ROOT / "webhook-config"
+HERE = ROOT / "tests" / "deploy"
+CHART_CRDS = CHART / "crds" / "tether.dev.yaml"
+RAW_CRDS = RAW / "crds.yaml"
+# Local development only, before `tether crds` exists: read both CRD copies from
+# this file instead. Never set in CI; every run that uses it says so.
+CRDS_OVERRIDE = os.environ.get("TETHER_DEPLOY_CRDS_OVERRIDE")
+if CRDS_OVERRIDE:
+    CHART_CRDS = RAW_CRDS = Path(CRDS_OVERRIDE).resolve()
+RELEASE = "tether"
+NAMESPACE = "tether-system"
+KUBE_VERSION = "1.33"
+
+# Kinds backed by CRDs: kubernetes-validate has no schema for them.
+CRD_BACKED_GROUPS = {"cert-manager.io", "monitoring.coreos.com", "tether.dev"}
+# Labels only Helm sets; the plain manifests leave them out.
+HELM_ONLY_LABELS = {"helm.sh/chart", "app.kubernetes.io/managed-by"}
+# Files in webhook-config/ that are not generated from the chart.
+RAW_HANDWRITTEN = {"crds.yaml", "namespace.yaml", "kustomization.yaml"}
+
+# ---------------------------------------------------------------------------
+# What the webhooks must route (SPEC 5, issue text). One tuple per
+# (apiGroup, apiVersion, resource, operation).
+
+PLAIN_KINDS = [
+    ("autoscaling", "v2", "horizontalpodautoscalers"),
+    ("policy", "v1", "poddisruptionbudgets"),
+    ("keda.sh", "v1alpha1", "scaledobjects"),
+    ("autoscaling.k8s.io", "v1", "verticalpodautoscalers"),
+]
+
+
+def _routes(items: list[tuple[str, str, str]], ops: list[str]) -> set[tuple[str, ...]]:
+    return {(g, v, r, op) for (g, v, r) in items for op in ops}
+
+
+TARGET_SELECTOR = {"matchExpressions": [{"key": "tether.dev/target", "operator": "Exists"}]}
+EXPECTED_WEBHOOKS: dict[str, dict[str, dict[str, Any]]] = {
+    "MutatingWebhookConfiguration": {
+        "attachedresources.mutate.tether.dev": {
+            "path": "/mutate",
+            "routes": _routes([("tether.dev", "v1alpha1", "attachedresources")],
+                              ["CREATE", "UPDATE"]),
+            "objectSelector": None,
+        },
+        "appdomains.mutate.tether.dev": {
+            "path": "/mutate",
+            "routes": _routes([("tether.dev", "v1alpha1", "appdomains")], ["CREATE"]),
+            "objectSelector": None,
+        },
+        "targets.mutate.tether.dev": {
+            "path": "/mutate",
+            "routes": _routes(PLAIN_KINDS, ["CREATE", "UPDATE"]),
+            "objectSelector": TARGET_SELECTOR,
+        },
+    },
+    "ValidatingWebhookConfiguration": {
+        "attachedresources.validate.tether.dev": {
+            "path": "/validate",
+            "routes": _routes([("tether.dev", "v1alpha1", "attachedresources")],
+                              ["CREATE", "UPDATE", "DELETE"]),
+            "objectSelector": None,
+        },
+        "appdomains.validate.tether.dev": {
+            "path": "/validate",
+            "routes": _routes([("tether.dev", "v1alpha1", "appdomains")], ["CREATE", "UPDATE"]),
+            "objectSelector": None,
+        },
+    },
+}
+
+# ---------------------------------------------------------------------------
+# Tiny runner: each check raises AssertionError (or anything) to fail.
+
+RESULTS: list[tuple[str, bool, str]] = []
+
+
+def run(name: str, fn: Callable[[], None]) -> bool:
+    try:
+        fn()
+    except AssertionError as e:
+        RESULTS.append((name, False, str(e) or "assertion failed"))
+        print(f"FAIL {name}: {e}", flush=True)
+        return False
+    except Exception as e:  # a crash in a check is a failed check, with its trace
+        RESULTS.append((name, False, f"{type(e).__name__}: {e}"))
+        print(f"FAIL {name}: {type(e).__name__}: {e}", flush=True)
+        traceback.print_exc(limit=3)
+        return False
+    RESULTS.append((name, True, ""))
+    print(f"PASS {name}", flush=True)
+    return True
+
+
+def note(msg: str) -> None:
+    print(f"     note: {msg}", flush=True)
+
+
+# ---------------------------------------------------------------------------
+# Helpers
+
+
+def load_yaml_docs(path: Path) -> list[dict[str, Any]]:
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+    for d in docs:
+        assert isinstance(d, dict), f"{path}: a document is not a mapping"
+    return docs
+
+
+def key(obj: dict[str, Any]) -> tuple[str, str, str]:
+    return (obj.get("kind", ""), obj.get("metadata", {}).get("namespace", ""),
+            obj.get("metadata", {}).get("name", ""))
+
+
+def by_kind(objs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [o for o in objs if o.get("kind") == kind]
+
+
+def one(objs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
+    found = [o for o in by_kind(objs, kind) if name is None or o["metadata"]["name"] == name]
+    assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
+    return found[0]
+
+
+def require_shape(obj: dict[str, Any], where: str) -> None:
+    assert isinstance(obj.get("apiVersion"), str) and obj["apiVersion"], \
+        f"{where}: missing apiVersion"
+    assert isinstance(obj.get("kind"), str) and obj["kind"], f"{where}: missing kind"
+    name = (obj.get("metadata") or {}).get("name")
+    assert isinstance(name, str) and name, f"{where}: {obj.get('kind')} without metadata.name"
+
+
+def values_file(name: str) -> dict[str, Any]:
+    return yaml.safe_load((HERE / name).read_text()) or {}
+
+
+def strip_helm_labels(obj: Any) -> Any:
+    """The object as the plain manifests carry it: without Helm-only labels."""
+    if isinstance(obj, dict):
+        out = {}
+        for k, v in obj.items():
+            if k == "labels" and isinstance(v, dict):
+                v = {lk: lv for lk, lv in v.items() if lk not in HELM_ONLY_LABELS}
+            out[k] = strip_helm_labels(v)
+        return out
+    if isinstance(obj, list):
+        return [strip_helm_labels(v) for v in obj]
+    return obj
+
+
+def raw_generated_files() -> list[Path]:
+    return sorted(p for p in RAW.glob("*.yaml") if p.name not in RAW_HANDWRITTEN)
+
+
+def raw_objects(include_crds: bool = True) -> list[tuple[Path, dict[str, Any]]]:
+    out = []
+    for p in sorted(RAW.glob("*.yaml")):
+        if p.name in ("kustomization.yaml", "crds.yaml"):
+            continue
+        out.extend((p, d) for d in load_yaml_docs(p))
+    if include_crds and RAW_CRDS.is_file():
+        out.extend((RAW_CRDS, d) for d in load_yaml_docs(RAW_CRDS))
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Renders (shared by several checks; a failed render fails its own check)
+
+RENDERS: dict[str, helm.Rendered] = {}
+VALUE_SETS = {
+    "default": None,
+    "all-on": "values-all-on.yaml",
+    "byo-tls": "values-byo-tls.yaml",
+}
+
+
+def render_check(label: str) -> Callable[[], None]:
+    def fn() -> None:
+        fname = VALUE_SETS[label]
+        values = values_file(fname) if fname else None
+        r = helm.render(CHART, values, RELEASE, NAMESPACE)
+        seen = set()
+        for o in r.objects:
+            require_shape(o, f"render {label}")
+            assert key(o) not in seen, f"duplicate object {key(o)}"
+            seen.add(key(o))
+        assert r.objects, "rendered nothing"
+        assert len(r.writes) == len(r.objects), \
+            f"Helm created {len(r.writes)} objects for {len(r.objects)} rendered"
+        RENDERS[label] = r
+        note(f"{len(r.objects)} objects: " + ", ".join(sorted({o['kind'] for o in r.objects})))
+    return fn
+
+
+def rendered(label: str) -> list[dict[str, Any]]:
+    assert label in RENDERS, f"render of {label} values failed earlier"
+    return RENDERS[label].objects
+
+
+# ---------------------------------------------------------------------------
+# Checks
+
+
+def check_crds_present() -> None:
+    if CRDS_OVERRIDE:
+        note(f"TETHER_DEPLOY_CRDS_OVERRIDE: CRDs read from {CRDS_OVERRIDE}, not the repo")
+    missing = [str(p.relative_to(ROOT)) for p in (CHART_CRDS, RAW_CRDS) if not p.is_file()]
+    assert not missing, ("missing generated CRDs: " + ", ".join(missing) +
+                         " (generate them with `tether crds`)")
+    chart_docs = load_yaml_docs(CHART_CRDS)
+    raw_docs = load_yaml_docs(RAW_CRDS)
+    names = sorted(d.get("metadata", {}).get("name", "") for d in chart_docs)
+    assert names == ["appdomains.tether.dev", "attachedresources.tether.dev"], \
+        f"{CHART_CRDS.relative_to(ROOT)} holds {names}"
+    for d in chart_docs:
+        require_shape(d, str(CHART_CRDS))
+        assert d["kind"] == "CustomResourceDefinition", f"unexpected kind {d['kind']}"
+        assert d["spec"]["group"] == "tether.dev"
+        assert d["spec"]["scope"] == "Namespaced", f"{d['metadata']['name']} is not Namespaced"
+    assert sorted(map(key, chart_docs)) == sorted(map(key, raw_docs)) and \
+        sorted(chart_docs, key=key) == sorted(raw_docs, key=key), \
+        "charts/tether/crds/tether.dev.yaml and webhook-config/crds.yaml differ"
+
+
+def lint_check(label: str) -> Callable[[], None]:
+    def fn() -> None:
+        fname = VALUE_SETS[label]
+        msgs = helm.lint(CHART, values_file(fname) if fname else None)
+        bad = [m for m in msgs if m.severity in ("WARNING", "ERROR", "UNKNOWN")]
+        for m in msgs:
+            if m not in bad:
+                note(f"lint {m.severity} {m.path}")
+        assert not bad, "helm lint: " + "; ".join(f"{m.severity} in {m.path}" for m in bad) + \
+            " (the shim drops message texts; the render check shows Helm's error)"
+    return fn
+
+
+SCHEMA_REJECTS = [
+    ("replicas of the wrong type", {"replicas": "two"}, "replicas"),
+    ("unknown top-level key", {"replica": 2}, "replica"),
+    ("failurePolicy outside its enum", {"failurePolicy": "Maybe"}, "failurePolicy"),
+    ("timeoutSeconds over 30", {"timeoutSeconds": 31}, "timeoutSeconds"),
+    ("controllers not a known list", {"controllers": "everything"}, "controllers"),
+    ("attachableKinds entry without resources",
+     {"attachableKinds": [{"apiGroup": "policy"}]}, "resources"),
+    ("bool given as string", {"attachAnyKind": "yes"}, "attachAnyKind"),
+    ("BYO TLS without a secret",
+     {"certManager": {"enabled": False}, "tls": {"caBundle": "Y2E="}},
+     "tls.existingSecret is required"),
+    ("BYO TLS without a caBundle",
+     {"certManager": {"enabled": False}, "tls": {"existingSecret": "s"}},
+     "tls.caBundle is required"),
+]
+
+
+def check_schema_rejects() -> None:
+    schema = yaml.safe_load((CHART / "values.schema.json").read_text())
+    assert schema.get("additionalProperties") is False, \
+        "values.schema.json: top level must set additionalProperties: false"
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+    extra = set(defaults) - set(schema["properties"])
+    assert not extra, f"values.yaml keys missing from the schema: {sorted(extra)}"
+    missing = set(schema["properties"]) - set(defaults)
+    assert not missing, f"schema keys without a default in values.yaml: {sorted(missing)}"
+    problems = []
+    for what, values, expect in SCHEMA_REJECTS:
+        try:
+            helm.render(CHART, values, RELEASE, NAMESPACE)
+            problems.append(f"{what}: accepted")
+        except helm.HelmError as e:
+            if expect not in str(e):
+                problems.append(f"{what}: rejected, but the message lacks {expect!r}: {e}")
+    assert not problems, "; ".join(problems)
+    note(f"{len(SCHEMA_REJECTS)} bad value sets rejected by Helm")
+
+
+def k8s_validate(objs: list[tuple[str, dict[str, Any]]]) -> None:
+    import kubernetes_validate
+
+    errors, skipped, ok = [], [], 0
+    for where, obj in objs:
+        require_shape(obj, where)
+        group = obj["apiVersion"].split("/")[0] if "/" in obj["apiVersion"] else ""
+        label = f"{where}: {obj['kind']}/{obj['metadata']['name']}"
+        if group in CRD_BACKED_GROUPS:
+            skipped.append(label)
+            continue
+        try:
+            kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
+            ok += 1
+        except kubernetes_validate.ValidationError as e:
+            path = ".".join(str(p) for p in e.path)
+            errors.append(f"{label}: {path}: {e.message}")
+        except kubernetes_validate.SchemaNotFoundError as e:
+            errors.append(f"{label}: {e.message}")
+    for s in skipped:
+        note(f"schema skipped (CRD-backed kind; parsed, has apiVersion/kind/name): {s}")
+    note(f"{ok} objects valid against Kubernetes {KUBE_VERSION} schemas (strict)")
+    assert not errors, "; ".join(errors)
+
+
+def validate_render(label: str) -> Callable[[], None]:
+    return lambda: k8s_validate([(f"render {label}", o) for o in rendered(label)])
+
+
+def check_validate_raw() -> None:
+    assert RAW_CRDS.is_file(), f"{RAW_CRDS} missing"
+    k8s_validate([(p.name, o) for p, o in raw_objects()])
+
+
+def check_webhooks(objs: list[dict[str, Any]], *, failure_policy: str = "Fail",
+                   timeout: int = 10, exclusions: list[str] | None = None,
+                   cert_manager: bool = True) -> None:
+    """The webhooks route exactly the expected kinds and operations, with the
+    registration settings every tether webhook shares."""
+    want_ns = {"kube-system", NAMESPACE, *(exclusions or [])}
+    for kind, hooks in EXPECTED_WEBHOOKS.items():
+        cfg = one(objs, kind)
+        ann = (cfg["metadata"].get("annotations") or {}).get("cert-manager.io/inject-ca-from")
+        if cert_manager:
+            assert ann == f"{NAMESPACE}/tether-serving", f"{kind}: inject-ca-from is {ann!r}"
+        else:
+            assert ann is None, f"{kind}: inject-ca-from set without cert-manager"
+        got = {w["name"]: w for w in cfg.get("webhooks") or []}
+        assert set(got) == set(hooks), f"{kind}: webhooks {sorted(got)} != {sorted(hooks)}"
+        for name, exp in hooks.items():
+            w = got[name]
+            routes = {
+                (g, v, r, op)
+                for rule in w.get("rules") or []
+                for g in rule.get("apiGroups", []) for v in rule.get("apiVersions", [])
+                for r in rule.get("resources", []) for op in rule.get("operations", [])
+            }
+            assert routes == exp["routes"], \
+                f"{name}: routes {sorted(routes)} != expected {sorted(exp['routes'])}"
+            for rule in w.get("rules") or []:
+                assert rule.get("scope") == "Namespaced", f"{name}: rule scope {rule.get('scope')}"
+            assert w.get("admissionReviewVersions") == ["v1"], f"{name}: admissionReviewVersions"
+            assert w.get("sideEffects") == "None", f"{name}: sideEffects {w.get('sideEffects')}"
+            assert w.get("timeoutSeconds") == timeout, f"{name}: timeoutSeconds"
+            assert w.get("failurePolicy") == failure_policy, f"{name}: failurePolicy"
+            assert w.get("matchPolicy") == "Equivalent", f"{name}: matchPolicy"
+            svc = (w.get("clientConfig") or {}).get("service") or {}
+            assert svc == {"name": "tether", "namespace": NAMESPACE, "path": exp["path"],
+                           "port": 443}, f"{name}: clientConfig.service {svc}"
+            ca = (w.get("clientConfig") or {}).get("caBundle")
+            assert (ca is None) == cert_manager, f"{name}: caBundle {'set' if ca else 'missing'}"
+            exprs = (w.get("namespaceSelector") or {}).get("matchExpressions") or []
+            notin = [e for e in exprs if e.get("key") == "kubernetes.io/metadata.name"
+                     and e.get("operator") == "NotIn"]
+            assert len(notin) == 1 and set(notin[0].get("values", [])) == want_ns, \
+                f"{name}: namespaceSelector {exprs} does not exclude exactly {sorted(want_ns)}"
+            assert w.get("objectSelector") == exp["objectSelector"], \
+                f"{name}: objectSelector {w.get('objectSelector')}"
+
+
+def check_deployment(objs: list[dict[str, Any]], replicas: int) -> None:
+    dep = one(objs, "Deployment", "tether")
+    spec = dep["spec"]
+    assert spec["replicas"] == replicas, f"replicas {spec['replicas']}"
+    pod = spec["template"]["spec"]
+    psc = pod.get("securityContext") or {}
+    assert psc.get("runAsNonRoot") is True and psc.get("runAsUser") == 65532, \
+        f"pod securityContext {psc}"
+    assert (psc.get("seccompProfile") or {}).get("type") == "RuntimeDefault", "seccomp"
+    assert pod["serviceAccountName"] == "tether"
+    [c] = pod["containers"]
+    assert c["args"] == ["serve"], f"args {c['args']}"
+    csc = c.get("securityContext") or {}
+    assert csc.get("readOnlyRootFilesystem") is True, "readOnlyRootFilesystem"
+    assert csc.get("allowPrivilegeEscalation") is False, "allowPrivilegeEscalation"
+    assert (csc.get("capabilities") or {}).get("drop") == ["ALL"], "capabilities.drop"
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports == {"https": 8443, "metrics": 9090}, f"ports {ports}"
+    for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
+        get = c[probe]["httpGet"]
+        assert (get["path"], get["port"], get["scheme"]) == (path, "https", "HTTPS"), \
+            f"{probe} {get}"
+    env = {e["name"]: e for e in c["env"]}
+    for name, field in (("POD_NAMESPACE", "metadata.namespace"),
+                        ("SERVICE_ACCOUNT_NAME", "spec.serviceAccountName")):
+        assert env[name].get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == field, \
+            f"{name} is not from the downward API"
+    assert env["TETHER_TLS_CERT"]["value"] == "/tls/tls.crt"
+    assert env["TETHER_TLS_KEY"]["value"] == "/tls/tls.key"
+    [mount] = [m for m in c["volumeMounts"] if m["mountPath"] == "/tls"]
+    assert mount.get("readOnly") is True
+    [vol] = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    assert "secret" in vol, "the /tls volume is not a Secret"
+    assert pod.get("affinity") and pod.get("topologySpreadConstraints"), \
+        "no anti-affinity / topology spread"
+    svc = one(objs, "Service", "tether")
+    sports = {(p["name"], p["port"], p["targetPort"]) for p in svc["spec"]["ports"]}
+    assert sports == {("https", 443, "https"), ("metrics", 9090, "metrics")}, f"service {sports}"
+    pdb = one(objs, "PodDisruptionBudget", "tether")
+    sel = pdb["spec"]["selector"]["matchLabels"]
+    assert sel == spec["selector"]["matchLabels"] == svc["spec"]["selector"], "selectors differ"
+
+
+def check_deployment_default() -> None:
+    objs = rendered("default")
+    check_deployment(objs, 2)
+    assert one(objs, "PodDisruptionBudget")["spec"]["minAvailable"] == 1
+    env = {e["name"]: e.get("value") for e in one(objs, "Deployment")["spec"]["template"]
+           ["spec"]["containers"][0]["env"]}
+    expect = {
+        "TETHER_LISTEN": "0.0.0.0:8443", "TETHER_METRICS_LISTEN": "0.0.0.0:9090",
+        "BANNED_KINDS": "Deployment,StatefulSet,DaemonSet,ReplicaSet,ReplicationController,"
+                        "Job,CronJob,Pod",
+        "RUNNER_KSERVICE": "runner", "KNATIVE_AUTO_CREATE_CDC": "false",
+        "TETHER_CONTROLLERS": "attached,domains", "TETHER_LEADER_ELECT": "true",
+        "TETHER_LOG_FORMAT": "json", "TETHER_ACCESS_REVIEW_CACHE_TTL": "10s",
+    }
+    got = {k: env.get(k) for k in expect}
+    assert got == expect, f"env {got}"
+    for absent in ("ALLOWED_KINDS", "EXT_DOMAIN_ROOT", "TETHER_RESERVED_NAMES"):
+        assert absent not in env, f"{absent} set by default"
+    image = one(objs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["image"]
+    app_version = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
+    assert image.endswith(f":{app_version}"), f"image tag {image} is not appVersion"
+
+
+def check_deployment_all_on() -> None:
+    objs = rendered("all-on")
+    check_deployment(objs, 3)
+    env = {e["name"]: e.get("value") for e in one(objs, "Deployment")["spec"]["template"]
+           ["spec"]["containers"][0]["env"]}
+    assert env["ALLOWED_KINDS"].startswith("HorizontalPodAutoscaler,"), env["ALLOWED_KINDS"]
+    assert env["EXT_DOMAIN_ROOT"] == "apps.example.com"
+    assert env["KNATIVE_AUTO_CREATE_CDC"] == "true"
+    assert env["TETHER_RESERVED_NAMES"].endswith(",billing")
+    sm = one(objs, "ServiceMonitor", "tether")
+    assert sm["metadata"]["labels"]["release"] == "prometheus"
+    assert sm["spec"]["endpoints"][0]["port"] == "metrics"
+
+
+# RBAC: (apiGroup, resource, verb) the ClusterRole grants with default values.
+def _grants(items: list[tuple[str, list[str], list[str]]]) -> set[tuple[str, str, str]]:
+    return {(g, r, v) for g, rs, vs in items for r in rs for v in vs}
+
+
+COPY_VERBS = ["create", "get", "list", "watch", "patch", "delete"]
+BASE_GRANTS = _grants([
+    ("authorization.k8s.io", ["subjectaccessreviews"], ["create"]),
+    ("apps", ["deployments"], ["get", "list", "watch"]),
+    ("tether.dev", ["attachedresources", "appdomains"],
+     ["get", "list", "watch", "patch", "update"]),
+    ("tether.dev", ["attachedresources/status", "appdomains/status"], ["patch", "update"]),
+    ("tether.dev", ["attachedresources/finalizers", "appdomains/finalizers"], ["update"]),
+    ("events.k8s.io", ["events"], ["create", "patch"]),
+])
+KNATIVE_GRANTS = _grants([
+    ("serving.knative.dev", ["services"], ["get", "list", "watch"]),
+    ("serving.knative.dev", ["domainmappings"],
+     ["get", "list", "watch", "create", "patch", "delete"]),
+    ("networking.internal.knative.dev", ["clusterdomainclaims"],
+     ["get", "list", "watch", "create", "delete"]),
+])
+
+
+def cluster_grants(objs: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    role = one(objs, "ClusterRole", "tether")
+    out = set()
+    for rule in role["rules"]:
+        assert "resourceNames" not in rule and "nonResourceURLs" not in rule, f"rule {rule}"
+        out |= _grants([(g, rule["resources"], rule["verbs"]) for g in rule["apiGroups"]])
+    return out
+
+
+def attachable_grants(values: dict[str, Any]) -> set[tuple[str, str, str]]:
+    return _grants([(k["apiGroup"], k["resources"], COPY_VERBS)
+                    for k in values["attachableKinds"]])
+
+
+def check_bindings(objs: list[dict[str, Any]], leases: bool) -> None:
+    crb = one(objs, "ClusterRoleBinding", "tether")
+    assert crb["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                              "name": "tether"}
+    assert crb["subjects"] == [{"kind": "ServiceAccount", "name": "tether",
+                                "namespace": NAMESPACE}]
+    roles = by_kind(objs, "Role")
+    if not leases:
+        assert not roles and not by_kind(objs, "RoleBinding"), "leader-election Role rendered"
+        return
+    role = one(objs, "Role", "tether-leader-election")
+    assert role["metadata"]["namespace"] == NAMESPACE
+    grants = set()
+    for rule in role["rules"]:
+        assert rule["apiGroups"] == ["coordination.k8s.io"] and rule["resources"] == ["leases"]
+        names = rule.get("resourceNames")
+        assert names in (None, ["tether-controller"]), f"lease names {names}"
+        grants |= {(v, bool(names)) for v in rule["verbs"]}
+    assert {v for v, _ in grants} == {"get", "create", "update"}, f"lease verbs {grants}"
+    rb = one(objs, "RoleBinding", "tether-leader-election")
+    assert rb["roleRef"]["kind"] == "Role" and rb["subjects"][0]["name"] == "tether"
+
+
+def check_rbac_default() -> None:
+    objs = rendered("default")
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+    got = cluster_grants(objs)
+    want = BASE_GRANTS | KNATIVE_GRANTS | attachable_grants(defaults)
+    assert got == want, f"ClusterRole extra {sorted(got - want)}, missing {sorted(want - got)}"
+    assert not any(g == "*" or r == "*" for g, r, _ in got), "wildcard without attachAnyKind"
+    assert not any(g == "coordination.k8s.io" for g, _, _ in got), "leases in the ClusterRole"
+    check_bindings(objs, leases=True)
+    # Every ClusterRole rule carries a comment naming why (kept in Helm's output).
+    text = (CHART / "templates" / "clusterrole.yaml").read_text()
+    rules = [m.start() for m in re.finditer(r"^\s*- apiGroups:", text, re.M)]
+    for pos in rules:
+        prev = text[:pos].rstrip().splitlines()[-1].strip()
+        assert prev.startswith("#"), f"ClusterRole rule without a comment before: {prev!r}"
+
+
+def check_rbac_all_on() -> None:
+    got = cluster_grants(rendered("all-on"))
+    want = BASE_GRANTS | KNATIVE_GRANTS | _grants([("*", ["*"], COPY_VERBS)])
+    assert got == want, f"ClusterRole extra {sorted(got - want)}, missing {sorted(want - got)}"
+    check_bindings(rendered("all-on"), leases=True)
+
+
+def check_rbac_byo() -> None:
+    objs = rendered("byo-tls")  # controllers: none, leaderElect: false
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+    got = cluster_grants(objs)
+    want = BASE_GRANTS | attachable_grants(defaults)
+    assert got == want, f"ClusterRole extra {sorted(got - want)}, missing {sorted(want - got)}"
+    check_bindings(objs, leases=False)
+
+
+def check_cert_manager(objs: list[dict[str, Any]]) -> None:
+    issuers = {o["metadata"]["name"]: o for o in by_kind(objs, "Issuer")}
+    certs = {o["metadata"]["name"]: o for o in by_kind(objs, "Certificate")}
+    assert set(issuers) == {"tether-selfsigned", "tether-ca"}, f"issuers {sorted(issuers)}"
+    assert set(certs) == {"tether-ca", "tether-serving"}, f"certificates {sorted(certs)}"
+    assert issuers["tether-selfsigned"]["spec"] == {"selfSigned": {}}
+    ca = certs["tether-ca"]["spec"]
+    assert ca["isCA"] is True and ca["issuerRef"]["name"] == "tether-selfsigned"
+    assert issuers["tether-ca"]["spec"]["ca"]["secretName"] == ca["secretName"]
+    serving = certs["tether-serving"]["spec"]
+    assert serving["issuerRef"]["name"] == "tether-ca"
+    assert serving["dnsNames"] == [f"tether.{NAMESPACE}.svc",
+                                   f"tether.{NAMESPACE}.svc.cluster.local"], serving["dnsNames"]
+    assert "server auth" in serving["usages"]
+    pod = one(objs, "Deployment")["spec"]["template"]["spec"]
+    [vol] = [v for v in pod["volumes"] if v["name"] == "tls"]
+    assert vol["secret"]["secretName"] == serving["secretName"], "mounted Secret != issued"
+
+
+def check_byo_tls() -> None:
+    objs = rendered("byo-tls")
+    assert not by_kind(objs, "Issuer") and not by_kind(objs, "Certificate")
+    pod = one(objs, "Deployment")["spec"]["template"]["spec"]
+    [vol] = [v for v in pod["volumes"] if v["name"] == "tls"]
+    assert vol["secret"]["secretName"] == "tether-tls-byo"
+    check_webhooks(objs, cert_manager=False)
+
+
+def check_notes() -> None:
+    notes = RENDERS["default"].notes if "default" in RENDERS else ""
+    assert "--dry-run=server" in notes and "kind: AttachedResource" in notes, \
+        "NOTES.txt lacks the server-side dry run of a test AttachedResource"
+    assert "rollout status deployment/tether" in notes
+
+
+def check_raw_matches_chart() -> None:
+    chart_objs = sorted((strip_helm_labels(o) for o in rendered("default")), key=key)
+    raw = sorted((o for p, o in raw_objects(include_crds=False) if p.name not in
+                  RAW_HANDWRITTEN), key=key)
+    extra = {key(o) for o in raw} - {key(o) for o in chart_objs}
+    missing = {key(o) for o in chart_objs} - {key(o) for o in raw}
+    assert not extra and not missing, \
+        (f"webhook-config/ extra {sorted(extra)}, missing {sorted(missing)}; "
+         "regenerate with `bash tests/deploy/check.sh --regen-raw`")
+    diff = [key(a) for a, b in zip(chart_objs, raw) if a != b]
+    assert not diff, (f"webhook-config/ differs from the chart for {diff}; "
+                      "regenerate with `bash tests/deploy/check.sh --regen-raw`")
+    ns = load_yaml_docs(RAW / "namespace.yaml")
+    assert [(o["kind"], o["metadata"]["name"]) for o in ns] == [("Namespace", NAMESPACE)]
+
+
+def check_kustomization() -> None:
+    k = yaml.safe_load((RAW / "kustomization.yaml").read_text())
+    assert k.get("apiVersion") == "kustomize.config.k8s.io/v1beta1"
+    assert k.get("kind") == "Kustomization"
+    resources = k.get("resources") or []
+    files = sorted(p.name for p in RAW.glob("*.yaml") if p.name != "kustomization.yaml")
+    want = sorted(set(files) | {"crds.yaml"})
+    assert sorted(resources) == want, f"kustomization resources {resources} != files {want}"
+    assert resources[:2] == ["crds.yaml", "namespace.yaml"], \
+        "crds.yaml and namespace.yaml should come first"
+    kubectl = shutil.which("kubectl")
+    if not kubectl or not (RAW / "crds.yaml").exists():
+        note("kubectl not found (or CRDs missing): `kubectl kustomize` not run")
+        return
+    out = subprocess.run([kubectl, "kustomize", str(RAW)], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, f"kubectl kustomize: {out.stderr.strip()}"
+    built = sorted(key(d) for d in yaml.safe_load_all(out.stdout) if d)
+    direct = sorted(key(o) for _, o in raw_objects())
+    assert built == direct, "kubectl kustomize output != the files' objects"
+    note(f"kubectl kustomize built {len(built)} objects")
+
+
+def check_readme_table() -> None:
+    """The chart README's attachable-kinds table lists exactly the defaults."""
+    text = (CHART / "README.md").read_text()
+    m = re.search(r"<!-- attachable-kinds:begin -->(.*?)<!-- attachable-kinds:end -->",
+                  text, re.S)
+    assert m, "README.md lacks the attachable-kinds table markers"
+    rows = []
+    for line in m.group(1).strip().splitlines()[2:]:  # skip header and separator
+        cells = [c.strip().strip("`") for c in line.strip().strip("|").split("|")]
+        rows.append((cells[0], sorted(r.strip().strip("`") for r in cells[1].split(","))))
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())["attachableKinds"]
+    want = [(k["apiGroup"] or "core", sorted(k["resources"])) for k in defaults]
+    assert rows == want, f"README table {rows} != values.yaml attachableKinds {want}"
+
+
+def check_dockerfile() -> None:
+    hadolint = Path(sys.prefix) / "bin" / "hadolint"
+    out = subprocess.run([str(hadolint), "--no-color", str(ROOT / "Dockerfile")],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, f"hadolint: {out.stdout.strip()} {out.stderr.strip()}"
+    # The final stage: static non-root base, numeric USER, the binary and `serve`.
+    lines = [ln.strip() for ln in (ROOT / "Dockerfile").read_text().splitlines()]
+    instrs = [ln for ln in lines if ln and not ln.startswith("#")]
+    froms = [i for i, ln in enumerate(instrs) if ln.upper().startswith("FROM ")]
+    assert len(froms) >= 2, "Dockerfile is not multi-stage"
+    final = instrs[froms[-1]:]
+    base = final[0].split()[1]
+    assert base in ("scratch", "gcr.io/distroless/static-debian12:nonroot"), f"base {base}"
+    users = [ln.split()[1] for ln in final if ln.upper().startswith("USER ")]
+    assert users and users[-1] in ("65532", "65532:65532"), f"USER {users}"
+    assert 'ENTRYPOINT ["/usr/local/bin/tether"]' in final, "ENTRYPOINT"
+    assert 'CMD ["serve"]' in final, "CMD"
+    ignore = (ROOT / ".dockerignore").read_text().splitlines()
+    assert "target" in [x.strip().strip("/") for x in ignore], ".dockerignore lacks target/"
+
+
+def check_certs_gitignore() -> None:
+    lines = [ln.strip() for ln in (ROOT / "certs" / ".gitignore").read_text().splitlines()
+             if ln.strip() and not ln.strip().startswith("#")]
+    assert "dev/" in lines and "*.key" in lines, f"certs/.gitignore: {lines}"
+    assert (ROOT / "certs" / "README.md").is_file()
+
+
+# ---------------------------------------------------------------------------
+
+
+def regen_raw() -> int:
+    """Write webhook-config/<template>.yaml from the chart rendered with defaults."""
+    r = helm.render(CHART, None, RELEASE, NAMESPACE)
+    chunks: dict[str, list[str]] = {}
+    for doc in re.split(r"^---\s*$", r.manifest, flags=re.M):
+        m = re.search(r"^# Source: tether/templates/(\S+)$", doc, re.M)
+        if not m:
+            continue
+        body = doc[m.end():].strip("\n")
+        kept = [ln for ln in body.splitlines()
+                if not re.match(r"^\s*(helm\.sh/chart|app\.kubernetes\.io/managed-by):", ln)]
+        chunks.setdefault(m.group(1), []).append("\n".join(kept))
+    for old in raw_generated_files():
+        old.unlink()
+    for name, docs in sorted(chunks.items()):
+        header = (f"# Generated from charts/tether/templates/{name} (release {RELEASE}, "
+                  f"namespace {NAMESPACE}, default values)\n"
+                  "# by `bash tests/deploy/check.sh --regen-raw`; do not edit by hand.\n")
+        (RAW / name).write_text(header + "---\n" + "\n---\n".join(docs) + "\n")
+        print(f"wrote webhook-config/{name}")
+    return 0
+
+
+def main() -> int:
+    helm.ensure_env()
+    if sys.argv[1:] == ["--regen-raw"]:
+        return regen_raw()
+    run("crds: generated CRD files present, parse, and agree", check_crds_present)
+    for label in VALUE_SETS:
+        run(f"helm lint ({label} values)", lint_check(label))
+    for label in VALUE_SETS:
+        run(f"helm render ({label} values)", render_check(label))
+    run("values.schema.json rejects wrong values", check_schema_rejects)
+    for label in VALUE_SETS:
+        run(f"kubernetes-validate: chart ({label} values)", validate_render(label))
+    run("kubernetes-validate: webhook-config/ (incl. CRDs)", check_validate_raw)
+    run("webhooks: chart (default values)", lambda: check_webhooks(rendered("default")))
+    run("webhooks: chart (all-on values)", lambda: check_webhooks(
+        rendered("all-on"), failure_policy="Ignore", timeout=5,
+        exclusions=["cert-manager", "monitoring"]))
+    run("webhooks: webhook-config/", lambda: check_webhooks(
+        [o for _, o in raw_objects(include_crds=False)]))
+    run("deployment: default values", check_deployment_default)
+    run("deployment: all-on values", check_deployment_all_on)
+    run("rbac: default values (least privilege)", check_rbac_default)
+    run("rbac: attachAnyKind opt-in", check_rbac_all_on)
+    run("rbac: controllers none, no leader election", check_rbac_byo)
+    run("cert-manager chain (default values)", lambda: check_cert_manager(rendered("default")))
+    run("bring-your-own TLS (byo-tls values)", check_byo_tls)
+    run("NOTES.txt says how to verify", check_notes)
+    run("webhook-config/ matches the chart", check_raw_matches_chart)
+    run("webhook-config/kustomization.yaml", check_kustomization)
+    run("chart README attachable-kinds table", check_readme_table)
+    run("Dockerfile (hadolint + final stage)", check_dockerfile)
+    run("certs/.gitignore", check_certs_gitignore)
+    passed = sum(1 for _, ok, _ in RESULTS if ok)
+    failed = len(RESULTS) - passed
+    if failed:
+        print("\nFailed:")
+        for name, ok, why in RESULTS:
+            if not ok:
+                print(f"  - {name}: {why}")
+    print(f"deploy checks: {passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
