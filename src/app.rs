@@ -10,6 +10,7 @@ use anyhow::Context;
 
 use crate::admission::handlers::Handlers;
 use crate::admission::Admission;
+use crate::appdomains::{DomainHolders, StaticDomains, WatchedAppDomains};
 use crate::authz::cache::CachedReviewer;
 use crate::authz::sar::SarReviewer;
 use crate::authz::{AccessReviewer, AllowAll, RbacFileReviewer};
@@ -35,6 +36,7 @@ pub fn standalone_warning(rbac_file: bool) -> String {
 pub fn offline_handlers(
     cfg: PolicyConfig,
     deployments: Arc<dyn DeploymentSelectors>,
+    appdomains: Arc<dyn DomainHolders>,
     metrics: &Metrics,
 ) -> (Handlers, String) {
     let warning = standalone_warning(cfg.rbac.is_some());
@@ -54,6 +56,8 @@ pub fn offline_handlers(
         )),
         tether: cfg.tether,
         deployments,
+        domains: cfg.domains,
+        appdomains,
     };
     (handlers, warning)
 }
@@ -109,6 +113,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let (h, w) = offline_handlers(
             policy,
             Arc::new(crate::workloads::StaticDeployments::default()),
+            Arc::new(StaticDomains::default()),
             &metrics,
         );
         tracing::warn!("{w}");
@@ -120,6 +125,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let (watched, run) = WatchedDeployments::start(client.clone());
         tokio::spawn(run);
         let watched = Arc::new(watched);
+        let (domains, run) = WatchedAppDomains::start(client.clone());
+        tokio::spawn(run);
+        let domains = Arc::new(domains);
         let inner: Arc<dyn AccessReviewer> =
             Arc::new(SarReviewer::new(client.clone(), Duration::from_secs(5)));
         let h = Handlers {
@@ -134,8 +142,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             )),
             tether: policy.tether,
             deployments: watched.clone(),
+            domains: policy.domains,
+            appdomains: domains.clone(),
         };
-        (h, mode_warning, Some(watched))
+        (h, mode_warning, Some((watched, domains)))
     };
     let admission = Admission::new(metrics.clone(), handlers, mode_warning);
 
@@ -162,10 +172,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     let admission_task = tokio::spawn(server.run(signal.clone()));
     let metrics_task = tokio::spawn(msrv.run(signal.clone()));
-    if let Some(d) = &deployments {
-        // Plain-object injection reads Deployments from the cache: not ready until it is.
-        tracing::info!("waiting for the Deployment cache to sync");
-        d.wait_until_ready().await;
+    if let Some((d, a)) = &deployments {
+        // Injection and domain allocation read the caches: not ready until they are.
+        tracing::info!("waiting for the Deployment and AppDomain caches to sync");
+        tokio::join!(d.wait_until_ready(), a.wait_until_ready());
     }
     ready.store(true, Ordering::Release);
     tracing::info!(

@@ -12,6 +12,7 @@ use crate::authz::rbac_file::RbacFile;
 use crate::authz::Identity;
 use crate::cli::PolicyArgs;
 use crate::naming::DomainRoot;
+use crate::policy::appdomain::DomainSettings;
 use crate::policy::KindPolicy;
 
 #[derive(Debug, Error)]
@@ -33,9 +34,7 @@ pub struct PolicyConfig {
     pub kinds: KindPolicy,
     pub tether: Identity,
     pub rbac: Option<RbacFile>,
-    pub domain_root: Option<DomainRoot>,
-    pub reserved_names: Vec<String>,
-    pub runner_kservice: String,
+    pub domains: DomainSettings,
 }
 
 impl PolicyConfig {
@@ -75,14 +74,16 @@ impl PolicyConfig {
                 a.service_account_name.trim(),
             ),
             rbac,
-            domain_root,
-            reserved_names: a
-                .reserved_names
-                .iter()
-                .map(|s| s.trim().to_ascii_lowercase())
-                .filter(|s| !s.is_empty())
-                .collect(),
-            runner_kservice: runner.to_string(),
+            domains: DomainSettings {
+                root: domain_root,
+                reserved: a
+                    .reserved_names
+                    .iter()
+                    .map(|s| s.trim().to_ascii_lowercase())
+                    .filter(|s| !s.is_empty())
+                    .collect(),
+                runner_kservice: runner.to_string(),
+            },
         })
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod admission;
 pub mod app;
+pub mod appdomains;
 pub mod authz;
 pub mod certs;
 pub mod cli;

@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 
 use crate::admission::review::AdmissionReviewOut;
 use crate::admission::{Admission, Webhook};
+use crate::appdomains::StaticDomains;
 use crate::cli::{CheckArgs, OutputFormat, ReviewArgs, WebhookArg};
 use crate::config::PolicyConfig;
 use crate::metrics::Metrics;
@@ -53,8 +54,12 @@ pub fn run_review(args: ReviewArgs) -> ExitCode {
         }
     };
     let metrics = Metrics::new();
-    let (handlers, warning) =
-        crate::app::offline_handlers(cfg, Arc::new(StaticDeployments::default()), &metrics);
+    let (handlers, warning) = crate::app::offline_handlers(
+        cfg,
+        Arc::new(StaticDeployments::default()),
+        Arc::new(StaticDomains::default()),
+        &metrics,
+    );
     let admission = Admission::new(metrics, handlers, Some(warning));
     let webhook = match args.webhook {
         WebhookArg::Mutate => Webhook::Mutate,
@@ -184,6 +189,7 @@ pub async fn check_objects(
     default_ns: &str,
     user: &str,
     groups: &[String],
+    on_admitted: &dyn Fn(&Value),
 ) -> Vec<CheckResult> {
     let mut results = Vec::with_capacity(objects.len());
     for (i, obj) in objects.iter().enumerate() {
@@ -255,7 +261,10 @@ pub async fn check_objects(
             }
         }
         let (allowed, code, message) = outcome.unwrap_or((true, 200, String::new()));
-        if !allowed {
+        if allowed {
+            // As the API server would have stored it, mutations applied.
+            on_admitted(&current);
+        } else {
             // A denied object is not stored, so the mutation that preceded the deny is moot.
             patch_ops.clear();
         }
@@ -324,7 +333,9 @@ pub fn run_check(args: CheckArgs) -> ExitCode {
     };
     let metrics = Metrics::new();
     let deployments = deployments_in(&objects, &args.namespace);
-    let (handlers, warning) = crate::app::offline_handlers(cfg, Arc::new(deployments), &metrics);
+    let domains = Arc::new(StaticDomains::default());
+    let (handlers, warning) =
+        crate::app::offline_handlers(cfg, Arc::new(deployments), domains.clone(), &metrics);
     let admission = Admission::new(metrics, handlers, None);
     let mut groups = args.groups.clone();
     if !groups.iter().any(|g| g == "system:authenticated") {
@@ -343,6 +354,11 @@ pub fn run_check(args: CheckArgs) -> ExitCode {
         &args.namespace,
         &args.user,
         &groups,
+        &|stored: &Value| {
+            if let Some((domain, holder)) = crate::policy::appdomain::Holder::from_object(stored) {
+                domains.insert(domain, holder);
+            }
+        },
     ));
     match args.output {
         OutputFormat::Json => {

@@ -205,3 +205,62 @@ async fn check_decides_exactly_as_the_server() {
         }
     }
 }
+
+#[test]
+fn appdomains_are_allocated_in_order_and_conflicts_are_409() {
+    let (code, out, err) = check(&[
+        "-f",
+        &example("appdomains.yaml"),
+        "--domain-root",
+        "apps.example.com",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let first = &v["results"][0]["patch"];
+    assert_eq!(
+        first[0],
+        json!({"op": "add", "path": "/spec/domain", "value": "018f3a2b--invoicing-pr.apps.example.com"})
+    );
+    assert_eq!(
+        first[1],
+        json!({"op": "add", "path": "/spec/serviceRef", "value": {"name": "runner"}})
+    );
+    // Same plain domain, different tenant: the second install gets the disambiguated form.
+    let second = v["results"][1]["patch"][0]["value"].as_str().unwrap();
+    assert!(
+        second.starts_with("018f3a2b--invoicing-pr-") && second.ends_with(".apps.example.com"),
+        "{second}"
+    );
+    assert_eq!(
+        second.len(),
+        "018f3a2b--invoicing-pr-".len() + 6 + ".apps.example.com".len()
+    );
+
+    // A third object claiming the first one's domain outright is a 409 naming the holder.
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("m.yaml");
+    let mut text = std::fs::read_to_string(example("appdomains.yaml")).unwrap();
+    text.push_str("---\napiVersion: tether.dev/v1alpha1\nkind: AppDomain\nmetadata: {name: squatter, namespace: elsewhere}\nspec:\n  tenantId: 018f3a2b-0000-7000-8000-000000000000\n  extensionId: invoicing-pro\n  domain: 018f3a2b--invoicing-pr.apps.example.com\n");
+    std::fs::write(&f, text).unwrap();
+    let (code, out, _) = check(&[
+        "-f",
+        f.to_str().unwrap(),
+        "--domain-root",
+        "apps.example.com",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(code, 1);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let third = &v["results"][2];
+    assert_eq!(third["code"], 409, "{third}");
+    assert!(
+        third["message"]
+            .as_str()
+            .unwrap()
+            .contains("already held by AppDomain ext-runner/acme-invoicing"),
+        "{third}"
+    );
+}

@@ -9,9 +9,11 @@ use serde_json::Value;
 
 use super::review::AdmissionRequest;
 use super::{Decision, Webhook};
+use crate::appdomains::DomainHolders;
 use crate::authz::cache::CachedReviewer;
 use crate::authz::{AccessDecision, AuthzError, Identity, ResourceAttributes, Role};
 use crate::discovery::{KindResolver, ResolveError, ResourceInfo};
+use crate::policy::appdomain::{self, DomainSettings, Holder, Outcome};
 use crate::policy::{self, attached, plain, KindPolicy, Severity, Violation};
 use crate::workloads::{DeploymentSelectors, Lookup};
 
@@ -23,6 +25,8 @@ pub struct Handlers {
     /// tether's own service account (SPEC 5.1 item 8).
     pub tether: Identity,
     pub deployments: Arc<dyn DeploymentSelectors>,
+    pub domains: DomainSettings,
+    pub appdomains: Arc<dyn DomainHolders>,
 }
 
 /// Verbs tether's controller uses on every attached copy.
@@ -35,6 +39,8 @@ impl Handlers {
                 self.validate_attached(req).await
             }
             (Webhook::Mutate, "tether.dev", "AttachedResource") => mutate_attached(req),
+            (Webhook::Validate, "tether.dev", "AppDomain") => self.validate_appdomain(req).await,
+            (Webhook::Mutate, "tether.dev", "AppDomain") => self.mutate_appdomain(req),
             (Webhook::Mutate, _, _) if has_target_label(req) => self.mutate_plain(req),
             // A kind tether does not handle was routed to us: allow it unchanged (the webhook
             // configuration decides what reaches us; this only happens when it is too broad).
@@ -186,6 +192,70 @@ impl Handlers {
             return Decision::forbidden("access_denied", denied.join("; "));
         }
         Decision::allow("allowed")
+    }
+
+    fn holders(&self) -> impl Fn(&str) -> Vec<Holder> + '_ {
+        |d: &str| self.appdomains.holders(d)
+    }
+
+    /// SPEC 5.4 mutation: fill `spec.domain` and the default `spec.serviceRef` on CREATE.
+    fn mutate_appdomain(&self, req: &AdmissionRequest) -> Decision {
+        if !matches!(req.operation, Operation::Create) {
+            return Decision::allow("no_mutation");
+        }
+        let Some(obj) = req.object.as_ref() else {
+            return Decision::allow("no_object");
+        };
+        let ns = req.namespace.as_deref().unwrap_or_default();
+        match appdomain::mutate(obj, &self.domains, &self.holders(), (ns, req.name.as_str())) {
+            Ok(m) if m.is_empty() => Decision::allow("no_mutation"),
+            Ok(m) => Decision::allow("domain_assigned")
+                .with_patch(m.patch)
+                .with_warnings(m.warnings),
+            Err(v) => deny_violations(&v),
+        }
+    }
+
+    /// SPEC 5.4 validation.
+    async fn validate_appdomain(&self, req: &AdmissionRequest) -> Decision {
+        if matches!(req.operation, Operation::Delete | Operation::Connect) {
+            return Decision::allow("no_validation");
+        }
+        let Some(obj) = req.object.as_ref() else {
+            return Decision::malformed(
+                "missing_object",
+                "request.object: missing; the API server sends the object on CREATE and UPDATE",
+            );
+        };
+        let ns = req.namespace.as_deref().unwrap_or_default();
+        let old = if matches!(req.operation, Operation::Update) {
+            req.old_object.as_ref()
+        } else {
+            None
+        };
+        let warnings = match appdomain::validate(
+            obj,
+            old,
+            &self.domains,
+            &self.holders(),
+            (ns, req.name.as_str()),
+        ) {
+            Outcome::Allowed { warnings } => warnings,
+            Outcome::Denied(v) => return deny_violations(&v),
+            Outcome::Conflict(msg) => return Decision::conflict("domain_conflict", msg),
+        };
+        // Item 4: the user may create the DomainMapping tether will create on their behalf.
+        let user = identity_of(req);
+        let mapping = ResourceInfo {
+            group: "serving.knative.dev".into(),
+            version: "v1beta1".into(),
+            kind: "DomainMapping".into(),
+            plural: "domainmappings".into(),
+            namespaced: true,
+        };
+        self.run_access_checks(&[(Role::User, &user, attrs("create", &mapping, ns))])
+            .await
+            .with_warnings(warnings)
     }
 
     /// SPEC 5.3.

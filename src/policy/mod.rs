@@ -12,6 +12,7 @@
 
 use std::fmt;
 
+pub mod appdomain;
 pub mod attached;
 pub mod placeholders;
 pub mod plain;
