@@ -129,7 +129,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tokio::spawn(run);
         let domains = Arc::new(domains);
         let inner: Arc<dyn AccessReviewer> =
-            Arc::new(SarReviewer::new(client.clone(), Duration::from_secs(5)));
+            Arc::new(SarReviewer::new(client.clone(), args.access_review_timeout));
         let h = Handlers {
             kinds: policy.kinds,
             resolver: Arc::new(ApiResolver::new(client.clone())),

@@ -50,6 +50,7 @@ impl DomainHolders for StaticDomains {
 pub struct WatchedAppDomains {
     store: Store<AppDomain>,
     ready: Arc<AtomicBool>,
+    synced: tokio::sync::watch::Receiver<bool>,
 }
 
 impl WatchedAppDomains {
@@ -62,12 +63,17 @@ impl WatchedAppDomains {
                 tracing::warn!(error = %e, "AppDomain watch error; retrying with backoff");
             }
         });
+        // Our own readiness signal: kube's `Store::wait_until_ready` serves one waiter well,
+        // and both the startup gate and lookups need to know.
         let ready = Arc::new(AtomicBool::new(false));
+        let (synced_tx, synced) = tokio::sync::watch::channel(false);
         let (r, flag) = (reader.clone(), ready.clone());
         let fut = async move {
             let mark = async move {
                 if r.wait_until_ready().await.is_ok() {
+                    tracing::info!("AppDomain cache synced");
                     flag.store(true, Ordering::Release);
+                    let _ = synced_tx.send(true);
                 }
             };
             tokio::join!(reflect, mark);
@@ -76,13 +82,16 @@ impl WatchedAppDomains {
             Self {
                 store: reader,
                 ready,
+                synced,
             },
             fut,
         )
     }
 
+    /// Resolves once the first list has been loaded.
     pub async fn wait_until_ready(&self) {
-        let _ = self.store.wait_until_ready().await;
+        let mut rx = self.synced.clone();
+        let _ = rx.wait_for(|v| *v).await;
     }
 
     pub fn is_ready(&self) -> bool {

@@ -128,6 +128,9 @@ pub struct ServeArgs {
     /// How long access review decisions are cached.
     #[arg(long, env = "TETHER_ACCESS_REVIEW_CACHE_TTL", default_value = "10s", value_parser = parse_duration)]
     pub access_review_cache_ttl: Duration,
+    /// How long one SubjectAccessReview may take before it counts as failed (deny, 500).
+    #[arg(long, env = "TETHER_ACCESS_REVIEW_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub access_review_timeout: Duration,
     /// Most connections served at once on the admission port.
     #[arg(long, env = "TETHER_MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: usize,

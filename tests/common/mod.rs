@@ -64,6 +64,16 @@ impl Server {
     }
 
     pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Server {
+        Self::launch(None, extra, env)
+    }
+
+    /// Starts `tether serve` against a (fake) cluster: KUBECONFIG points at it, the serving
+    /// certificate comes from `tether certs`.
+    pub fn start_cluster(kubeconfig: &Path, extra: &[&str]) -> Server {
+        Self::launch(Some(kubeconfig), extra, &[])
+    }
+
+    fn launch(kubeconfig: Option<&Path>, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let certs = dir.path().join("certs");
         let ca = make_certs(&certs, &["localhost", "127.0.0.1"]);
@@ -71,11 +81,20 @@ impl Server {
         let mport = free_port();
         let log = dir.path().join("tether.log");
         let mut cmd = Command::new(tether_bin());
-        cmd.arg("serve")
-            .arg("--standalone")
-            .arg("--dev-certs-dir")
-            .arg(&certs)
-            .arg("--listen")
+        cmd.arg("serve");
+        match kubeconfig {
+            None => {
+                cmd.arg("--standalone").arg("--dev-certs-dir").arg(&certs);
+            }
+            Some(k) => {
+                cmd.env("KUBECONFIG", k)
+                    .arg("--tls-cert")
+                    .arg(certs.join("tls.crt"))
+                    .arg("--tls-key")
+                    .arg(certs.join("tls.key"));
+            }
+        }
+        cmd.arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
             .arg("--metrics-listen")
             .arg(format!("127.0.0.1:{mport}"))
@@ -84,10 +103,12 @@ impl Server {
             .arg("--log-format")
             .arg("json")
             .args(extra)
-            .env_remove("KUBECONFIG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());
+        if kubeconfig.is_none() {
+            cmd.env_remove("KUBECONFIG");
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }

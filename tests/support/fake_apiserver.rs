@@ -1,0 +1,2808 @@
+//! A **fake** Kubernetes API server for tether's integration tests.
+//!
+//! There is no kube-apiserver on the test machines, yet tether's cluster code (discovery,
+//! SubjectAccessReviews, reflectors, controllers doing CRUD / watch / server-side apply /
+//! finalizers) must be exercised with the *real* `kube` 5 client. This module serves enough of
+//! the Kubernetes REST API over real TLS on `127.0.0.1` (never any other address) for that:
+//!
+//! * legacy discovery (`/api`, `/api/v1`, `/apis`, `/apis/{g}`, `/apis/{g}/{v}`) and aggregated
+//!   discovery (`Accept: application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList`),
+//!   from a resource table that tests may change at runtime ([`FakeApiServer::add_resource`]);
+//! * a generic in-memory object store for every resource in that table: GET, LIST (label and
+//!   field selectors), WATCH (newline-delimited JSON events from a resourceVersion), POST, PUT,
+//!   PATCH (merge, JSON, strategic-as-merge, server-side apply), DELETE (finalizers, owner GC),
+//!   DELETE collection, and the `/status` subresource;
+//! * SubjectAccessReviews answered by a test-set rule ([`FakeApiServer::set_access_rule`]);
+//! * a request log and fault injection ([`FakeApiServer::fail`]).
+//!
+//! Errors are real `metav1.Status` bodies so `kube::Error::Api` parses them.
+//!
+//! # Simplifications (deliberate; grow them when a test needs more)
+//! * **Strategic merge patch** is applied as a JSON merge patch (RFC 7386): lists are replaced
+//!   whole, never merged by key.
+//! * **Server-side apply** keeps, per object and per field manager, the last applied
+//!   configuration. Ownership is coarse: a manager owns the leaf paths of its last applied config
+//!   (lists are atomic leaves). Re-applying without a field it applied before removes that field
+//!   unless another manager's applied config still has it; a different value for a leaf another
+//!   manager applied is a 409 conflict unless `force=true` (which takes ownership). Writes by
+//!   PUT/merge/JSON patch are not tracked as owners. `managedFields` is not populated. The body
+//!   must be JSON (which `kube` sends; JSON is YAML).
+//! * **Generation** bumps when anything outside `metadata` (and outside `status` for resources
+//!   with the status subresource) changes.
+//! * **Watch**: all history is kept (unless [`FakeApiServer::compact_watch_history`] is called,
+//!   after which older resourceVersions get a 410 `Expired` ERROR event). An object modified so
+//!   that it leaves a watch's selector is *not* turned into a DELETED event. No periodic
+//!   bookmarks; `sendInitialEvents=true` is supported (ADDED events, then the initial-events-end
+//!   BOOKMARK).
+//! * **Owner-reference GC**: when an object goes away, dependents none of whose owners still
+//!   exist are deleted (background propagation; `propagationPolicy: Orphan` skips it). No
+//!   foreground deletion, no `orphan` finalizer. Deleting a namespace does not empty it.
+//! * LIST ignores `limit`/`continue` (everything fits in one page) and `resourceVersionMatch`.
+//! * No admission, no validation beyond names/namespaces, no defaulting beyond metadata.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, VecDeque};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{json, Map, Value};
+use tokio::sync::broadcast;
+
+/// The bearer token the fake accepts (and puts in its kubeconfig). Anything else gets 401.
+pub const FAKE_TOKEN: &str = "fake-apiserver-token-0123456789";
+
+/// Content type of aggregated discovery responses (what kube 5 asks for first in
+/// `Discovery::run_aggregated`).
+const AGGREGATED_CT: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+
+// ---------------------------------------------------------------------------------------------
+// Public types
+// ---------------------------------------------------------------------------------------------
+
+/// One request as the fake saw it, in arrival order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Recorded {
+    pub method: String,
+    /// Path without the query string, e.g. `/apis/apps/v1/namespaces/ns/deployments/web`.
+    pub path: String,
+    /// Raw query string (still percent-encoded), `""` when absent.
+    pub query: String,
+    pub content_type: Option<String>,
+    /// Body parsed as JSON; a non-JSON body is kept as a JSON string; `None` when empty.
+    pub body: Option<Value>,
+}
+
+impl Recorded {
+    /// Decoded value of one query parameter, e.g. `fieldManager` of an apply.
+    pub fn query_param(&self, key: &str) -> Option<String> {
+        parse_query(&self.query).remove(key)
+    }
+
+    /// A mutating call: POST/PUT/PATCH/DELETE, except access/token reviews (which are POSTs
+    /// that change nothing, so "no writes" assertions stay meaningful next to SARs).
+    pub fn is_write(&self) -> bool {
+        matches!(self.method.as_str(), "POST" | "PUT" | "PATCH" | "DELETE")
+            && !self.path.ends_with("accessreviews")
+            && !self.path.ends_with("tokenreviews")
+    }
+}
+
+/// The answer a SubjectAccessReview gets (its `status`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccessAnswer {
+    pub allowed: bool,
+    pub denied: bool,
+    pub reason: String,
+}
+
+impl AccessAnswer {
+    pub fn allow(reason: &str) -> Self {
+        AccessAnswer {
+            allowed: true,
+            denied: false,
+            reason: reason.to_string(),
+        }
+    }
+    pub fn deny(reason: &str) -> Self {
+        AccessAnswer {
+            allowed: false,
+            denied: true,
+            reason: reason.to_string(),
+        }
+    }
+    /// Neither allowed nor explicitly denied (what RBAC says when no rule matches).
+    pub fn no_opinion(reason: &str) -> Self {
+        AccessAnswer {
+            allowed: false,
+            denied: false,
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// A failure injected for requests whose path starts with a prefix.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Fault {
+    /// Answer with this HTTP code and a metav1 Status carrying the message.
+    Status(u16, String),
+    /// Wait this long, then handle the request normally (for client timeouts).
+    Stall(Duration),
+    /// Drop the connection without answering.
+    Close,
+}
+
+/// One row of the fake's discovery table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResourceDef {
+    /// `""` for the core group.
+    pub group: String,
+    pub version: String,
+    pub kind: String,
+    pub plural: String,
+    pub namespaced: bool,
+    pub verbs: Vec<String>,
+    /// Has a `/status` subresource: main-resource writes keep the stored status and
+    /// `/status` writes change only the status.
+    pub status_subresource: bool,
+}
+
+impl ResourceDef {
+    pub fn new(group: &str, version: &str, kind: &str, plural: &str, namespaced: bool) -> Self {
+        ResourceDef {
+            group: group.to_string(),
+            version: version.to_string(),
+            kind: kind.to_string(),
+            plural: plural.to_string(),
+            namespaced,
+            verbs: ALL_VERBS.iter().map(|v| v.to_string()).collect(),
+            status_subresource: false,
+        }
+    }
+
+    pub fn with_status(mut self) -> Self {
+        self.status_subresource = true;
+        self
+    }
+
+    pub fn with_verbs(mut self, verbs: &[&str]) -> Self {
+        self.verbs = verbs.iter().map(|v| v.to_string()).collect();
+        self
+    }
+
+    /// `v1` for core, `group/version` otherwise.
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.clone()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    /// `plural` or `plural.group`, as apiserver messages name resources.
+    fn qualified(&self) -> String {
+        if self.group.is_empty() {
+            self.plural.clone()
+        } else {
+            format!("{}.{}", self.plural, self.group)
+        }
+    }
+
+    fn has_verb(&self, verb: &str) -> bool {
+        self.verbs.iter().any(|v| v == verb)
+    }
+}
+
+/// Every verb of a normal read-write resource.
+pub const ALL_VERBS: &[&str] = &[
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
+
+/// The resources a fresh fake serves.
+pub fn default_resources() -> Vec<ResourceDef> {
+    let rd = ResourceDef::new;
+    vec![
+        rd("", "v1", "Pod", "pods", true).with_status(),
+        rd("", "v1", "ConfigMap", "configmaps", true),
+        rd("", "v1", "Secret", "secrets", true),
+        rd("", "v1", "ServiceAccount", "serviceaccounts", true),
+        rd("", "v1", "Service", "services", true).with_status(),
+        rd("", "v1", "Namespace", "namespaces", false).with_status(),
+        rd("", "v1", "Event", "events", true),
+        rd("apps", "v1", "Deployment", "deployments", true).with_status(),
+        rd("apps", "v1", "StatefulSet", "statefulsets", true).with_status(),
+        rd("apps", "v1", "DaemonSet", "daemonsets", true).with_status(),
+        rd(
+            "autoscaling",
+            "v2",
+            "HorizontalPodAutoscaler",
+            "horizontalpodautoscalers",
+            true,
+        )
+        .with_status(),
+        rd(
+            "policy",
+            "v1",
+            "PodDisruptionBudget",
+            "poddisruptionbudgets",
+            true,
+        )
+        .with_status(),
+        rd(
+            "tether.dev",
+            "v1alpha1",
+            "AttachedResource",
+            "attachedresources",
+            true,
+        )
+        .with_status(),
+        rd("tether.dev", "v1alpha1", "AppDomain", "appdomains", true).with_status(),
+        rd(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "ClusterRole",
+            "clusterroles",
+            false,
+        ),
+        rd(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "ClusterRoleBinding",
+            "clusterrolebindings",
+            false,
+        ),
+        rd("rbac.authorization.k8s.io", "v1", "Role", "roles", true),
+        rd(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "RoleBinding",
+            "rolebindings",
+            true,
+        ),
+        rd("coordination.k8s.io", "v1", "Lease", "leases", true),
+        rd("events.k8s.io", "v1", "Event", "events", true),
+        rd(
+            "authorization.k8s.io",
+            "v1",
+            "SubjectAccessReview",
+            "subjectaccessreviews",
+            false,
+        )
+        .with_verbs(&["create"]),
+        rd(
+            "authorization.k8s.io",
+            "v1",
+            "SelfSubjectAccessReview",
+            "selfsubjectaccessreviews",
+            false,
+        )
+        .with_verbs(&["create"]),
+        rd(
+            "authorization.k8s.io",
+            "v1",
+            "LocalSubjectAccessReview",
+            "localsubjectaccessreviews",
+            true,
+        )
+        .with_verbs(&["create"]),
+    ]
+}
+
+/// The Knative resources tether's AppDomain controller talks to (not served by default, as on
+/// a cluster without Knative): add them with [`FakeApiServer::add_knative_resources`].
+pub fn knative_resources() -> Vec<ResourceDef> {
+    vec![
+        ResourceDef::new("serving.knative.dev", "v1", "Service", "services", true).with_status(),
+        ResourceDef::new(
+            "serving.knative.dev",
+            "v1beta1",
+            "DomainMapping",
+            "domainmappings",
+            true,
+        )
+        .with_status(),
+        ResourceDef::new(
+            "networking.internal.knative.dev",
+            "v1alpha1",
+            "ClusterDomainClaim",
+            "clusterdomainclaims",
+            false,
+        ),
+    ]
+}
+
+type AccessRule = Arc<dyn Fn(&Value) -> AccessAnswer + Send + Sync>;
+
+// ---------------------------------------------------------------------------------------------
+// The server handle
+// ---------------------------------------------------------------------------------------------
+
+/// A running fake API server. Dropping it (or [`FakeApiServer::stop`]) shuts it down and drops
+/// every open connection, watches included.
+pub struct FakeApiServer {
+    addr: SocketAddr,
+    ca_pem: String,
+    shared: Arc<Shared>,
+    shutdown: tokio::sync::watch::Sender<bool>,
+}
+
+impl FakeApiServer {
+    /// Starts on `127.0.0.1:0` with a fresh CA and a `localhost`/`127.0.0.1` certificate.
+    ///
+    /// Panics when it cannot (test support: a failure to start is a failed test).
+    pub async fn start() -> FakeApiServer {
+        match Self::try_start().await {
+            Ok(s) => s,
+            Err(e) => panic!("fake apiserver failed to start: {e}"),
+        }
+    }
+
+    pub async fn try_start() -> Result<FakeApiServer, Box<dyn std::error::Error + Send + Sync>> {
+        let (ca_pem, tls_config) = make_tls()?;
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+        let addr = listener.local_addr()?;
+        let (events_tx, _) = broadcast::channel(4096);
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::new(events_tx)),
+        });
+        let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(accept_loop(
+            listener,
+            tokio_rustls::TlsAcceptor::from(Arc::new(tls_config)),
+            shared.clone(),
+            shutdown_rx,
+        ));
+        Ok(FakeApiServer {
+            addr,
+            ca_pem,
+            shared,
+            shutdown,
+        })
+    }
+
+    /// Stops accepting and drops all connections (idempotent).
+    pub fn stop(&self) {
+        let _ = self.shutdown.send(true);
+    }
+
+    /// `https://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// PEM of the CA that signed the serving certificate.
+    pub fn ca_pem(&self) -> String {
+        self.ca_pem.clone()
+    }
+
+    /// A kubeconfig (context `fake`, namespace `default`) with the CA embedded and
+    /// [`FAKE_TOKEN`] as bearer token.
+    pub fn kubeconfig_yaml(&self) -> String {
+        let ca = base64::engine::general_purpose::STANDARD.encode(self.ca_pem.as_bytes());
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {url}\n    certificate-authority-data: {ca}\nusers:\n- name: fake\n  user:\n    token: {FAKE_TOKEN}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n    namespace: default\ncurrent-context: fake\n",
+            url = self.url()
+        )
+    }
+
+    /// Writes [`Self::kubeconfig_yaml`] to `dir/kubeconfig` (for a `KUBECONFIG` env var).
+    pub fn write_kubeconfig(&self, dir: &Path) -> PathBuf {
+        let path = dir.join("kubeconfig");
+        if let Err(e) = std::fs::write(&path, self.kubeconfig_yaml()) {
+            panic!("writing {}: {e}", path.display());
+        }
+        path
+    }
+
+    /// The `kube::Config` the kubeconfig yields (tests tweak timeouts on it).
+    pub async fn config(&self) -> kube::Config {
+        let kc = match kube::config::Kubeconfig::from_yaml(&self.kubeconfig_yaml()) {
+            Ok(kc) => kc,
+            Err(e) => panic!("fake kubeconfig does not parse: {e}"),
+        };
+        match kube::Config::from_custom_kubeconfig(kc, &Default::default()).await {
+            Ok(c) => c,
+            Err(e) => panic!("fake kubeconfig gives no config: {e}"),
+        }
+    }
+
+    /// A real `kube::Client` for this fake.
+    pub async fn client(&self) -> kube::Client {
+        match kube::Client::try_from(self.config().await) {
+            Ok(c) => c,
+            Err(e) => panic!("kube client for the fake: {e}"),
+        }
+    }
+
+    // --- request log ---------------------------------------------------------------------
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.shared.lock().requests.clone()
+    }
+
+    /// Requests with this method (`""` = any) whose path starts with `path_prefix`.
+    pub fn requests_matching(&self, method: &str, path_prefix: &str) -> Vec<Recorded> {
+        self.shared
+            .lock()
+            .requests
+            .iter()
+            .filter(|r| {
+                (method.is_empty() || r.method == method) && r.path.starts_with(path_prefix)
+            })
+            .cloned()
+            .collect()
+    }
+
+    pub fn clear_requests(&self) {
+        self.shared.lock().requests.clear();
+    }
+
+    /// Mutating requests seen (see [`Recorded::is_write`]).
+    pub fn writes(&self) -> Vec<Recorded> {
+        self.shared
+            .lock()
+            .requests
+            .iter()
+            .filter(|r| r.is_write())
+            .cloned()
+            .collect()
+    }
+
+    pub fn write_count(&self) -> usize {
+        self.shared
+            .lock()
+            .requests
+            .iter()
+            .filter(|r| r.is_write())
+            .count()
+    }
+
+    // --- discovery table -----------------------------------------------------------------
+
+    /// Adds (or replaces, by group/version/plural) a resource; the next discovery call sees it.
+    pub fn add_resource(
+        &self,
+        group: &str,
+        version: &str,
+        kind: &str,
+        plural: &str,
+        namespaced: bool,
+        verbs: &[&str],
+    ) {
+        self.add_resource_def(
+            ResourceDef::new(group, version, kind, plural, namespaced).with_verbs(verbs),
+        );
+    }
+
+    pub fn add_resource_def(&self, def: ResourceDef) {
+        let mut st = self.shared.lock();
+        st.resources.retain(|r| {
+            !(r.group == def.group && r.version == def.version && r.plural == def.plural)
+        });
+        st.resources.push(def);
+    }
+
+    /// Removes a resource from discovery (its stored objects stay, unreachable).
+    pub fn remove_resource(&self, group: &str, version: &str, plural: &str) {
+        self.shared
+            .lock()
+            .resources
+            .retain(|r| !(r.group == group && r.version == version && r.plural == plural));
+    }
+
+    pub fn add_knative_resources(&self) {
+        for def in knative_resources() {
+            self.add_resource_def(def);
+        }
+    }
+
+    pub fn resources(&self) -> Vec<ResourceDef> {
+        self.shared.lock().resources.clone()
+    }
+
+    // --- access reviews and faults -------------------------------------------------------
+
+    /// Sets how SubjectAccessReviews (and self/local ones) are answered; the closure gets the
+    /// review's `spec`. Default: allow everything.
+    pub fn set_access_rule<F>(&self, rule: F)
+    where
+        F: Fn(&Value) -> AccessAnswer + Send + Sync + 'static,
+    {
+        self.shared.lock().access_rule = Arc::new(rule);
+    }
+
+    /// Injects `fault` for requests whose path starts with `path_prefix`, `times` times
+    /// (`None` = until [`Self::clear_faults`]). Earlier-registered faults win.
+    pub fn fail(&self, path_prefix: &str, fault: Fault, times: Option<usize>) {
+        self.shared.lock().faults.push(FaultRule {
+            prefix: path_prefix.to_string(),
+            fault,
+            remaining: times,
+        });
+    }
+
+    pub fn clear_faults(&self) {
+        self.shared.lock().faults.clear();
+    }
+
+    // --- store seeding and inspection ----------------------------------------------------
+
+    /// Stores `obj` (resource found from apiVersion/kind) as if created, status included,
+    /// overwriting any object of that name; watchers see ADDED/MODIFIED. Missing uid,
+    /// creationTimestamp, generation and (namespaced) namespace=`default` are filled in.
+    /// Panics on an unknown kind or a nameless object; see [`Self::try_insert`].
+    pub fn insert(&self, obj: Value) -> Value {
+        match self.try_insert(obj) {
+            Ok(v) => v,
+            Err(e) => panic!("fake apiserver insert: {e}"),
+        }
+    }
+
+    pub fn try_insert(&self, obj: Value) -> Result<Value, String> {
+        self.shared.lock().seed(obj)
+    }
+
+    /// A stored object, with `apiVersion` set to `group/version`.
+    pub fn get(
+        &self,
+        group: &str,
+        version: &str,
+        plural: &str,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Option<Value> {
+        let key = ObjKey::new(group, plural, namespace.unwrap_or(""), name);
+        let mut obj = self.shared.lock().objects.get(&key)?.obj.clone();
+        let api_version = if group.is_empty() {
+            version.to_string()
+        } else {
+            format!("{group}/{version}")
+        };
+        ensure_object(&mut obj).insert("apiVersion".into(), Value::String(api_version));
+        Some(obj)
+    }
+
+    /// Every stored object of this plural, in any group, ordered by group/namespace/name.
+    pub fn list_all(&self, plural: &str) -> Vec<Value> {
+        self.shared
+            .lock()
+            .objects
+            .iter()
+            .filter(|(k, _)| k.plural == plural)
+            .map(|(_, s)| s.obj.clone())
+            .collect()
+    }
+
+    /// Turns owner-reference garbage collection on or off (on by default). Off helps tests
+    /// that seed dependents whose owners they never create: with it on, the next deletion of
+    /// anything removes such dependents, as the real GC would.
+    pub fn set_garbage_collection(&self, on: bool) {
+        self.shared.lock().gc_enabled = on;
+    }
+
+    /// The last resourceVersion handed out.
+    pub fn resource_version(&self) -> u64 {
+        self.shared.lock().rv
+    }
+
+    /// Forgets watch history: watches from an older resourceVersion get 410 Expired (to test
+    /// re-list paths).
+    pub fn compact_watch_history(&self) {
+        let mut st = self.shared.lock();
+        st.history.clear();
+        st.compacted_rv = st.rv;
+    }
+}
+
+impl Drop for FakeApiServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// TLS and connection plumbing
+// ---------------------------------------------------------------------------------------------
+
+/// Makes a CA and a serving certificate for `localhost` and `127.0.0.1`.
+fn make_tls() -> Result<(String, rustls::ServerConfig), Box<dyn std::error::Error + Send + Sync>> {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, KeyUsagePurpose,
+    };
+    let ca_key = KeyPair::generate()?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "fake-apiserver-ca");
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca_cert = ca_params.self_signed(&ca_key)?;
+    let issuer = Issuer::new(ca_params, ca_key);
+
+    let leaf_key = KeyPair::generate()?;
+    let mut leaf_params =
+        CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])?;
+    leaf_params
+        .distinguished_name
+        .push(DnType::CommonName, "fake-apiserver");
+    leaf_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let leaf = leaf_params.signed_by(&leaf_key, &issuer)?;
+
+    // An explicit provider: the process may link more than one, and then the default panics.
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![leaf.der().clone()],
+            rustls_pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
+        )?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok((ca_cert.pem(), config))
+}
+
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    shared: Arc<Shared>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.changed() => return,
+        };
+        let Ok((tcp, _peer)) = accepted else { continue };
+        let acceptor = acceptor.clone();
+        let shared = shared.clone();
+        let mut conn_shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let Ok(tls) = acceptor.accept(tcp).await else {
+                return;
+            };
+            let service = hyper::service::service_fn(move |req| handle(shared.clone(), req));
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let conn = builder.serve_connection(TokioIo::new(tls), service);
+            // Dropping the connection future closes the socket and any streaming watch body.
+            tokio::select! {
+                _ = conn => {}
+                _ = conn_shutdown.wait_for(|stop| *stop) => {}
+            }
+        });
+    }
+}
+
+type RespBody = UnsyncBoxBody<Bytes, Infallible>;
+
+/// Returned by the service to make hyper drop the connection unanswered ([`Fault::Close`]).
+#[derive(Debug)]
+struct FakeClose;
+
+impl std::fmt::Display for FakeClose {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("fake apiserver: injected connection close")
+    }
+}
+
+impl std::error::Error for FakeClose {}
+
+/// What the request router decided.
+enum Outcome {
+    Json {
+        code: u16,
+        body: Value,
+        content_type: &'static str,
+    },
+    Watch(Box<WatchSetup>),
+}
+
+impl Outcome {
+    fn ok(body: Value) -> Self {
+        Outcome::Json {
+            code: 200,
+            body,
+            content_type: "application/json",
+        }
+    }
+    fn created(body: Value) -> Self {
+        Outcome::Json {
+            code: 201,
+            body,
+            content_type: "application/json",
+        }
+    }
+}
+
+impl From<ApiError> for Outcome {
+    fn from(e: ApiError) -> Self {
+        Outcome::Json {
+            code: e.code,
+            body: e.to_status(),
+            content_type: "application/json",
+        }
+    }
+}
+
+async fn handle(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+) -> Result<Response<RespBody>, FakeClose> {
+    let (parts, body) = req.into_parts();
+    let raw = match body.collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(_) => Bytes::new(),
+    };
+    let header = |name: hyper::header::HeaderName| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let ctx = Ctx {
+        method: parts.method.as_str().to_string(),
+        path: parts.uri.path().to_string(),
+        query: parse_query(parts.uri.query().unwrap_or("")),
+        content_type: header(hyper::header::CONTENT_TYPE).unwrap_or_default(),
+        accept: header(hyper::header::ACCEPT).unwrap_or_default(),
+        body: if raw.is_empty() {
+            None
+        } else {
+            Some(
+                serde_json::from_slice(&raw)
+                    .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&raw).into_owned())),
+            )
+        },
+    };
+    let authorized = header(hyper::header::AUTHORIZATION).as_deref()
+        == Some(format!("Bearer {FAKE_TOKEN}").as_str());
+
+    let fault = {
+        let mut st = shared.lock();
+        st.requests.push(Recorded {
+            method: ctx.method.clone(),
+            path: ctx.path.clone(),
+            query: parts.uri.query().unwrap_or("").to_string(),
+            content_type: header(hyper::header::CONTENT_TYPE),
+            body: ctx.body.clone(),
+        });
+        st.take_fault(&ctx.path)
+    };
+    match fault {
+        Some(Fault::Close) => return Err(FakeClose),
+        Some(Fault::Stall(d)) => tokio::time::sleep(d).await,
+        Some(Fault::Status(code, message)) => {
+            return Ok(outcome_response(
+                ApiError::new(code, reason_for_code(code), message).into(),
+            ));
+        }
+        None => {}
+    }
+    if !authorized {
+        return Ok(outcome_response(
+            ApiError::new(401, "Unauthorized", "Unauthorized").into(),
+        ));
+    }
+    let outcome = route(&mut shared.lock(), &ctx);
+    Ok(outcome_response(outcome))
+}
+
+fn outcome_response(outcome: Outcome) -> Response<RespBody> {
+    match outcome {
+        Outcome::Json {
+            code,
+            body,
+            content_type,
+        } => {
+            let bytes = serde_json::to_vec(&body).unwrap_or_default();
+            let mut resp = Response::new(Full::new(Bytes::from(bytes)).boxed_unsync());
+            *resp.status_mut() =
+                StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            if let Ok(v) = hyper::header::HeaderValue::from_str(content_type) {
+                resp.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+            }
+            resp
+        }
+        Outcome::Watch(setup) => {
+            let stream = futures::stream::unfold(setup, |mut s| async move {
+                s.next_line()
+                    .await
+                    .map(|line| (Ok::<_, Infallible>(Frame::data(line)), s))
+            });
+            let mut resp = Response::new(StreamBody::new(stream).boxed_unsync());
+            resp.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("application/json"),
+            );
+            resp
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shared state
+// ---------------------------------------------------------------------------------------------
+
+struct Shared {
+    state: Mutex<State>,
+}
+
+impl Shared {
+    /// Never held across an await. A panic elsewhere must not wedge other tests' assertions.
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+struct FaultRule {
+    prefix: String,
+    fault: Fault,
+    remaining: Option<usize>,
+}
+
+/// Store key: objects are shared by all versions of a group's resource.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct ObjKey {
+    group: String,
+    plural: String,
+    /// `""` for cluster-scoped objects.
+    namespace: String,
+    name: String,
+}
+
+impl ObjKey {
+    fn new(group: &str, plural: &str, namespace: &str, name: &str) -> Self {
+        ObjKey {
+            group: group.into(),
+            plural: plural.into(),
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+struct Stored {
+    obj: Value,
+    /// Server-side apply: last applied config per field manager (main resource).
+    applied: BTreeMap<String, Value>,
+    /// The same for applies to `/status`.
+    applied_status: BTreeMap<String, Value>,
+}
+
+/// One change, as watchers see it.
+#[derive(Debug)]
+struct WatchRec {
+    rv: u64,
+    group: String,
+    plural: String,
+    namespace: String,
+    kind: &'static str,
+    object: Value,
+}
+
+struct State {
+    resources: Vec<ResourceDef>,
+    objects: BTreeMap<ObjKey, Stored>,
+    rv: u64,
+    uid_counter: u64,
+    history: Vec<Arc<WatchRec>>,
+    /// Watches from a resourceVersion below this get 410.
+    compacted_rv: u64,
+    requests: Vec<Recorded>,
+    faults: Vec<FaultRule>,
+    access_rule: AccessRule,
+    events_tx: broadcast::Sender<Arc<WatchRec>>,
+    /// Owner-reference garbage collection on (default) or off.
+    gc_enabled: bool,
+}
+
+impl State {
+    fn new(events_tx: broadcast::Sender<Arc<WatchRec>>) -> Self {
+        State {
+            resources: default_resources(),
+            objects: BTreeMap::new(),
+            rv: 1000,
+            uid_counter: 0,
+            history: Vec::new(),
+            compacted_rv: 0,
+            requests: Vec::new(),
+            faults: Vec::new(),
+            access_rule: Arc::new(|_| AccessAnswer::allow("fake-apiserver: allow-all")),
+            events_tx,
+            gc_enabled: true,
+        }
+    }
+
+    fn take_fault(&mut self, path: &str) -> Option<Fault> {
+        let idx = self
+            .faults
+            .iter()
+            .position(|f| path.starts_with(&f.prefix) && f.remaining != Some(0))?;
+        let rule = &mut self.faults[idx];
+        if let Some(n) = rule.remaining.as_mut() {
+            *n -= 1;
+        }
+        Some(rule.fault.clone())
+    }
+
+    fn find_plural(&self, group: &str, version: &str, plural: &str) -> Option<ResourceDef> {
+        self.resources
+            .iter()
+            .find(|r| r.group == group && r.version == version && r.plural == plural)
+            .cloned()
+    }
+
+    fn find_kind(&self, api_version: &str, kind: &str) -> Option<ResourceDef> {
+        let (group, version) = split_api_version(api_version);
+        self.resources
+            .iter()
+            .find(|r| r.group == group && r.version == version && r.kind == kind)
+            .cloned()
+    }
+
+    fn next_uid(&mut self) -> String {
+        self.uid_counter += 1;
+        format!("fa4e0000-0000-4000-8000-{:012x}", self.uid_counter)
+    }
+
+    /// Stores `obj` under a fresh resourceVersion and tells watchers.
+    fn put(&mut self, key: ObjKey, mut stored: Stored, event: &'static str) -> Value {
+        self.rv += 1;
+        meta_mut(&mut stored.obj)
+            .insert("resourceVersion".into(), Value::String(self.rv.to_string()));
+        let obj = stored.obj.clone();
+        self.objects.insert(key.clone(), stored);
+        self.emit(&key, event, obj.clone());
+        obj
+    }
+
+    fn emit(&mut self, key: &ObjKey, kind: &'static str, object: Value) {
+        let rec = Arc::new(WatchRec {
+            rv: self.rv,
+            group: key.group.clone(),
+            plural: key.plural.clone(),
+            namespace: key.namespace.clone(),
+            kind,
+            object,
+        });
+        self.history.push(rec.clone());
+        // No receivers is fine.
+        let _ = self.events_tx.send(rec);
+    }
+
+    /// Removes an object for good (DELETED to watchers), then collects its orphans.
+    fn remove(&mut self, key: &ObjKey, gc: bool) -> Option<Value> {
+        let stored = self.objects.remove(key)?;
+        self.rv += 1;
+        let mut obj = stored.obj;
+        meta_mut(&mut obj).insert("resourceVersion".into(), Value::String(self.rv.to_string()));
+        self.emit(key, "DELETED", obj.clone());
+        if gc && self.gc_enabled {
+            self.collect_garbage();
+        }
+        Some(obj)
+    }
+
+    /// Deletes (or, with finalizers, marks for deletion) every object with owner references
+    /// none of which still exists. Repeats until nothing changes.
+    fn collect_garbage(&mut self) {
+        loop {
+            let live: std::collections::BTreeSet<String> = self
+                .objects
+                .values()
+                .filter_map(|s| meta_str(&s.obj, "uid").map(str::to_string))
+                .collect();
+            let orphans: Vec<ObjKey> = self
+                .objects
+                .iter()
+                .filter(|(_, s)| {
+                    let owners = owner_uids(&s.obj);
+                    !owners.is_empty()
+                        && owners.iter().all(|u| !live.contains(u))
+                        && meta(&s.obj)
+                            .and_then(|m| m.get("deletionTimestamp"))
+                            .is_none()
+                })
+                .map(|(k, _)| k.clone())
+                .collect();
+            if orphans.is_empty() {
+                return;
+            }
+            for key in orphans {
+                self.delete_or_mark(&key, false);
+            }
+        }
+    }
+
+    /// DELETE semantics: with finalizers set deletionTimestamp (MODIFIED), else remove.
+    fn delete_or_mark(&mut self, key: &ObjKey, gc: bool) -> Option<Value> {
+        let stored = self.objects.get(key)?.clone();
+        if finalizers(&stored.obj).is_empty() {
+            return self.remove(key, gc);
+        }
+        if meta(&stored.obj)
+            .and_then(|m| m.get("deletionTimestamp"))
+            .is_some()
+        {
+            return Some(stored.obj);
+        }
+        let mut next = stored;
+        let m = meta_mut(&mut next.obj);
+        m.insert("deletionTimestamp".into(), Value::String(now_rfc3339()));
+        m.insert("deletionGracePeriodSeconds".into(), json!(0));
+        Some(self.put(key.clone(), next, "MODIFIED"))
+    }
+
+    /// [`FakeApiServer::insert`].
+    fn seed(&mut self, mut obj: Value) -> Result<Value, String> {
+        let api_version = obj
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let kind = obj
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let def = self
+            .find_kind(&api_version, &kind)
+            .ok_or_else(|| format!("no resource for apiVersion {api_version:?} kind {kind:?}"))?;
+        let name = meta_str(&obj, "name").unwrap_or("").to_string();
+        if name.is_empty() {
+            return Err("metadata.name is required".into());
+        }
+        let uid = self.next_uid();
+        let m = meta_mut(&mut obj);
+        let namespace = if def.namespaced {
+            let ns = m
+                .get("namespace")
+                .and_then(Value::as_str)
+                .unwrap_or("default")
+                .to_string();
+            m.insert("namespace".into(), Value::String(ns.clone()));
+            ns
+        } else {
+            m.remove("namespace");
+            String::new()
+        };
+        m.entry("uid").or_insert(Value::String(uid));
+        m.entry("creationTimestamp")
+            .or_insert(Value::String(now_rfc3339()));
+        m.entry("generation").or_insert(json!(1));
+        let key = ObjKey::new(&def.group, &def.plural, &namespace, &name);
+        let event = if self.objects.contains_key(&key) {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
+        let stored = Stored {
+            obj,
+            ..Default::default()
+        };
+        Ok(self.put(key, stored, event))
+    }
+
+    // --- writes used by the REST handlers ------------------------------------------------
+
+    /// POST: validates and stores a new object.
+    fn create(
+        &mut self,
+        def: &ResourceDef,
+        namespace: Option<&str>,
+        mut obj: Value,
+        dry_run: bool,
+        applied: BTreeMap<String, Value>,
+    ) -> Result<Value, ApiError> {
+        if !obj.is_object() {
+            return Err(ApiError::bad_request(
+                "the body of the request must be an object",
+            ));
+        }
+        let m = meta_mut(&mut obj);
+        if m.get("resourceVersion")
+            .and_then(Value::as_str)
+            .is_some_and(|s| !s.is_empty())
+        {
+            return Err(ApiError::bad_request(
+                "resourceVersion should not be set on objects to be created",
+            ));
+        }
+        let mut name = m
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        if name.is_empty() {
+            let Some(prefix) = m.get("generateName").and_then(Value::as_str) else {
+                return Err(ApiError::invalid(
+                    def,
+                    "",
+                    "metadata.name: Required value: name or generateName is required",
+                ));
+            };
+            name = format!("{prefix}{}", generated_suffix(self.uid_counter + 1));
+        }
+        if !is_valid_name(&name) {
+            return Err(ApiError::invalid(
+                def,
+                &name,
+                &format!("metadata.name: Invalid value: {name:?}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.'"),
+            ));
+        }
+        let ns = match (def.namespaced, namespace) {
+            (true, Some(ns)) => {
+                if let Some(body_ns) = m.get("namespace").and_then(Value::as_str) {
+                    if body_ns != ns {
+                        return Err(ApiError::bad_request(
+                            "the namespace of the provided object does not match the namespace sent on the request",
+                        ));
+                    }
+                }
+                m.insert("namespace".into(), Value::String(ns.to_string()));
+                ns.to_string()
+            }
+            (false, _) => {
+                m.remove("namespace");
+                String::new()
+            }
+            (true, None) => return Err(ApiError::not_found_path()),
+        };
+        let key = ObjKey::new(&def.group, &def.plural, &ns, &name);
+        if self.objects.contains_key(&key) {
+            return Err(ApiError::already_exists(def, &name));
+        }
+        let uid = self.next_uid();
+        let m = meta_mut(&mut obj);
+        m.insert("name".into(), Value::String(name));
+        m.insert("uid".into(), Value::String(uid));
+        m.insert("creationTimestamp".into(), Value::String(now_rfc3339()));
+        m.insert("generation".into(), json!(1));
+        m.remove("deletionTimestamp");
+        m.remove("deletionGracePeriodSeconds");
+        m.remove("managedFields");
+        set_type(&mut obj, def);
+        if def.status_subresource {
+            ensure_object(&mut obj).remove("status");
+        }
+        if dry_run {
+            return Ok(obj);
+        }
+        Ok(self.put(
+            key,
+            Stored {
+                obj,
+                applied,
+                applied_status: BTreeMap::new(),
+            },
+            "ADDED",
+        ))
+    }
+
+    /// PUT/PATCH/apply on an existing object: `new` is the full intended object.
+    fn update(&mut self, upd: Update<'_>, mut new: Value) -> Result<Value, ApiError> {
+        let Update {
+            def,
+            key,
+            status_only,
+            dry_run,
+            applied,
+            applied_status,
+        } = upd;
+        let Some(old) = self.objects.get(key).cloned() else {
+            return Err(ApiError::not_found(def, &key.name));
+        };
+        if !new.is_object() {
+            return Err(ApiError::bad_request(
+                "the body of the request must be an object",
+            ));
+        }
+        if let Some(body_name) = meta_str(&new, "name") {
+            if body_name != key.name {
+                return Err(ApiError::bad_request(&format!(
+                    "the name of the object ({body_name}) does not match the name on the URL ({})",
+                    key.name
+                )));
+            }
+        }
+        let old_rv = meta_str(&old.obj, "resourceVersion")
+            .unwrap_or("")
+            .to_string();
+        if let Some(rv) = meta_str(&new, "resourceVersion") {
+            if !rv.is_empty() && rv != old_rv {
+                return Err(ApiError::conflict(def, &key.name));
+            }
+        }
+        if status_only {
+            let mut merged = old.obj.clone();
+            match new.get("status").cloned() {
+                Some(s) => ensure_object(&mut merged).insert("status".into(), s),
+                None => ensure_object(&mut merged).remove("status"),
+            };
+            new = merged;
+        } else {
+            let old_meta = meta(&old.obj).cloned().unwrap_or_default();
+            let m = meta_mut(&mut new);
+            for f in [
+                "uid",
+                "creationTimestamp",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "generation",
+            ] {
+                match old_meta.get(f) {
+                    Some(v) => m.insert(f.into(), v.clone()),
+                    None => m.remove(f),
+                };
+            }
+            m.insert("name".into(), Value::String(key.name.clone()));
+            if def.namespaced {
+                m.insert("namespace".into(), Value::String(key.namespace.clone()));
+            } else {
+                m.remove("namespace");
+            }
+            m.remove("managedFields");
+            if def.status_subresource {
+                match old.obj.get("status").cloned() {
+                    Some(s) => ensure_object(&mut new).insert("status".into(), s),
+                    None => ensure_object(&mut new).remove("status"),
+                };
+            }
+        }
+        set_type(&mut new, def);
+        meta_mut(&mut new).insert("resourceVersion".into(), Value::String(old_rv));
+
+        let deleting = meta(&old.obj)
+            .and_then(|m| m.get("deletionTimestamp"))
+            .is_some();
+        if deleting {
+            let old_f = finalizers(&old.obj);
+            if finalizers(&new).iter().any(|f| !old_f.contains(f)) {
+                return Err(ApiError::invalid(
+                    def,
+                    &key.name,
+                    "metadata.finalizers: Forbidden: no new finalizers can be added if the object is being deleted",
+                ));
+            }
+        }
+        let generation = meta(&old.obj)
+            .and_then(|m| m.get("generation"))
+            .and_then(Value::as_i64)
+            .unwrap_or(1);
+        if spec_part(&old.obj, def) != spec_part(&new, def) {
+            meta_mut(&mut new).insert("generation".into(), json!(generation + 1));
+        }
+        // A non-apply write (PUT, merge/strategic/JSON patch) takes ownership of what it
+        // changed, as the apiserver's Update operation does: apply managers lose those fields,
+        // so a later apply by another manager does not conflict on them.
+        let stored = Stored {
+            applied: applied.unwrap_or_else(|| disown_changed(&old.applied, &new)),
+            applied_status: applied_status
+                .unwrap_or_else(|| disown_changed(&old.applied_status, &new)),
+            obj: new,
+        };
+        if dry_run {
+            return Ok(stored.obj);
+        }
+        if deleting && finalizers(&stored.obj).is_empty() {
+            self.objects.insert(key.clone(), stored);
+            return self
+                .remove(key, true)
+                .ok_or_else(|| ApiError::not_found(def, &key.name));
+        }
+        if stored.obj == old.obj {
+            // A no-op write changes nothing, not even the resourceVersion (as the apiserver).
+            self.objects.insert(key.clone(), stored);
+            return Ok(old.obj);
+        }
+        Ok(self.put(key.clone(), stored, "MODIFIED"))
+    }
+}
+
+/// Arguments of [`State::update`].
+struct Update<'a> {
+    def: &'a ResourceDef,
+    key: &'a ObjKey,
+    status_only: bool,
+    dry_run: bool,
+    applied: Option<BTreeMap<String, Value>>,
+    applied_status: Option<BTreeMap<String, Value>>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors as metav1.Status
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq)]
+struct ApiError {
+    code: u16,
+    reason: &'static str,
+    message: String,
+    details: Option<Value>,
+}
+
+impl ApiError {
+    fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            code,
+            reason,
+            message: message.into(),
+            details: None,
+        }
+    }
+
+    fn with_details(mut self, def: &ResourceDef, name: &str) -> Self {
+        self.details = Some(json!({"name": name, "group": def.group, "kind": def.plural}));
+        self
+    }
+
+    fn bad_request(message: &str) -> Self {
+        Self::new(400, "BadRequest", message)
+    }
+
+    fn not_found(def: &ResourceDef, name: &str) -> Self {
+        Self::new(
+            404,
+            "NotFound",
+            format!("{} {name:?} not found", def.qualified()),
+        )
+        .with_details(def, name)
+    }
+
+    fn not_found_path() -> Self {
+        Self::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        )
+    }
+
+    fn already_exists(def: &ResourceDef, name: &str) -> Self {
+        Self::new(
+            409,
+            "AlreadyExists",
+            format!("{} {name:?} already exists", def.qualified()),
+        )
+        .with_details(def, name)
+    }
+
+    fn conflict(def: &ResourceDef, name: &str) -> Self {
+        Self::new(
+            409,
+            "Conflict",
+            format!(
+                "Operation cannot be fulfilled on {} {name:?}: the object has been modified; please apply your changes to the latest version and try again",
+                def.qualified()
+            ),
+        )
+        .with_details(def, name)
+    }
+
+    fn invalid(def: &ResourceDef, name: &str, message: &str) -> Self {
+        Self::new(
+            422,
+            "Invalid",
+            format!("{} {name:?} is invalid: {message}", def.kind),
+        )
+        .with_details(def, name)
+    }
+
+    fn method_not_allowed() -> Self {
+        Self::new(
+            405,
+            "MethodNotAllowed",
+            "the server does not allow this method on the requested resource",
+        )
+    }
+
+    fn to_status(&self) -> Value {
+        let mut s = json!({
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": self.reason,
+            "code": self.code,
+        });
+        if let Some(d) = &self.details {
+            ensure_object(&mut s).insert("details".into(), d.clone());
+        }
+        s
+    }
+}
+
+/// The metav1 StatusReason apiservers use for an HTTP code (for injected faults).
+fn reason_for_code(code: u16) -> &'static str {
+    match code {
+        400 => "BadRequest",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "NotFound",
+        405 => "MethodNotAllowed",
+        409 => "Conflict",
+        410 => "Expired",
+        422 => "Invalid",
+        429 => "TooManyRequests",
+        500 => "InternalError",
+        503 => "ServiceUnavailable",
+        504 => "Timeout",
+        _ => "Unknown",
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Routing
+// ---------------------------------------------------------------------------------------------
+
+struct Ctx {
+    method: String,
+    path: String,
+    query: BTreeMap<String, String>,
+    content_type: String,
+    accept: String,
+    body: Option<Value>,
+}
+
+impl Ctx {
+    fn flag(&self, key: &str) -> bool {
+        matches!(self.query.get(key).map(String::as_str), Some("true" | "1"))
+    }
+    fn dry_run(&self) -> bool {
+        self.query.get("dryRun").is_some_and(|v| v == "All")
+    }
+}
+
+fn route(st: &mut State, ctx: &Ctx) -> Outcome {
+    let segs: Vec<&str> = ctx.path.split('/').filter(|s| !s.is_empty()).collect();
+    let get = ctx.method == "GET";
+    let aggregated = ctx.accept.contains("g=apidiscovery.k8s.io");
+    match segs.as_slice() {
+        ["version"] if get => Outcome::ok(json!({
+            "major": "1", "minor": "33", "gitVersion": "v1.33.0-fake", "gitCommit": "fake",
+            "gitTreeState": "clean", "buildDate": "2025-01-01T00:00:00Z", "goVersion": "go1.24",
+            "compiler": "gc", "platform": "linux/amd64"
+        })),
+        ["api"] if get && aggregated => aggregated_discovery(st, true),
+        ["api"] if get => Outcome::ok(json!({
+            "kind": "APIVersions",
+            "versions": versions_of(st, ""),
+            "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1:443"}],
+        })),
+        ["apis"] if get && aggregated => aggregated_discovery(st, false),
+        ["apis"] if get => {
+            let groups: Vec<Value> = group_names(st).iter().map(|g| api_group(st, g)).collect();
+            Outcome::ok(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}))
+        }
+        ["apis", group] if get => {
+            if versions_of(st, group).is_empty() {
+                ApiError::not_found_path().into()
+            } else {
+                Outcome::ok(api_group(st, group))
+            }
+        }
+        ["api", version] if get => resource_list(st, "", version),
+        ["apis", group, version] if get => resource_list(st, group, version),
+        ["api", version, rest @ ..] => resource_request(st, ctx, "", version, rest),
+        ["apis", group, version, rest @ ..] => resource_request(st, ctx, group, version, rest),
+        _ => ApiError::not_found_path().into(),
+    }
+}
+
+/// A parsed resource URL.
+struct Target {
+    def: ResourceDef,
+    namespace: Option<String>,
+    name: Option<String>,
+    sub: Option<String>,
+}
+
+fn parse_target(st: &State, group: &str, version: &str, rest: &[&str]) -> Option<Target> {
+    let namespaced_def = |plural: &str| {
+        st.find_plural(group, version, plural)
+            .filter(|d| d.namespaced)
+    };
+    let t = |def: ResourceDef, ns: Option<&str>, name: Option<&&str>, sub: Option<&&str>| Target {
+        def,
+        namespace: ns.map(str::to_string),
+        name: name.map(|s| s.to_string()),
+        sub: sub.map(|s| s.to_string()),
+    };
+    match rest {
+        ["namespaces", ns, plural, tail @ ..] if tail.len() <= 2 => {
+            if let Some(def) = namespaced_def(plural) {
+                return Some(t(def, Some(ns), tail.first(), tail.get(1)));
+            }
+            // `/api/v1/namespaces/{name}/status` is the namespace's own subresource.
+            let def = st
+                .find_plural(group, version, "namespaces")
+                .filter(|d| !d.namespaced)?;
+            (tail.is_empty()).then(|| t(def, None, Some(ns), Some(plural)))
+        }
+        [plural, tail @ ..] if tail.len() <= 2 => {
+            let def = st.find_plural(group, version, plural)?;
+            if def.namespaced && !tail.is_empty() {
+                return None; // a namespaced object needs its namespace in the path
+            }
+            Some(t(def, None, tail.first(), tail.get(1)))
+        }
+        _ => None,
+    }
+}
+
+fn resource_request(
+    st: &mut State,
+    ctx: &Ctx,
+    group: &str,
+    version: &str,
+    rest: &[&str],
+) -> Outcome {
+    let Some(target) = parse_target(st, group, version, rest) else {
+        return ApiError::not_found_path().into();
+    };
+    let def = &target.def;
+    if def.group == "authorization.k8s.io" && def.plural.ends_with("accessreviews") {
+        if ctx.method != "POST" || target.name.is_some() {
+            return ApiError::method_not_allowed().into();
+        }
+        return access_review(st, ctx, def);
+    }
+    let verb = match (ctx.method.as_str(), &target.name) {
+        ("GET", None) if ctx.flag("watch") => "watch",
+        ("GET", None) => "list",
+        ("POST", None) => "create",
+        ("DELETE", None) => "deletecollection",
+        ("GET", Some(_)) => "get",
+        ("PUT", Some(_)) => "update",
+        ("PATCH", Some(_)) => "patch",
+        ("DELETE", Some(_)) => "delete",
+        _ => return ApiError::method_not_allowed().into(),
+    };
+    if !def.has_verb(verb) {
+        return ApiError::method_not_allowed().into();
+    }
+    let status_only = match target.sub.as_deref() {
+        None => false,
+        Some("status") if def.status_subresource && matches!(verb, "get" | "update" | "patch") => {
+            true
+        }
+        Some(_) => return ApiError::not_found_path().into(),
+    };
+    let ns = target.namespace.as_deref();
+    match (verb, target.name.as_deref()) {
+        ("list", _) => list(st, ctx, def, ns),
+        ("watch", _) => watch(st, ctx, def, ns),
+        ("deletecollection", _) => delete_collection(st, ctx, def, ns),
+        ("create", _) => {
+            let body = ctx.body.clone().unwrap_or(Value::Null);
+            match st.create(def, ns, body, ctx.dry_run(), BTreeMap::new()) {
+                Ok(obj) => Outcome::created(obj),
+                Err(e) => e.into(),
+            }
+        }
+        (_, Some(name)) => {
+            let key = ObjKey::new(&def.group, &def.plural, ns.unwrap_or(""), name);
+            let res = match verb {
+                "get" => st
+                    .objects
+                    .get(&key)
+                    .map(|s| with_type(s.obj.clone(), def))
+                    .ok_or_else(|| ApiError::not_found(def, name)),
+                "update" => {
+                    let upd = Update {
+                        def,
+                        key: &key,
+                        status_only,
+                        dry_run: ctx.dry_run(),
+                        applied: None,
+                        applied_status: None,
+                    };
+                    st.update(upd, ctx.body.clone().unwrap_or(Value::Null))
+                }
+                "patch" => return patch(st, ctx, def, &key, status_only),
+                _ => delete(st, ctx, def, &key),
+            };
+            match res {
+                Ok(obj) => Outcome::ok(obj),
+                Err(e) => e.into(),
+            }
+        }
+        _ => ApiError::method_not_allowed().into(),
+    }
+}
+
+fn access_review(st: &mut State, ctx: &Ctx, def: &ResourceDef) -> Outcome {
+    let Some(mut review) = ctx.body.clone().filter(Value::is_object) else {
+        return ApiError::bad_request("the body of the request must be a review object").into();
+    };
+    let spec = review.get("spec").cloned().unwrap_or(Value::Null);
+    let answer = (st.access_rule.clone())(&spec);
+    let mut status = json!({"allowed": answer.allowed});
+    if answer.denied {
+        ensure_object(&mut status).insert("denied".into(), json!(true));
+    }
+    if !answer.reason.is_empty() {
+        ensure_object(&mut status).insert("reason".into(), json!(answer.reason));
+    }
+    set_type(&mut review, def);
+    ensure_object(&mut review).insert("status".into(), status);
+    Outcome::created(review)
+}
+
+fn list(st: &State, ctx: &Ctx, def: &ResourceDef, ns: Option<&str>) -> Outcome {
+    let filter = match Filter::from_ctx(ctx, def, ns) {
+        Ok(f) => f,
+        Err(e) => return e.into(),
+    };
+    let items: Vec<Value> = st
+        .objects
+        .iter()
+        .filter(|(k, s)| filter.matches(&k.group, &k.plural, &k.namespace, &s.obj))
+        .map(|(_, s)| with_type(s.obj.clone(), def))
+        .collect();
+    Outcome::ok(json!({
+        "kind": format!("{}List", def.kind),
+        "apiVersion": def.api_version(),
+        "metadata": {"resourceVersion": st.rv.to_string()},
+        "items": items,
+    }))
+}
+
+fn delete(st: &mut State, ctx: &Ctx, def: &ResourceDef, key: &ObjKey) -> Result<Value, ApiError> {
+    let Some(stored) = st.objects.get(key) else {
+        return Err(ApiError::not_found(def, &key.name));
+    };
+    let pre = ctx.body.as_ref().and_then(|b| b.get("preconditions"));
+    for (field, meta_field) in [("uid", "uid"), ("resourceVersion", "resourceVersion")] {
+        if let Some(want) = pre.and_then(|p| p.get(field)).and_then(Value::as_str) {
+            if meta_str(&stored.obj, meta_field) != Some(want) {
+                return Err(ApiError::conflict(def, &key.name));
+            }
+        }
+    }
+    if ctx.dry_run() {
+        return Ok(with_type(stored.obj.clone(), def));
+    }
+    let orphan = ctx
+        .body
+        .as_ref()
+        .and_then(|b| b.get("propagationPolicy"))
+        .and_then(Value::as_str)
+        == Some("Orphan")
+        || ctx
+            .query
+            .get("propagationPolicy")
+            .is_some_and(|p| p == "Orphan");
+    st.delete_or_mark(key, !orphan)
+        .map(|o| with_type(o, def))
+        .ok_or_else(|| ApiError::not_found(def, &key.name))
+}
+
+fn delete_collection(st: &mut State, ctx: &Ctx, def: &ResourceDef, ns: Option<&str>) -> Outcome {
+    let filter = match Filter::from_ctx(ctx, def, ns) {
+        Ok(f) => f,
+        Err(e) => return e.into(),
+    };
+    let keys: Vec<ObjKey> = st
+        .objects
+        .iter()
+        .filter(|(k, s)| filter.matches(&k.group, &k.plural, &k.namespace, &s.obj))
+        .map(|(k, _)| k.clone())
+        .collect();
+    let items: Vec<Value> = if ctx.dry_run() {
+        keys.iter()
+            .filter_map(|k| st.objects.get(k).map(|s| s.obj.clone()))
+            .collect()
+    } else {
+        keys.iter()
+            .filter_map(|k| st.delete_or_mark(k, true))
+            .collect()
+    };
+    Outcome::ok(json!({
+        "kind": format!("{}List", def.kind),
+        "apiVersion": def.api_version(),
+        "metadata": {"resourceVersion": st.rv.to_string()},
+        "items": items.into_iter().map(|o| with_type(o, def)).collect::<Vec<_>>(),
+    }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// PATCH (merge, JSON, strategic-as-merge, server-side apply)
+// ---------------------------------------------------------------------------------------------
+
+fn patch(st: &mut State, ctx: &Ctx, def: &ResourceDef, key: &ObjKey, status_only: bool) -> Outcome {
+    let ct = ctx.content_type.split(';').next().unwrap_or("").trim();
+    let body = ctx.body.clone().unwrap_or(Value::Null);
+    let result = match ct {
+        "application/apply-patch+yaml" => return apply(st, ctx, def, key, status_only, body),
+        "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
+            match st.objects.get(key) {
+                None => Err(ApiError::not_found(def, &key.name)),
+                Some(s) => {
+                    let mut obj = s.obj.clone();
+                    json_patch::merge(&mut obj, &body);
+                    Ok(obj)
+                }
+            }
+        }
+        "application/json-patch+json" => match st.objects.get(key) {
+            None => Err(ApiError::not_found(def, &key.name)),
+            Some(s) => match serde_json::from_value::<json_patch::Patch>(body) {
+                Err(e) => Err(ApiError::bad_request(&format!("invalid JSON patch: {e}"))),
+                Ok(p) => {
+                    let mut obj = s.obj.clone();
+                    match json_patch::patch(&mut obj, &p) {
+                        Ok(()) => Ok(obj),
+                        Err(e) => Err(ApiError::new(422, "Invalid", format!("the JSON patch failed: {e}"))),
+                    }
+                }
+            },
+        },
+        other => Err(ApiError::new(
+            415,
+            "UnsupportedMediaType",
+            format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml (got {other:?})"),
+        )),
+    };
+    let upd = Update {
+        def,
+        key,
+        status_only,
+        dry_run: ctx.dry_run(),
+        applied: None,
+        applied_status: None,
+    };
+    match result.and_then(|obj| st.update(upd, obj)) {
+        Ok(obj) => Outcome::ok(obj),
+        Err(e) => e.into(),
+    }
+}
+
+/// Server-side apply, coarse (see the module docs).
+fn apply(
+    st: &mut State,
+    ctx: &Ctx,
+    def: &ResourceDef,
+    key: &ObjKey,
+    status_only: bool,
+    cfg: Value,
+) -> Outcome {
+    let Some(manager) = ctx
+        .query
+        .get("fieldManager")
+        .filter(|m| !m.is_empty())
+        .cloned()
+    else {
+        return ApiError::bad_request(
+            "PATCH, application/apply-patch+yaml: fieldManager is required for apply requests",
+        )
+        .into();
+    };
+    if !cfg.is_object() {
+        return ApiError::bad_request("the apply configuration must be an object (JSON)").into();
+    }
+    if let Some(n) = meta_str(&cfg, "name") {
+        if n != key.name {
+            return ApiError::bad_request(&format!(
+                "the name of the object ({n}) does not match the name on the URL ({})",
+                key.name
+            ))
+            .into();
+        }
+    }
+    let force = ctx.flag("force");
+    let Some(stored) = st.objects.get(key).cloned() else {
+        if status_only {
+            return ApiError::not_found(def, &key.name).into();
+        }
+        let mut obj = cfg.clone();
+        let m = meta_mut(&mut obj);
+        m.insert("name".into(), Value::String(key.name.clone()));
+        m.remove("resourceVersion");
+        let ns = def.namespaced.then_some(key.namespace.as_str());
+        let applied = BTreeMap::from([(manager, owned_part(&cfg))]);
+        return match st.create(def, ns, obj, ctx.dry_run(), applied) {
+            Ok(o) => Outcome::created(o),
+            Err(e) => e.into(),
+        };
+    };
+    let mut managers = if status_only {
+        stored.applied_status.clone()
+    } else {
+        stored.applied.clone()
+    };
+    let mine = owned_part(&cfg);
+    let leaves = leaf_paths(&mine);
+
+    // Conflicts: another manager applied a different value for one of my leaves.
+    let mut conflicts: Vec<(String, Vec<String>)> = Vec::new();
+    for (other, theirs) in managers.iter().filter(|(m, _)| **m != manager) {
+        for (path, value) in &leaves {
+            if get_path(theirs, path).is_some_and(|v| v != value) {
+                conflicts.push((other.clone(), path.clone()));
+            }
+        }
+    }
+    if !conflicts.is_empty() && !force {
+        let causes: Vec<Value> = conflicts
+            .iter()
+            .map(|(m, p)| json!({"type": "FieldManagerConflict", "message": format!("conflict with {m:?}"), "field": dotted(p)}))
+            .collect();
+        let list: Vec<String> = conflicts
+            .iter()
+            .map(|(m, p)| format!("conflict with {m:?}: {}", dotted(p)))
+            .collect();
+        let mut err = ApiError::new(
+            409,
+            "Conflict",
+            format!(
+                "Apply failed with {} conflict(s): {}",
+                conflicts.len(),
+                list.join(", ")
+            ),
+        )
+        .with_details(def, &key.name);
+        if let Some(d) = err.details.as_mut() {
+            ensure_object(d).insert("causes".into(), Value::Array(causes));
+        }
+        return err.into();
+    }
+    for (other, path) in &conflicts {
+        if let Some(theirs) = managers.get_mut(other) {
+            remove_path(theirs, path);
+        }
+    }
+
+    // Fields I applied before, no longer apply, and nobody else applies: removed.
+    let mut obj = stored.obj.clone();
+    if let Some(previous) = managers.get(&manager) {
+        for (path, _) in leaf_paths(previous) {
+            let still_mine = get_path(&mine, &path).is_some();
+            let others = managers
+                .iter()
+                .any(|(m, v)| *m != manager && get_path(v, &path).is_some());
+            if !still_mine && !others {
+                remove_path(&mut obj, &path);
+            }
+        }
+    }
+    json_patch::merge(&mut obj, &cfg);
+    managers.insert(manager, mine);
+    let (applied, applied_status) = if status_only {
+        (None, Some(managers))
+    } else {
+        (Some(managers), None)
+    };
+    let upd = Update {
+        def,
+        key,
+        status_only,
+        dry_run: ctx.dry_run(),
+        applied,
+        applied_status,
+    };
+    match st.update(upd, obj) {
+        Ok(o) => Outcome::ok(o),
+        Err(e) => e.into(),
+    }
+}
+
+/// The part of an apply config that counts for ownership (not identity fields).
+fn owned_part(cfg: &Value) -> Value {
+    let mut v = cfg.clone();
+    if let Value::Object(m) = &mut v {
+        m.remove("apiVersion");
+        m.remove("kind");
+        if let Some(Value::Object(meta)) = m.get_mut("metadata") {
+            for f in [
+                "name",
+                "namespace",
+                "resourceVersion",
+                "uid",
+                "managedFields",
+            ] {
+                meta.remove(f);
+            }
+        }
+    }
+    v
+}
+
+/// Leaf paths of a JSON object: scalars, lists and empty objects are leaves.
+/// Drops from each apply manager's config the leaves whose value `obj` no longer has.
+fn disown_changed(managers: &BTreeMap<String, Value>, obj: &Value) -> BTreeMap<String, Value> {
+    managers
+        .iter()
+        .map(|(m, cfg)| {
+            let mut cfg = cfg.clone();
+            for (path, value) in leaf_paths(&cfg.clone()) {
+                if get_path(obj, &path) != Some(&value) {
+                    remove_path(&mut cfg, &path);
+                }
+            }
+            (m.clone(), cfg)
+        })
+        .collect()
+}
+
+fn leaf_paths(v: &Value) -> Vec<(Vec<String>, Value)> {
+    fn walk(v: &Value, prefix: &mut Vec<String>, out: &mut Vec<(Vec<String>, Value)>) {
+        match v {
+            Value::Object(m) if !m.is_empty() => {
+                for (k, child) in m {
+                    prefix.push(k.clone());
+                    walk(child, prefix, out);
+                    prefix.pop();
+                }
+            }
+            other if !prefix.is_empty() => out.push((prefix.clone(), other.clone())),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(v, &mut Vec::new(), &mut out);
+    out
+}
+
+fn get_path<'a>(v: &'a Value, path: &[String]) -> Option<&'a Value> {
+    path.iter().try_fold(v, |cur, k| cur.as_object()?.get(k))
+}
+
+fn remove_path(v: &mut Value, path: &[String]) {
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
+    let mut cur = v;
+    for k in parents {
+        match cur.as_object_mut().and_then(|m| m.get_mut(k)) {
+            Some(next) => cur = next,
+            None => return,
+        }
+    }
+    if let Some(m) = cur.as_object_mut() {
+        m.remove(last);
+    }
+}
+
+fn dotted(path: &[String]) -> String {
+    path.iter().map(|p| format!(".{p}")).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Selectors
+// ---------------------------------------------------------------------------------------------
+
+/// One label selector requirement.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum LabelReq {
+    Eq(String, String),
+    NotEq(String, String),
+    Exists(String),
+    NotExists(String),
+    In(String, Vec<String>),
+    NotIn(String, Vec<String>),
+}
+
+/// Parses `a=b,c!=d,e,!f,g in (x,y),h notin (z)`.
+fn parse_label_selector(s: &str) -> Result<Vec<LabelReq>, String> {
+    let mut parts = Vec::new();
+    let (mut depth, mut start) = (0i32, 0usize);
+    for (i, ch) in s.char_indices() {
+        match ch {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                parts.push(&s[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&s[start..]);
+    let mut reqs = Vec::new();
+    for part in parts.into_iter().map(str::trim).filter(|p| !p.is_empty()) {
+        let set = |rest: &str| -> Result<Vec<String>, String> {
+            let inner = rest
+                .trim()
+                .strip_prefix('(')
+                .and_then(|r| r.strip_suffix(')'));
+            let inner = inner.ok_or_else(|| format!("bad set in label selector: {part:?}"))?;
+            Ok(inner
+                .split(',')
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+                .collect())
+        };
+        let req = if let Some((k, rest)) = part.split_once(" notin ") {
+            LabelReq::NotIn(k.trim().into(), set(rest)?)
+        } else if let Some((k, rest)) = part.split_once(" in ") {
+            LabelReq::In(k.trim().into(), set(rest)?)
+        } else if let Some((k, v)) = part.split_once("!=") {
+            LabelReq::NotEq(k.trim().into(), v.trim().into())
+        } else if let Some((k, v)) = part.split_once("==").or_else(|| part.split_once('=')) {
+            LabelReq::Eq(k.trim().into(), v.trim().into())
+        } else if let Some(k) = part.strip_prefix('!') {
+            LabelReq::NotExists(k.trim().into())
+        } else {
+            LabelReq::Exists(part.into())
+        };
+        let key = match &req {
+            LabelReq::Eq(k, _)
+            | LabelReq::NotEq(k, _)
+            | LabelReq::Exists(k)
+            | LabelReq::NotExists(k) => k,
+            LabelReq::In(k, _) | LabelReq::NotIn(k, _) => k,
+        };
+        if key.is_empty() || key.contains(char::is_whitespace) {
+            return Err(format!("unable to parse requirement: {part:?}"));
+        }
+        reqs.push(req);
+    }
+    Ok(reqs)
+}
+
+fn label_matches(req: &LabelReq, labels: Option<&Map<String, Value>>) -> bool {
+    let get = |k: &str| labels.and_then(|l| l.get(k)).and_then(Value::as_str);
+    match req {
+        LabelReq::Eq(k, v) => get(k) == Some(v.as_str()),
+        LabelReq::NotEq(k, v) => get(k) != Some(v.as_str()),
+        LabelReq::Exists(k) => get(k).is_some(),
+        LabelReq::NotExists(k) => get(k).is_none(),
+        LabelReq::In(k, vs) => get(k).is_some_and(|x| vs.iter().any(|v| v == x)),
+        LabelReq::NotIn(k, vs) => get(k).is_none_or(|x| vs.iter().all(|v| v != x)),
+    }
+}
+
+/// A field selector requirement: dotted path, equal or not.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct FieldReq {
+    path: Vec<String>,
+    value: String,
+    negate: bool,
+}
+
+fn parse_field_selector(s: &str) -> Result<Vec<FieldReq>, String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|part| {
+            let (k, v, negate) = if let Some((k, v)) = part.split_once("!=") {
+                (k, v, true)
+            } else if let Some((k, v)) = part.split_once("==").or_else(|| part.split_once('=')) {
+                (k, v, false)
+            } else {
+                return Err(format!("invalid field selector: {part:?}"));
+            };
+            Ok(FieldReq {
+                path: k.trim().split('.').map(str::to_string).collect(),
+                value: v.trim().to_string(),
+                negate,
+            })
+        })
+        .collect()
+}
+
+fn field_matches(req: &FieldReq, obj: &Value) -> bool {
+    let actual = match get_path(obj, &req.path) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Null) | None => String::new(),
+        Some(other) => other.to_string(),
+    };
+    (actual == req.value) != req.negate
+}
+
+/// Which objects a LIST/WATCH/DELETE-collection sees.
+#[derive(Clone, Debug)]
+struct Filter {
+    group: String,
+    plural: String,
+    namespace: Option<String>,
+    labels: Vec<LabelReq>,
+    fields: Vec<FieldReq>,
+}
+
+impl Filter {
+    fn from_ctx(ctx: &Ctx, def: &ResourceDef, ns: Option<&str>) -> Result<Self, ApiError> {
+        let labels = parse_label_selector(
+            ctx.query
+                .get("labelSelector")
+                .map(String::as_str)
+                .unwrap_or(""),
+        )
+        .map_err(|e| ApiError::bad_request(&e))?;
+        let fields = parse_field_selector(
+            ctx.query
+                .get("fieldSelector")
+                .map(String::as_str)
+                .unwrap_or(""),
+        )
+        .map_err(|e| ApiError::bad_request(&e))?;
+        Ok(Filter {
+            group: def.group.clone(),
+            plural: def.plural.clone(),
+            namespace: ns.map(str::to_string),
+            labels,
+            fields,
+        })
+    }
+
+    fn matches(&self, group: &str, plural: &str, namespace: &str, obj: &Value) -> bool {
+        let labels = meta(obj)
+            .and_then(|m| m.get("labels"))
+            .and_then(Value::as_object);
+        group == self.group
+            && plural == self.plural
+            && self.namespace.as_deref().is_none_or(|ns| ns == namespace)
+            && self.labels.iter().all(|r| label_matches(r, labels))
+            && self.fields.iter().all(|r| field_matches(r, obj))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// WATCH
+// ---------------------------------------------------------------------------------------------
+
+/// A running watch: queued lines first, then live events.
+struct WatchSetup {
+    queue: VecDeque<Bytes>,
+    rx: broadcast::Receiver<Arc<WatchRec>>,
+    filter: Filter,
+    def: ResourceDef,
+    /// Live events at or below this were already queued from history.
+    after_rv: u64,
+    deadline: Option<tokio::time::Instant>,
+    done: bool,
+}
+
+impl WatchSetup {
+    async fn next_line(&mut self) -> Option<Bytes> {
+        loop {
+            if let Some(line) = self.queue.pop_front() {
+                return Some(line);
+            }
+            if self.done {
+                return None;
+            }
+            let deadline = self.deadline;
+            let timeout = async move {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                ev = self.rx.recv() => match ev {
+                    Ok(rec) => {
+                        if rec.rv > self.after_rv
+                            && self.filter.matches(&rec.group, &rec.plural, &rec.namespace, &rec.object)
+                        {
+                            self.queue.push_back(event_line(rec.kind, with_type(rec.object.clone(), &self.def)));
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        self.queue.push_back(expired_line());
+                        self.done = true;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                },
+                _ = timeout => return None,
+            }
+        }
+    }
+}
+
+fn event_line(kind: &str, object: Value) -> Bytes {
+    let mut line = serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();
+    line.push(b'\n');
+    Bytes::from(line)
+}
+
+fn expired_line() -> Bytes {
+    let status = ApiError::new(410, "Expired", "too old resource version").to_status();
+    event_line("ERROR", status)
+}
+
+fn watch(st: &State, ctx: &Ctx, def: &ResourceDef, ns: Option<&str>) -> Outcome {
+    let filter = match Filter::from_ctx(ctx, def, ns) {
+        Ok(f) => f,
+        Err(e) => return e.into(),
+    };
+    let rv_param = ctx
+        .query
+        .get("resourceVersion")
+        .map(String::as_str)
+        .unwrap_or("");
+    let send_initial = ctx.flag("sendInitialEvents");
+    let mut queue = VecDeque::new();
+    let current: Vec<Value> = st
+        .objects
+        .iter()
+        .filter(|(k, s)| filter.matches(&k.group, &k.plural, &k.namespace, &s.obj))
+        .map(|(_, s)| with_type(s.obj.clone(), def))
+        .collect();
+    let mut done = false;
+    if send_initial || rv_param.is_empty() || rv_param == "0" {
+        // "Start at most recent / any": synthetic ADDED for what exists now.
+        queue.extend(current.into_iter().map(|o| event_line("ADDED", o)));
+        if send_initial {
+            let bookmark = json!({
+                "kind": def.kind, "apiVersion": def.api_version(),
+                "metadata": {"resourceVersion": st.rv.to_string(),
+                             "annotations": {"k8s.io/initial-events-end": "true"}}
+            });
+            queue.push_back(event_line("BOOKMARK", bookmark));
+        }
+    } else {
+        match rv_param.parse::<u64>() {
+            Err(_) => {
+                return ApiError::bad_request(&format!("invalid resourceVersion {rv_param:?}"))
+                    .into()
+            }
+            Ok(from) if from < st.compacted_rv => {
+                queue.push_back(expired_line());
+                done = true;
+            }
+            Ok(from) => queue.extend(
+                st.history
+                    .iter()
+                    .filter(|r| {
+                        r.rv > from && filter.matches(&r.group, &r.plural, &r.namespace, &r.object)
+                    })
+                    .map(|r| event_line(r.kind, with_type(r.object.clone(), def))),
+            ),
+        }
+    }
+    let deadline = ctx
+        .query
+        .get("timeoutSeconds")
+        .and_then(|t| t.parse::<u64>().ok())
+        .map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
+    Outcome::Watch(Box::new(WatchSetup {
+        queue,
+        // Subscribed under the state lock: nothing between history and live is lost.
+        rx: st.events_tx.subscribe(),
+        filter,
+        def: def.clone(),
+        after_rv: st.rv,
+        deadline,
+        done,
+    }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Discovery documents
+// ---------------------------------------------------------------------------------------------
+
+/// Groups in first-registration order (core excluded).
+fn group_names(st: &State) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for r in st.resources.iter().filter(|r| !r.group.is_empty()) {
+        if !out.contains(&r.group) {
+            out.push(r.group.clone());
+        }
+    }
+    out
+}
+
+/// Versions of a group in first-registration order; the first is the preferred one.
+fn versions_of(st: &State, group: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for r in st.resources.iter().filter(|r| r.group == group) {
+        if !out.contains(&r.version) {
+            out.push(r.version.clone());
+        }
+    }
+    out
+}
+
+fn api_group(st: &State, group: &str) -> Value {
+    let versions: Vec<Value> = versions_of(st, group)
+        .iter()
+        .map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v}))
+        .collect();
+    json!({
+        "kind": "APIGroup", "apiVersion": "v1", "name": group,
+        "preferredVersion": versions.first().cloned().unwrap_or(Value::Null),
+        "versions": versions,
+    })
+}
+
+fn resource_list(st: &State, group: &str, version: &str) -> Outcome {
+    let defs: Vec<&ResourceDef> = st
+        .resources
+        .iter()
+        .filter(|r| r.group == group && r.version == version)
+        .collect();
+    if defs.is_empty() {
+        return ApiError::not_found_path().into();
+    }
+    let mut resources = Vec::new();
+    for d in defs {
+        resources.push(json!({
+            "name": d.plural, "singularName": d.kind.to_lowercase(), "namespaced": d.namespaced,
+            "kind": d.kind, "verbs": d.verbs,
+        }));
+        if d.status_subresource {
+            resources.push(json!({
+                "name": format!("{}/status", d.plural), "singularName": "", "namespaced": d.namespaced,
+                "kind": d.kind, "verbs": ["get", "patch", "update"],
+            }));
+        }
+    }
+    let gv = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
+    Outcome::ok(
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}),
+    )
+}
+
+/// `GET /api` or `/apis` with the aggregated-discovery Accept header.
+fn aggregated_discovery(st: &State, core: bool) -> Outcome {
+    let groups = if core {
+        vec![String::new()]
+    } else {
+        group_names(st)
+    };
+    let items: Vec<Value> = groups
+        .iter()
+        .map(|g| {
+            let versions: Vec<Value> = versions_of(st, g)
+                .iter()
+                .map(|v| {
+                    let resources: Vec<Value> = st
+                        .resources
+                        .iter()
+                        .filter(|r| &r.group == g && &r.version == v)
+                        .map(|r| {
+                            let gvk = json!({"group": r.group, "version": r.version, "kind": r.kind});
+                            let subs: Vec<Value> = if r.status_subresource {
+                                vec![json!({"subresource": "status", "responseKind": gvk, "verbs": ["get", "patch", "update"]})]
+                            } else {
+                                vec![]
+                            };
+                            json!({
+                                "resource": r.plural, "responseKind": gvk,
+                                "scope": if r.namespaced { "Namespaced" } else { "Cluster" },
+                                "singularResource": r.kind.to_lowercase(), "verbs": r.verbs,
+                                "subresources": subs,
+                            })
+                        })
+                        .collect();
+                    json!({"version": v, "resources": resources, "freshness": "Current"})
+                })
+                .collect();
+            json!({"metadata": {"name": g}, "versions": versions})
+        })
+        .collect();
+    Outcome::Json {
+        code: 200,
+        body: json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items}),
+        content_type: AGGREGATED_CT,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Small JSON and text helpers
+// ---------------------------------------------------------------------------------------------
+
+fn split_api_version(api_version: &str) -> (&str, &str) {
+    api_version.split_once('/').unwrap_or(("", api_version))
+}
+
+fn ensure_object(v: &mut Value) -> &mut Map<String, Value> {
+    if !v.is_object() {
+        *v = Value::Object(Map::new());
+    }
+    match v {
+        Value::Object(m) => m,
+        _ => unreachable!("made an object just above"),
+    }
+}
+
+fn meta(obj: &Value) -> Option<&Map<String, Value>> {
+    obj.get("metadata").and_then(Value::as_object)
+}
+
+fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
+    meta(obj).and_then(|m| m.get(field)).and_then(Value::as_str)
+}
+
+fn meta_mut(obj: &mut Value) -> &mut Map<String, Value> {
+    let root = ensure_object(obj);
+    ensure_object(root.entry("metadata").or_insert(Value::Null))
+}
+
+fn finalizers(obj: &Value) -> Vec<String> {
+    meta(obj)
+        .and_then(|m| m.get("finalizers"))
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn owner_uids(obj: &Value) -> Vec<String> {
+    meta(obj)
+        .and_then(|m| m.get("ownerReferences"))
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|o| o.get("uid").and_then(Value::as_str))
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn set_type(obj: &mut Value, def: &ResourceDef) {
+    let m = ensure_object(obj);
+    m.insert("apiVersion".into(), Value::String(def.api_version()));
+    m.insert("kind".into(), Value::String(def.kind.clone()));
+}
+
+fn with_type(mut obj: Value, def: &ResourceDef) -> Value {
+    set_type(&mut obj, def);
+    obj
+}
+
+/// What a generation bump looks at: everything but metadata (and status when it is a
+/// subresource) and the type fields.
+fn spec_part(obj: &Value, def: &ResourceDef) -> Value {
+    let mut v = obj.clone();
+    if let Value::Object(m) = &mut v {
+        for f in ["metadata", "apiVersion", "kind"] {
+            m.remove(f);
+        }
+        if def.status_subresource {
+            m.remove("status");
+        }
+    }
+    v
+}
+
+/// Lowercase RFC 1123 subdomain, as names of most resources must be.
+fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+/// Five characters from `[a-z0-9]`, deterministic per counter (for generateName).
+fn generated_suffix(n: u64) -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut x = n.wrapping_mul(2_654_435_761).wrapping_add(97);
+    (0..5)
+        .map(|_| {
+            let c = ALPHABET[(x % ALPHABET.len() as u64) as usize] as char;
+            x /= ALPHABET.len() as u64;
+            c
+        })
+        .collect()
+}
+
+fn now_rfc3339() -> String {
+    k8s_openapi::jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+/// Decodes a query string into a map (last value of a repeated key wins).
+fn parse_query(q: &str) -> BTreeMap<String, String> {
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                match std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                {
+                    Some(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Unit tests of the pure helpers (they run in every test binary that includes this file; they
+// take milliseconds). The HTTP behaviour is tested in `tests/fake_apiserver_selftest.rs`.
+// ---------------------------------------------------------------------------------------------
+
+#[cfg(test)]
+mod unit_tests {
+    use super::*;
+
+    fn labels(v: Value) -> Value {
+        json!({"metadata": {"labels": v}})
+    }
+
+    #[test]
+    fn label_selectors_parse_and_match() {
+        let obj = labels(json!({"app": "web", "tier": "front"}));
+        let cases: &[(&str, bool)] = &[
+            ("", true),
+            ("app=web", true),
+            ("app==web", true),
+            ("app=db", false),
+            ("app!=db", true),
+            ("app!=web", false),
+            ("app", true),
+            ("missing", false),
+            ("!missing", true),
+            ("!app", false),
+            ("app in (db, web)", true),
+            ("app in (db)", false),
+            ("app notin (db)", true),
+            ("app notin (web,db)", false),
+            ("missing notin (x)", true),
+            ("app=web,tier=front", true),
+            ("app=web,tier=back", false),
+            ("app in (a,web),tier", true),
+        ];
+        for (sel, want) in cases {
+            let reqs = parse_label_selector(sel).unwrap();
+            let l = meta(&obj)
+                .and_then(|m| m.get("labels"))
+                .and_then(Value::as_object);
+            assert_eq!(
+                reqs.iter().all(|r| label_matches(r, l)),
+                *want,
+                "selector {sel:?}"
+            );
+        }
+        assert_eq!(
+            parse_label_selector("a in (x,y),b").unwrap(),
+            vec![
+                LabelReq::In("a".into(), vec!["x".into(), "y".into()]),
+                LabelReq::Exists("b".into())
+            ]
+        );
+        assert!(parse_label_selector("a in x").is_err());
+        assert!(parse_label_selector("=x").is_err());
+        assert!(parse_label_selector("a b").is_err());
+    }
+
+    #[test]
+    fn field_selectors_parse_and_match() {
+        let obj = json!({"metadata": {"name": "n1", "namespace": "ns"}, "spec": {"replicas": 2}});
+        let cases: &[(&str, bool)] = &[
+            ("metadata.name=n1", true),
+            ("metadata.name==n1", true),
+            ("metadata.name=n2", false),
+            ("metadata.name!=n2", true),
+            ("metadata.namespace=ns,metadata.name=n1", true),
+            ("spec.replicas=2", true),
+            ("spec.missing=", true),
+        ];
+        for (sel, want) in cases {
+            let reqs = parse_field_selector(sel).unwrap();
+            assert_eq!(
+                reqs.iter().all(|r| field_matches(r, &obj)),
+                *want,
+                "selector {sel:?}"
+            );
+        }
+        assert!(parse_field_selector("metadata.name").is_err());
+    }
+
+    #[test]
+    fn query_strings_are_percent_decoded() {
+        let q = parse_query("labelSelector=app%3Dweb%2Ctier&watch=true&x=a+b&bad=%zz&trail=%4");
+        assert_eq!(q["labelSelector"], "app=web,tier");
+        assert_eq!(q["watch"], "true");
+        assert_eq!(q["x"], "a b");
+        assert_eq!(q["bad"], "%zz");
+        assert_eq!(q["trail"], "%4");
+        assert!(parse_query("").is_empty());
+    }
+
+    #[test]
+    fn leaf_paths_and_path_edits() {
+        let v = json!({"a": {"b": 1, "c": [1, 2], "e": {}}, "d": "x"});
+        let got: Vec<String> = leaf_paths(&v).iter().map(|(p, _)| dotted(p)).collect();
+        assert_eq!(got, [".a.b", ".a.c", ".a.e", ".d"]);
+        let path = vec!["a".to_string(), "b".to_string()];
+        assert_eq!(get_path(&v, &path), Some(&json!(1)));
+        let mut w = v.clone();
+        remove_path(&mut w, &path);
+        assert_eq!(w, json!({"a": {"c": [1, 2], "e": {}}, "d": "x"}));
+        remove_path(&mut w, &["zz".to_string(), "y".to_string()]);
+        assert_eq!(get_path(&w, &["d".to_string()]), Some(&json!("x")));
+        assert_eq!(
+            owned_part(
+                &json!({"apiVersion": "v1", "kind": "K", "metadata": {"name": "n", "labels": {"a": "b"}}})
+            ),
+            json!({"metadata": {"labels": {"a": "b"}}})
+        );
+    }
+
+    #[test]
+    fn names_and_generated_suffixes() {
+        for (name, ok) in [
+            ("a", true),
+            ("a-b.c", true),
+            ("A", false),
+            ("-a", false),
+            ("a..b", false),
+            ("", false),
+        ] {
+            assert_eq!(is_valid_name(name), ok, "{name:?}");
+        }
+        let s = generated_suffix(1);
+        assert_eq!(s.len(), 5);
+        assert_ne!(s, generated_suffix(2));
+        assert!(is_valid_name(&format!("x-{s}")));
+    }
+
+    #[test]
+    fn urls_parse_into_targets() {
+        let (tx, _) = broadcast::channel(1);
+        let st = State::new(tx);
+        let t = |g: &str, v: &str, rest: &[&str]| {
+            parse_target(&st, g, v, rest).map(|t| (t.def.plural, t.namespace, t.name, t.sub))
+        };
+        let s = |x: &str| Some(x.to_string());
+        assert_eq!(
+            t("apps", "v1", &["namespaces", "n", "deployments"]),
+            Some(("deployments".into(), s("n"), None, None))
+        );
+        assert_eq!(
+            t(
+                "apps",
+                "v1",
+                &["namespaces", "n", "deployments", "d", "status"]
+            ),
+            Some(("deployments".into(), s("n"), s("d"), s("status")))
+        );
+        assert_eq!(
+            t("apps", "v1", &["deployments"]),
+            Some(("deployments".into(), None, None, None))
+        );
+        assert_eq!(
+            t("apps", "v1", &["deployments", "d"]),
+            None,
+            "namespaced object without namespace"
+        );
+        assert_eq!(
+            t("", "v1", &["namespaces"]),
+            Some(("namespaces".into(), None, None, None))
+        );
+        assert_eq!(
+            t("", "v1", &["namespaces", "n"]),
+            Some(("namespaces".into(), None, s("n"), None))
+        );
+        assert_eq!(
+            t("", "v1", &["namespaces", "n", "status"]),
+            Some(("namespaces".into(), None, s("n"), s("status")))
+        );
+        assert_eq!(
+            t("", "v1", &["namespaces", "n", "pods", "p"]),
+            Some(("pods".into(), s("n"), s("p"), None))
+        );
+        assert_eq!(t("nope", "v1", &["things"]), None);
+        assert_eq!(
+            t(
+                "apps",
+                "v1",
+                &["namespaces", "n", "deployments", "d", "status", "x"]
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn status_bodies_are_metav1_status() {
+        let def = ResourceDef::new("apps", "v1", "Deployment", "deployments", true);
+        let s = ApiError::conflict(&def, "web").to_status();
+        assert_eq!(s["kind"], "Status");
+        assert_eq!(s["status"], "Failure");
+        assert_eq!(s["reason"], "Conflict");
+        assert_eq!(s["code"], 409);
+        assert_eq!(
+            s["details"],
+            json!({"name": "web", "group": "apps", "kind": "deployments"})
+        );
+        let s =
+            ApiError::not_found(&ResourceDef::new("", "v1", "Pod", "pods", true), "p").to_status();
+        assert_eq!(s["message"], "pods \"p\" not found");
+        assert_eq!(reason_for_code(429), "TooManyRequests");
+        assert_eq!(reason_for_code(418), "Unknown");
+    }
+
+    #[test]
+    fn generation_ignores_metadata_and_subresource_status() {
+        let with = ResourceDef::new("g", "v1", "K", "ks", true).with_status();
+        let without = ResourceDef::new("g", "v1", "K", "ks", true);
+        let a = json!({"metadata": {"name": "a"}, "spec": {"x": 1}, "status": {"s": 1}});
+        let b = json!({"metadata": {"name": "a", "labels": {"l": "v"}}, "spec": {"x": 1}, "status": {"s": 2}});
+        assert_eq!(spec_part(&a, &with), spec_part(&b, &with));
+        assert_ne!(spec_part(&a, &without), spec_part(&b, &without));
+    }
+
+    #[test]
+    fn faults_count_down_and_match_by_prefix() {
+        let (tx, _) = broadcast::channel(1);
+        let mut st = State::new(tx);
+        st.faults.push(FaultRule {
+            prefix: "/api/v1".into(),
+            fault: Fault::Close,
+            remaining: Some(2),
+        });
+        st.faults.push(FaultRule {
+            prefix: "/apis".into(),
+            fault: Fault::Status(500, "x".into()),
+            remaining: None,
+        });
+        assert_eq!(st.take_fault("/api/v1/pods"), Some(Fault::Close));
+        assert_eq!(
+            st.take_fault("/apis/apps"),
+            Some(Fault::Status(500, "x".into()))
+        );
+        assert_eq!(st.take_fault("/api/v1/pods"), Some(Fault::Close));
+        assert_eq!(st.take_fault("/api/v1/pods"), None);
+        assert_eq!(st.take_fault("/version"), None);
+        assert_eq!(
+            st.take_fault("/apis/apps"),
+            Some(Fault::Status(500, "x".into()))
+        );
+    }
+}
