@@ -520,7 +520,7 @@ def check_bindings(objs: list[dict[str, Any]], leases: bool) -> None:
         names = rule.get("resourceNames")
         assert names in (None, ["tether-controller"]), f"lease names {names}"
         grants |= {(v, bool(names)) for v in rule["verbs"]}
-    assert {v for v, _ in grants} == {"get", "create", "update"}, f"lease verbs {grants}"
+    assert {v for v, _ in grants} == {"get", "create", "update", "patch"}, f"lease verbs {grants}"
     rb = one(objs, "RoleBinding", "tether-leader-election")
     assert rb["roleRef"]["kind"] == "Role" and rb["subjects"][0]["name"] == "tether"
 
