@@ -153,6 +153,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let (trigger, signal) = crate::shutdown::channel();
     let opts = TransportOptions {
         max_connections: args.max_connections.max(1),
+        handshake_timeout: args.read_timeout,
+        header_read_timeout: args.read_timeout,
+        body_read_timeout: args.read_timeout,
         shutdown_delay: args.shutdown_delay,
         shutdown_grace: args.shutdown_grace,
         ..TransportOptions::default()

@@ -131,6 +131,10 @@ pub struct ServeArgs {
     /// How long one SubjectAccessReview may take before it counts as failed (deny, 500).
     #[arg(long, env = "TETHER_ACCESS_REVIEW_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub access_review_timeout: Duration,
+    /// Time a client gets for its TLS handshake, its request headers, and its body, each;
+    /// slower clients are disconnected so they cannot hold connections (slowloris).
+    #[arg(long, env = "TETHER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub read_timeout: Duration,
     /// Most connections served at once on the admission port.
     #[arg(long, env = "TETHER_MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: usize,
