@@ -16,7 +16,9 @@ use crate::authz::sar::SarReviewer;
 use crate::authz::{AccessReviewer, AllowAll, RbacFileReviewer};
 use crate::cli::ServeArgs;
 use crate::config::PolicyConfig;
-use crate::discovery::{ApiResolver, BuiltinResolver};
+use crate::controller::leader::LeaderConfig;
+use crate::controller::{Context as ControllerContext, Enabled, Settings};
+use crate::discovery::{ApiResolver, BuiltinResolver, KindResolver};
 use crate::metrics::Metrics;
 use crate::server::{AdmissionServer, MetricsServer, TransportOptions};
 use crate::tls::CertStore;
@@ -109,7 +111,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let store = Arc::new(CertStore::open(&cert, &key, metrics.clone())?);
     let tls = store.server_config()?;
     let policy = PolicyConfig::from_args(&args.policy)?;
-    let (handlers, mode_warning, deployments) = if args.standalone {
+    let enabled = Enabled::parse(&args.controllers).map_err(anyhow::Error::msg)?;
+    let (handlers, mode_warning, cluster) = if args.standalone {
         let (h, w) = offline_handlers(
             policy,
             Arc::new(crate::workloads::StaticDeployments::default()),
@@ -130,9 +133,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let domains = Arc::new(domains);
         let inner: Arc<dyn AccessReviewer> =
             Arc::new(SarReviewer::new(client.clone(), args.access_review_timeout));
+        let resolver: Arc<dyn KindResolver> = Arc::new(ApiResolver::new(client.clone()));
         let h = Handlers {
             kinds: policy.kinds,
-            resolver: Arc::new(ApiResolver::new(client.clone())),
+            resolver: resolver.clone(),
             reviewer: Arc::new(CachedReviewer::new(
                 inner,
                 args.access_review_cache_ttl,
@@ -145,7 +149,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             domains: policy.domains,
             appdomains: domains.clone(),
         };
-        (h, mode_warning, Some((watched, domains)))
+        let cluster = Cluster {
+            client,
+            resolver,
+            deployments: watched,
+            appdomains: domains,
+        };
+        (h, mode_warning, Some(cluster))
     };
     let admission = Admission::new(metrics.clone(), handlers, mode_warning);
 
@@ -175,10 +185,24 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     let admission_task = tokio::spawn(server.run(signal.clone()));
     let metrics_task = tokio::spawn(msrv.run(signal.clone()));
-    if let Some((d, a)) = &deployments {
+    let mut controllers = None;
+    if let Some(c) = &cluster {
         // Injection and domain allocation read the caches: not ready until they are.
         tracing::info!("waiting for the Deployment and AppDomain caches to sync");
-        tokio::join!(d.wait_until_ready(), a.wait_until_ready());
+        tokio::join!(
+            c.deployments.wait_until_ready(),
+            c.appdomains.wait_until_ready()
+        );
+        if enabled.any() {
+            controllers = Some(tokio::spawn(run_controllers(
+                c.client.clone(),
+                c.resolver.clone(),
+                metrics.clone(),
+                &args,
+                enabled,
+                signal.clone(),
+            )));
+        }
     }
     ready.store(true, Ordering::Release);
     tracing::info!(
@@ -202,8 +226,70 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let _ = admission_task.await;
     let _ = metrics_task.await;
     let _ = watcher.await;
+    if let Some(c) = controllers {
+        let _ = c.await;
+    }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// What serving in a cluster keeps around besides the handlers.
+struct Cluster {
+    client: kube::Client,
+    resolver: Arc<dyn KindResolver>,
+    deployments: Arc<WatchedDeployments>,
+    appdomains: Arc<WatchedAppDomains>,
+}
+
+/// Runs the enabled reconcilers: under the Lease with `--leader-elect`, else directly.
+fn run_controllers(
+    client: kube::Client,
+    resolver: Arc<dyn KindResolver>,
+    metrics: Metrics,
+    args: &ServeArgs,
+    enabled: Enabled,
+    shutdown: crate::shutdown::Signal,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    // Outside a pod there is no name; the process id keeps two local runs apart.
+    let identity = args
+        .pod_name
+        .clone()
+        .unwrap_or_else(|| format!("tether-{}", std::process::id()));
+    let settings = Settings {
+        auto_create_domain_claims: args.auto_create_domain_claims,
+        resync: args.resync_interval,
+    };
+    let ctx = Arc::new(ControllerContext::new(
+        client.clone(),
+        metrics.clone(),
+        resolver,
+        Some(identity.clone()),
+        settings,
+    ));
+    let leader = args.leader_elect.then(|| LeaderConfig {
+        namespace: args.policy.pod_namespace.clone(),
+        lease_name: args.lease_name.clone(),
+        identity,
+        duration_s: 15,
+        grace_s: 5,
+    });
+    async move {
+        match leader {
+            Some(cfg) => {
+                let work = |stop| crate::controller::run_enabled(ctx.clone(), enabled, stop);
+                if let Err(e) =
+                    crate::controller::leader::lead(client, cfg, metrics, shutdown, work).await
+                {
+                    tracing::error!(error = %e, "leader election failed; this replica no longer reconciles");
+                }
+            }
+            None => {
+                metrics.leader.set(1);
+                crate::controller::run_enabled(ctx, enabled, shutdown).await;
+                metrics.leader.set(0);
+            }
+        }
+    }
 }
 
 async fn wait_for_termination() {

@@ -116,6 +116,15 @@ pub struct ServeArgs {
     /// Use a Lease so only one replica reconciles.
     #[arg(long, env = "TETHER_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub leader_elect: bool,
+    /// This replica's identity for leader election (downward API: metadata.name).
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: Option<String>,
+    /// Name of the coordination.k8s.io Lease in POD_NAMESPACE.
+    #[arg(long, env = "TETHER_LEASE_NAME", default_value = "tether-controller")]
+    pub lease_name: String,
+    /// How often healthy objects are reconciled again, repairing drift.
+    #[arg(long, env = "TETHER_RESYNC_INTERVAL", default_value = "5m", value_parser = parse_duration)]
+    pub resync_interval: Duration,
     /// Log format.
     #[arg(long, env = "TETHER_LOG_FORMAT", value_enum, default_value = "json")]
     pub log_format: LogFormat,

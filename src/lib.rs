@@ -13,6 +13,7 @@ pub mod authz;
 pub mod certs;
 pub mod cli;
 pub mod config;
+pub mod controller;
 pub mod crd;
 pub mod discovery;
 pub mod logging;

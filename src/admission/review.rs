@@ -128,27 +128,69 @@ pub struct Parsed {
 
 /// Parses an AdmissionReview body in the two stages described in the module docs.
 pub fn parse(body: &[u8]) -> Result<Parsed, EnvelopeError> {
+    // Happy path: one pass straight into the typed review. Only when that fails do we take
+    // the staged path below, which exists to produce the precise error.
+    if let Ok(r) = serde_json::from_slice::<FastReview>(body) {
+        if r.api_version == API_VERSION && r.kind == KIND && !r.request.uid.is_empty() {
+            return Ok(Parsed {
+                uid: r.request.uid.clone(),
+                request: Ok(r.request),
+            });
+        }
+    }
+    parse_staged(body)
+}
+
+#[derive(Deserialize)]
+struct FastReview {
+    #[serde(rename = "apiVersion")]
+    api_version: String,
+    kind: String,
+    request: AdmissionRequest,
+}
+
+/// Longest parser error text we echo: the error may quote the input.
+const MAX_DETAIL: usize = 300;
+
+fn cut(s: String) -> String {
+    match s.char_indices().nth(MAX_DETAIL) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s,
+    }
+}
+
+fn parse_staged(body: &[u8]) -> Result<Parsed, EnvelopeError> {
     // serde would happily read a struct from a JSON array; an AdmissionReview is an object.
     match body.iter().find(|b| !b.is_ascii_whitespace()) {
-        Some(b'{') => {}
-        Some(_) if serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok() => {
-            return Err(EnvelopeError::NotObject)
+        Some(b'{') | None => {}
+        Some(_) => {
+            return Err(
+                // `Value`, not `IgnoredAny`: it enforces serde_json's depth limit, so 100k
+                // '[' are reported as too deep rather than as truncated.
+                match serde_json::from_slice::<Value>(body) {
+                    Ok(_) => EnvelopeError::NotObject,
+                    Err(e) => EnvelopeError::NotJson(cut(e.to_string())),
+                },
+            );
         }
-        _ => {}
     }
     let env: Envelope<'_> =
-        serde_json::from_slice(body).map_err(|e| EnvelopeError::NotJson(e.to_string()))?;
+        serde_json::from_slice(body).map_err(|e| EnvelopeError::NotJson(cut(e.to_string())))?;
     match env.api_version.as_deref() {
         Some(API_VERSION) => {}
         other => {
-            return Err(EnvelopeError::WrongApiVersion(
-                other.unwrap_or("").to_string(),
-            ))
+            return Err(EnvelopeError::WrongApiVersion(cut(other
+                .unwrap_or("")
+                .to_string())))
         }
     }
     match env.kind.as_deref() {
         Some(KIND) => {}
-        other => return Err(EnvelopeError::WrongKind(other.unwrap_or("").to_string())),
+        other => {
+            return Err(EnvelopeError::WrongKind(cut(other
+                .unwrap_or("")
+                .to_string())))
+        }
     }
     let raw = match env.request {
         Some(r) if r.get() != "null" => r,
@@ -157,15 +199,27 @@ pub fn parse(body: &[u8]) -> Result<Parsed, EnvelopeError> {
     let uid = match serde_json::from_str::<UidOnly>(raw.get()) {
         Ok(UidOnly {
             uid: Some(Value::String(s)),
-        }) if !s.is_empty() => s,
-        _ => return Err(EnvelopeError::MissingUid),
+        }) => s,
+        // A duplicate key fails the struct; read it leniently (last one wins) so the answer
+        // still carries the uid and names the real problem.
+        Err(_) => match serde_json::from_str::<Value>(raw.get()) {
+            Ok(Value::Object(m)) => match m.get("uid") {
+                Some(Value::String(s)) => s.clone(),
+                _ => String::new(),
+            },
+            _ => String::new(),
+        },
+        _ => String::new(),
     };
+    if uid.is_empty() {
+        return Err(EnvelopeError::MissingUid);
+    }
     let de = &mut serde_json::Deserializer::from_str(raw.get());
     let request = serde_path_to_error::deserialize::<_, AdmissionRequest>(de).map_err(|e| {
         let path = e.path().to_string();
         RequestError {
-            path,
-            detail: e.into_inner().to_string(),
+            path: cut(path),
+            detail: cut(e.into_inner().to_string()),
         }
     });
     Ok(Parsed { uid, request })

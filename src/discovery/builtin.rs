@@ -78,8 +78,10 @@ impl From<&BuiltinResource> for ResourceInfo {
 pub enum LookupError {
     /// Unknown apiVersion/kind; `hint` names the likely intended kind or apiVersion.
     #[error(
-        "kind {kind:?} in apiVersion {api_version:?} is not in tether's built-in resource table \
+        "kind {} in apiVersion {} is not in tether's built-in resource table \
          (used without a cluster){}",
+        crate::policy::quote_short(kind, 80),
+        crate::policy::quote_short(api_version, 80),
         hint.as_deref().map(|h| format!("; {h}")).unwrap_or_default()
     )]
     UnknownKind {

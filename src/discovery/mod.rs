@@ -14,6 +14,8 @@ use async_trait::async_trait;
 pub use builtin::ResourceInfo;
 use thiserror::Error;
 
+use crate::policy::quote_short;
+
 #[derive(Debug, Clone, Error, PartialEq, Eq)]
 pub enum ResolveError {
     /// The kind does not exist (in the cluster, or in the built-in table offline).
@@ -126,6 +128,7 @@ impl KindResolver for ApiResolver {
         kind: &str,
     ) -> Result<ResourceInfo, ResolveError> {
         let gv = api_version(group, version);
+        let (kind_shown, gv_shown) = (quote_short(kind, 80), quote_short(&gv, 80));
         if let Some(hit) = self.cached(&gv, kind) {
             return Ok(hit);
         }
@@ -147,10 +150,10 @@ impl KindResolver for ApiResolver {
             .insert(gv.clone(), (list, Instant::now()));
         found.ok_or_else(|| {
             ResolveError::Unknown(if served == 0 {
-                format!("the cluster does not serve apiVersion {gv:?} (looked up kind {kind:?} through API discovery); install the CRD or fix apiVersion")
+                format!("the cluster does not serve apiVersion {gv_shown} (looked up kind {kind_shown} through API discovery); install the CRD or fix apiVersion")
             } else {
                 format!(
-                    "the cluster serves no kind {kind:?} in apiVersion {gv:?} (looked up through API discovery){}",
+                    "the cluster serves no kind {kind_shown} in apiVersion {gv_shown} (looked up through API discovery){}",
                     hint.unwrap_or_default()
                 )
             })

@@ -110,6 +110,9 @@ impl fmt::Display for Violation {
 
 impl std::error::Error for Violation {}
 
+/// How many violations a deny message lists before "…and N more".
+pub const MAX_LISTED: usize = 20;
+
 /// Turns violations into a deny: `(status.code, message)`.
 ///
 /// The code is 400 when any violation is [`Severity::Malformed`] (a broken manifest must be
@@ -129,6 +132,20 @@ impl std::error::Error for Violation {}
 /// );
 /// ```
 pub fn summarize(violations: &[Violation]) -> (u16, String) {
+    // Bounded: an object with a million broken strings must not produce a message of
+    // megabytes (the API server, kubectl and our logs all carry it).
+    if violations.len() > MAX_LISTED {
+        let (code, head) = summarize(&violations[..MAX_LISTED]);
+        let code = if violations.iter().any(|v| v.severity == Severity::Malformed) {
+            400
+        } else {
+            code
+        };
+        return (
+            code,
+            format!("{head}; …and {} more", violations.len() - MAX_LISTED),
+        );
+    }
     if violations.is_empty() {
         return (200, String::new());
     }
@@ -269,6 +286,8 @@ impl KindPolicy {
     pub fn check(&self, kind: &str) -> Result<(), String> {
         let trimmed = kind.trim();
         let lower = trimmed.to_lowercase();
+        // Echo at most a short prefix of what the user sent.
+        let shown = quote_short(trimmed, 80);
         if let Some(allowed) = &self.allowed {
             if !allowed.iter().any(|(l, _)| *l == lower) {
                 let list = allowed
@@ -277,15 +296,15 @@ impl KindPolicy {
                     .collect::<Vec<_>>()
                     .join(", ");
                 return Err(format!(
-                    "kind {trimmed:?} may not be attached: only the kinds in --allowed-kinds \
+                    "kind {shown} may not be attached: only the kinds in --allowed-kinds \
                      (env ALLOWED_KINDS) are attachable here ({list}); attach one of those, \
-                     or ask your platform team to allow {trimmed:?}"
+                     or ask your platform team to allow {shown}"
                 ));
             }
         }
         if self.banned.iter().any(|(l, _)| *l == lower) {
             return Err(format!(
-                "kind {trimmed:?} may not be attached: it is in --banned-kinds \
+                "kind {shown} may not be attached: it is in --banned-kinds \
                  (env BANNED_KINDS); workloads cannot be attached, attach a resource that \
                  refers to the workload instead, or ask your platform team to change the setting"
             ));
@@ -381,7 +400,7 @@ pub(crate) fn is_label_value(s: &str) -> bool {
 
 /// A string quoted for a message, cut to `max` characters so one absurd value cannot bloat
 /// a deny message; control characters come out escaped.
-pub(crate) fn quote_short(s: &str, max: usize) -> String {
+pub fn quote_short(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
         format!("{s:?}")
     } else {

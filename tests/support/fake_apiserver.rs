@@ -1754,7 +1754,15 @@ fn patch(st: &mut State, ctx: &Ctx, def: &ResourceDef, key: &ObjKey, status_only
             None => Err(ApiError::not_found(def, &key.name)),
             Some(s) => match serde_json::from_value::<json_patch::Patch>(body) {
                 Err(e) => Err(ApiError::bad_request(&format!("invalid JSON patch: {e}"))),
-                Ok(p) => {
+                Ok(mut p) => {
+                    // The apiserver's JSON patch treats a missing path as null in `test`
+                    // (kube's finalizer helper tests /metadata/finalizers against null).
+                    p.0.retain(|op| match op {
+                        json_patch::PatchOperation::Test(t) => {
+                            !(t.value.is_null() && s.obj.pointer(t.path.as_str()).is_none())
+                        }
+                        _ => true,
+                    });
                     let mut obj = s.obj.clone();
                     match json_patch::patch(&mut obj, &p) {
                         Ok(()) => Ok(obj),

@@ -1,0 +1,1001 @@
+//! The AttachedResource reconciler (SPEC 6, 6.1): one copy of `spec.object` per version of
+//! the workload.
+//!
+//! For an AttachedResource `atr` in namespace `ns` with `spec.workloadRef.name: w`:
+//!
+//! 1. **Finalizer.** `tether.dev/cleanup` is added on the first reconcile; when the object is
+//!    being deleted, every copy (of every kind it ever had, see 5) is deleted, then the
+//!    finalizer is removed.
+//! 2. **Targets.** The Deployments in `ns` labelled `tether.dev/workload=w` and not being
+//!    deleted, by name. The version is the `tether.dev/version` label, else the name.
+//! 3. **Render** ([`render_copy`]): placeholders; `spec.scaleTargetRef: {}`/`null` → the
+//!    Deployment; `spec.selector.matchLabels: {}`/`null` → the Deployment's selector labels;
+//!    the name from [`crate::naming::attached_name`]; labels `tether.dev/attached-resource`,
+//!    `tether.dev/workload`, `tether.dev/version` over the object's own; an owner reference to
+//!    the Deployment (so the garbage collector removes the copy with its version).
+//! 4. **Apply** with server-side apply (field manager `tether/<ns>/<atr>`, force), unless the
+//!    rendered object's hash ([`content_hash`]) equals the target's `lastAppliedHash` in
+//!    status, the copy exists, and the copy still carries every field we render (so drift
+//!    found by the periodic resync is repaired). Existence and drift come from one LIST of the
+//!    copies (label `tether.dev/attached-resource=<atr>`), not a GET per target.
+//! 5. **Prune.** Copies whose Deployment is no longer a target are deleted. `spec.object`'s
+//!    kind may change (only `workloadRef` is immutable), and the status has no field for the
+//!    kind, so the kinds that may have copies are recorded in the annotation
+//!    `tether.dev/applied-kinds` on the AttachedResource (written before the first apply of a
+//!    new kind, shrunk once the old kind's copies are gone); copies of a kind no longer in
+//!    `spec.object` are deleted.
+//! 6. **Status** (status subresource, merge patch): `observedGeneration`, one `targets[]` entry
+//!    per Deployment, and `Ready` (`AllTargetsApplied`, `ApplyFailed` naming the failing
+//!    targets, or `NoTargets`). Written only when it differs from the stored status; the
+//!    condition keeps its `lastTransitionTime` while its status, reason and message stay.
+//!
+//! A failing target (render error, apply error) is recorded in its status entry and the
+//! others still proceed; the reconcile then returns an error, so [`error_policy`] requeues
+//! it with per-object exponential backoff, emits a Warning Event and logs. A reconcile with
+//! nothing to change makes no write call at all (reads: one LIST of Deployments, one LIST of
+//! copies, discovery while its cache is cold).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
+};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{watcher, Controller};
+use kube::{Resource, ResourceExt};
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+
+use super::Context;
+use crate::crd::{AttachedResource, AttachedResourceStatus, Condition, TargetStatus};
+use crate::discovery::ResolveError;
+use crate::policy::attached::WORKLOAD_LABEL;
+use crate::policy::placeholders::{render_value, RenderError, Vars};
+
+/// Metric label `controller` of this reconciler.
+pub const NAME: &str = "attached";
+/// Finalizer that makes deleting an AttachedResource delete its copies first.
+pub const FINALIZER: &str = "tether.dev/cleanup";
+/// Label on every copy: the name of the AttachedResource it came from.
+pub const ATTACHED_LABEL: &str = "tether.dev/attached-resource";
+/// Label on Deployments (and copies): the workload version.
+pub const VERSION_LABEL: &str = "tether.dev/version";
+/// Annotation on the AttachedResource: the `apiVersion, Kind=Kind` pairs that may have copies
+/// (a JSON array of strings), so a kind change can find and delete the old kind's copies.
+pub const APPLIED_KINDS_ANNOTATION: &str = "tether.dev/applied-kinds";
+/// The `Ready` condition's reasons (SPEC 3.1).
+pub const REASON_APPLIED: &str = "AllTargetsApplied";
+pub const REASON_FAILED: &str = "ApplyFailed";
+pub const REASON_NO_TARGETS: &str = "NoTargets";
+
+/// Why a reconcile failed. Every message names the object or target concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The watched object lacks a name or namespace (never for a real AttachedResource).
+    #[error("AttachedResource without metadata.{0}")]
+    MissingMetadata(&'static str),
+    /// Adding or removing the finalizer, or updating the applied-kinds annotation, failed.
+    #[error("AttachedResource {namespace}/{name}: updating metadata ({what}) failed: {source}")]
+    Metadata {
+        namespace: String,
+        name: String,
+        what: &'static str,
+        #[source]
+        source: kube::Error,
+    },
+    /// Listing the target Deployments failed.
+    #[error("listing Deployments labelled {WORKLOAD_LABEL}={workload} in namespace {namespace} failed: {source}")]
+    ListDeployments {
+        namespace: String,
+        workload: String,
+        #[source]
+        source: kube::Error,
+    },
+    /// Listing the existing copies failed.
+    #[error("listing {kind} copies labelled {ATTACHED_LABEL}={name} in namespace {namespace} failed: {source}")]
+    ListCopies {
+        namespace: String,
+        name: String,
+        kind: String,
+        #[source]
+        source: kube::Error,
+    },
+    /// One or more targets could not be applied, or stale copies could not be deleted.
+    /// The status has the per-target details.
+    #[error("AttachedResource {namespace}/{name}: {}", .failures.join("; "))]
+    Targets {
+        namespace: String,
+        name: String,
+        failures: Vec<String>,
+    },
+    /// Deleting copies while the AttachedResource is being deleted failed.
+    #[error("AttachedResource {namespace}/{name}: cleanup before deletion failed: {}", .failures.join("; "))]
+    Cleanup {
+        namespace: String,
+        name: String,
+        failures: Vec<String>,
+    },
+    /// Writing the status failed.
+    #[error("AttachedResource {namespace}/{name}: writing status failed: {source}")]
+    Status {
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+// ---------------------------------------------------------------------------------------
+// Rendering (pure)
+// ---------------------------------------------------------------------------------------
+
+/// One target Deployment, reduced to what rendering needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub deployment: String,
+    pub uid: String,
+    pub version: String,
+    /// The Deployment's `spec.selector.matchLabels` (empty when it has none).
+    pub match_labels: BTreeMap<String, String>,
+}
+
+impl Target {
+    /// The target for a Deployment; `None` when it has no name or uid.
+    pub fn from_deployment(d: &Deployment) -> Option<Self> {
+        let deployment = d.metadata.name.clone()?;
+        let uid = d.metadata.uid.clone()?;
+        let version = d
+            .labels()
+            .get(VERSION_LABEL)
+            .filter(|v| !v.is_empty())
+            .cloned()
+            .unwrap_or_else(|| deployment.clone());
+        let match_labels = d
+            .spec
+            .as_ref()
+            .and_then(|s| s.selector.match_labels.clone())
+            .unwrap_or_default();
+        Some(Target {
+            deployment,
+            uid,
+            version,
+            match_labels,
+        })
+    }
+}
+
+/// Why one target's copy could not be rendered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RenderFailure {
+    #[error("spec.object must be a JSON object")]
+    NotAnObject,
+    #[error("spec.object.{0}")]
+    Placeholder(RenderError),
+    #[error("spec.object.spec.selector.matchLabels asks for the Deployment's selector labels, but Deployment {0} has no spec.selector.matchLabels (only matchExpressions?); set the selector explicitly")]
+    NoMatchLabels(String),
+}
+
+/// `null` or `{}`: the "tether fills this in" sentinels.
+fn is_sentinel(v: &Value) -> bool {
+    v.is_null() || v.as_object().is_some_and(Map::is_empty)
+}
+
+/// Renders `spec.object` of AttachedResource `atr_name` in `namespace` (workload `workload`)
+/// for one target: the complete object to server-side apply.
+pub fn render_copy(
+    object: &Value,
+    atr_name: &str,
+    namespace: &str,
+    workload: &str,
+    target: &Target,
+) -> Result<Value, RenderFailure> {
+    if !object.is_object() {
+        return Err(RenderFailure::NotAnObject);
+    }
+    let vars = Vars {
+        deployment_name: &target.deployment,
+        version: &target.version,
+        namespace,
+        workload_name: workload,
+    };
+    let mut out = render_value(object, &vars).map_err(RenderFailure::Placeholder)?;
+    let root = out.as_object_mut().ok_or(RenderFailure::NotAnObject)?;
+    root.remove("status");
+
+    if let Some(spec) = root.get_mut("spec").and_then(Value::as_object_mut) {
+        if spec.get("scaleTargetRef").is_some_and(is_sentinel) {
+            spec.insert(
+                "scaleTargetRef".into(),
+                json!({"apiVersion": "apps/v1", "kind": "Deployment", "name": target.deployment}),
+            );
+        }
+        if let Some(selector) = spec.get_mut("selector").and_then(Value::as_object_mut) {
+            if selector.get("matchLabels").is_some_and(is_sentinel) {
+                if target.match_labels.is_empty() {
+                    return Err(RenderFailure::NoMatchLabels(target.deployment.clone()));
+                }
+                selector.insert("matchLabels".into(), json!(target.match_labels));
+            }
+        }
+    }
+
+    let meta = root
+        .entry("metadata")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !meta.is_object() {
+        *meta = Value::Object(Map::new());
+    }
+    let Some(meta) = meta.as_object_mut() else {
+        return Err(RenderFailure::NotAnObject);
+    };
+    for f in [
+        "uid",
+        "resourceVersion",
+        "generation",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "managedFields",
+        "generateName",
+        "finalizers",
+    ] {
+        meta.remove(f);
+    }
+    meta.insert(
+        "name".into(),
+        Value::String(crate::naming::attached_name(
+            &target.deployment,
+            atr_name,
+            workload,
+            &target.version,
+        )),
+    );
+    meta.insert("namespace".into(), Value::String(namespace.to_string()));
+    let mut labels = meta
+        .get("labels")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    labels.insert(ATTACHED_LABEL.into(), Value::String(atr_name.to_string()));
+    labels.insert(WORKLOAD_LABEL.into(), Value::String(workload.to_string()));
+    labels.insert(VERSION_LABEL.into(), Value::String(target.version.clone()));
+    meta.insert("labels".into(), Value::Object(labels));
+    meta.insert(
+        "ownerReferences".into(),
+        json!([{
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "name": target.deployment,
+            "uid": target.uid,
+            "controller": true,
+            "blockOwnerDeletion": true,
+        }]),
+    );
+    Ok(out)
+}
+
+/// SHA-256 (hex) of the canonical JSON of `v`: object keys sorted, no whitespace. Key order
+/// in the input never changes the hash.
+pub fn content_hash(v: &Value) -> String {
+    fn write(v: &Value, out: &mut String) {
+        match v {
+            Value::Object(m) => {
+                let mut keys: Vec<&String> = m.keys().collect();
+                keys.sort();
+                out.push('{');
+                for (i, k) in keys.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&Value::String(k.clone()).to_string());
+                    out.push(':');
+                    write(&m[k], out);
+                }
+                out.push('}');
+            }
+            Value::Array(a) => {
+                out.push('[');
+                for (i, item) in a.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write(item, out);
+                }
+                out.push(']');
+            }
+            other => out.push_str(&other.to_string()),
+        }
+    }
+    let mut s = String::new();
+    write(v, &mut s);
+    hex::encode(Sha256::digest(s.as_bytes()))
+}
+
+/// Whether `live` still carries everything in `desired` (objects: every key, recursively;
+/// arrays: same length, element-wise; scalars: equal). Fields the API server adds (defaults,
+/// metadata) do not count as drift.
+pub fn contains_desired(live: &Value, desired: &Value) -> bool {
+    match (desired, live) {
+        (Value::Object(d), Value::Object(l)) => d
+            .iter()
+            .all(|(k, dv)| l.get(k).is_some_and(|lv| contains_desired(lv, dv))),
+        (Value::Array(d), Value::Array(l)) => {
+            d.len() == l.len() && d.iter().zip(l).all(|(dv, lv)| contains_desired(lv, dv))
+        }
+        (d, l) => d == l,
+    }
+}
+
+/// The `Ready` condition for these target entries.
+pub fn ready_condition(
+    targets: &[TargetStatus],
+    extra_failures: &[String],
+    namespace: &str,
+    workload: &str,
+    generation: Option<i64>,
+) -> Condition {
+    let failed: Vec<String> = targets
+        .iter()
+        .filter(|t| !t.applied)
+        .map(|t| format!("{}: {}", t.deployment, t.message))
+        .collect();
+    let (status, reason, message) = if !failed.is_empty() || !extra_failures.is_empty() {
+        let mut parts = Vec::new();
+        if !failed.is_empty() {
+            parts.push(format!(
+                "{} of {} target(s) failed: {}",
+                failed.len(),
+                targets.len(),
+                failed.join("; ")
+            ));
+        }
+        parts.extend(extra_failures.iter().cloned());
+        ("False", REASON_FAILED, parts.join("; "))
+    } else if targets.is_empty() {
+        (
+            "False",
+            REASON_NO_TARGETS,
+            format!(
+                "no Deployment in namespace {namespace} is labelled {WORKLOAD_LABEL}={workload}"
+            ),
+        )
+    } else {
+        (
+            "True",
+            REASON_APPLIED,
+            format!("{} of {} target(s) applied", targets.len(), targets.len()),
+        )
+    };
+    Condition {
+        type_: "Ready".into(),
+        status: status.into(),
+        reason: reason.into(),
+        message: truncate(&message, 2048),
+        last_transition_time: None,
+        observed_generation: generation,
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max.saturating_sub(3);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &s[..end])
+}
+
+fn now_rfc3339() -> String {
+    k8s_openapi::jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+/// Keeps the old `lastTransitionTime` when the condition did not change; stamps now otherwise.
+fn carry_transition_time(mut new: Condition, old: &[Condition]) -> Condition {
+    let prev = old.iter().find(|c| c.type_ == new.type_);
+    new.last_transition_time = match prev {
+        Some(p) if p.status == new.status => p
+            .last_transition_time
+            .clone()
+            .or_else(|| Some(now_rfc3339())),
+        _ => Some(now_rfc3339()),
+    };
+    new
+}
+
+// ---------------------------------------------------------------------------------------
+// Reconcile
+// ---------------------------------------------------------------------------------------
+
+fn backoff_key(obj: &AttachedResource) -> String {
+    format!(
+        "AttachedResource/{}/{}",
+        obj.namespace().unwrap_or_default(),
+        obj.name_any()
+    )
+}
+
+/// Reconciles one AttachedResource. Records `tether_reconcile_total` and
+/// `tether_reconcile_duration_seconds`; resets the object's backoff on success.
+pub async fn reconcile(obj: Arc<AttachedResource>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let result = reconcile_inner(&obj, &ctx).await;
+    ctx.metrics
+        .reconcile_duration
+        .with_label_values(&[NAME])
+        .observe(started.elapsed().as_secs_f64());
+    let label = if result.is_ok() { "success" } else { "error" };
+    ctx.metrics
+        .reconcile_total
+        .with_label_values(&[NAME, label])
+        .inc();
+    if result.is_ok() {
+        ctx.backoff.succeeded(&backoff_key(&obj));
+    }
+    result
+}
+
+/// Requeues with per-object exponential backoff, logs, and emits a Warning Event on the
+/// AttachedResource (in the background: the error policy cannot wait).
+pub fn error_policy(obj: Arc<AttachedResource>, err: &Error, ctx: Arc<Context>) -> Action {
+    let key = backoff_key(&obj);
+    let delay = ctx.backoff.failed(&key);
+    tracing::warn!(
+        controller = NAME,
+        object = %key,
+        error = %err,
+        retry_in_s = delay.as_secs(),
+        "reconcile failed"
+    );
+    let reference = obj.object_ref(&());
+    let note = truncate(&err.to_string(), 1000);
+    let recorder = ctx.recorder.clone();
+    if let Ok(handle) = tokio::runtime::Handle::try_current() {
+        handle.spawn(async move {
+            let ev = Event {
+                type_: EventType::Warning,
+                reason: "ReconcileFailed".into(),
+                note: Some(note),
+                action: "Reconcile".into(),
+                secondary: None,
+            };
+            if let Err(e) = recorder.publish(&ev, &reference).await {
+                tracing::warn!(controller = NAME, error = %e, "could not publish the Event");
+            }
+        });
+    }
+    Action::requeue(delay)
+}
+
+/// What `spec.object` resolved to.
+struct Kind {
+    /// `apiVersion, Kind=Kind`: the entry in the applied-kinds annotation.
+    key: String,
+    resource: ApiResource,
+}
+
+fn kind_key(api_version: &str, kind: &str) -> String {
+    format!("{api_version}, Kind={kind}")
+}
+
+fn parse_kind_key(key: &str) -> Option<(&str, &str)> {
+    key.split_once(", Kind=")
+}
+
+fn applied_kinds(obj: &AttachedResource) -> BTreeSet<String> {
+    obj.annotations()
+        .get(APPLIED_KINDS_ANNOTATION)
+        .and_then(|s| serde_json::from_str::<Vec<String>>(s).ok())
+        .unwrap_or_default()
+        .into_iter()
+        .collect()
+}
+
+/// Why `spec.object`'s kind could not be resolved.
+#[derive(Debug, Clone)]
+enum KindProblem {
+    /// Discovery does not know it (no CRD, wrong name): nothing of it can exist.
+    Unknown(String),
+    /// Malformed, cluster-scoped, or discovery failed.
+    Other(String),
+}
+
+impl KindProblem {
+    fn message(&self) -> &str {
+        match self {
+            KindProblem::Unknown(m) | KindProblem::Other(m) => m,
+        }
+    }
+}
+
+/// Resolves `apiVersion`/`kind` through discovery to a namespaced resource.
+async fn resolve(ctx: &Context, object: &Value) -> Result<Kind, KindProblem> {
+    let api_version = object
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let kind = object
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if api_version.is_empty() || kind.is_empty() {
+        return Err(KindProblem::Other(
+            "spec.object needs a non-empty apiVersion and kind".into(),
+        ));
+    }
+    let Some((group, version)) = crate::policy::parse_api_version(api_version) else {
+        return Err(KindProblem::Other(format!(
+            "spec.object.apiVersion {api_version:?} is not <version> or <group>/<version>"
+        )));
+    };
+    let info = ctx
+        .resolver
+        .resolve(group, version, kind)
+        .await
+        .map_err(|e| match e {
+            ResolveError::Unknown(m) => KindProblem::Unknown(m),
+            e @ ResolveError::Failed { .. } => KindProblem::Other(e.to_string()),
+        })?;
+    if !info.namespaced {
+        return Err(KindProblem::Other(format!(
+            "{kind} ({api_version}) is cluster-scoped; only namespaced kinds can be attached"
+        )));
+    }
+    let gvk = GroupVersionKind::gvk(&info.group, &info.version, &info.kind);
+    Ok(Kind {
+        key: kind_key(api_version, kind),
+        resource: ApiResource::from_gvk_with_plural(&gvk, &info.plural),
+    })
+}
+
+fn copies_api(ctx: &Context, ns: &str, ar: &ApiResource) -> Api<DynamicObject> {
+    Api::namespaced_with(ctx.client.clone(), ns, ar)
+}
+
+async fn list_copies(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    ar: &ApiResource,
+) -> Result<Vec<DynamicObject>, Error> {
+    let lp = ListParams::default().labels(&format!("{ATTACHED_LABEL}={name}"));
+    copies_api(ctx, ns, ar)
+        .list(&lp)
+        .await
+        .map(|l| l.items)
+        .map_err(|source| Error::ListCopies {
+            namespace: ns.into(),
+            name: name.into(),
+            kind: ar.kind.clone(),
+            source,
+        })
+}
+
+/// Deletes a copy; a copy that is already gone counts as deleted.
+async fn delete_copy(api: &Api<DynamicObject>, name: &str) -> Result<(), kube::Error> {
+    match api.delete(name, &DeleteParams::background()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+fn is_deleting(d: &Deployment) -> bool {
+    d.metadata.deletion_timestamp.is_some()
+}
+
+async fn patch_metadata(
+    api: &Api<AttachedResource>,
+    obj: &AttachedResource,
+    what: &'static str,
+    metadata: Value,
+) -> Result<(), Error> {
+    let mut metadata = metadata;
+    if let Some(m) = metadata.as_object_mut() {
+        // Optimistic concurrency when the finalizer list is replaced whole (a merge patch
+        // replaces lists): a concurrent change by someone else is a 409, retried.
+        if m.contains_key("finalizers") {
+            if let Some(rv) = obj.resource_version() {
+                m.insert("resourceVersion".into(), Value::String(rv));
+            }
+        }
+    }
+    api.patch(
+        &obj.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "metadata": metadata })),
+    )
+    .await
+    .map(|_| ())
+    .map_err(|source| Error::Metadata {
+        namespace: obj.namespace().unwrap_or_default(),
+        name: obj.name_any(),
+        what,
+        source,
+    })
+}
+
+async fn reconcile_inner(obj: &AttachedResource, ctx: &Context) -> Result<Action, Error> {
+    let ns = obj.namespace().ok_or(Error::MissingMetadata("namespace"))?;
+    let name = obj
+        .metadata
+        .name
+        .clone()
+        .ok_or(Error::MissingMetadata("name"))?;
+    let atrs: Api<AttachedResource> = Api::namespaced(ctx.client.clone(), &ns);
+    let has_finalizer = obj.finalizers().iter().any(|f| f == FINALIZER);
+
+    if obj.metadata.deletion_timestamp.is_some() {
+        if has_finalizer {
+            cleanup(obj, ctx, &atrs, &ns, &name).await?;
+        }
+        return Ok(Action::await_change());
+    }
+
+    let workload = obj.spec.workload_ref.name.clone();
+    let resolved = resolve(ctx, &obj.spec.object).await;
+    let mut recorded = applied_kinds(obj);
+
+    // Finalizer and applied-kinds annotation, in one write, before any copy exists.
+    let mut want_kinds = recorded.clone();
+    if let Ok(k) = &resolved {
+        want_kinds.insert(k.key.clone());
+    }
+    if !has_finalizer || want_kinds != recorded {
+        let mut finalizers = obj.finalizers().to_vec();
+        if !has_finalizer {
+            finalizers.push(FINALIZER.into());
+        }
+        let mut meta = json!({ "finalizers": finalizers });
+        if want_kinds != recorded {
+            meta["annotations"] = json!({
+                APPLIED_KINDS_ANNOTATION: serde_json::to_string(&want_kinds.iter().collect::<Vec<_>>()).unwrap_or_default()
+            });
+        }
+        let what = if has_finalizer {
+            "recording applied kinds"
+        } else {
+            "adding the finalizer"
+        };
+        patch_metadata(&atrs, obj, what, meta).await?;
+        recorded = want_kinds;
+    }
+
+    // Targets.
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
+    let lp = ListParams::default().labels(&format!("{WORKLOAD_LABEL}={workload}"));
+    let mut targets: Vec<Target> = deployments
+        .list(&lp)
+        .await
+        .map_err(|source| Error::ListDeployments {
+            namespace: ns.clone(),
+            workload: workload.clone(),
+            source,
+        })?
+        .items
+        .iter()
+        .filter(|d| !is_deleting(d))
+        .filter_map(Target::from_deployment)
+        .collect();
+    targets.sort_by(|a, b| a.deployment.cmp(&b.deployment));
+
+    let old_status = obj.status.clone().unwrap_or_default();
+    let old_hash: HashMap<&str, &str> = old_status
+        .targets
+        .iter()
+        .map(|t| (t.resource_name.as_str(), t.last_applied_hash.as_str()))
+        .collect();
+    let mut extra_failures: Vec<String> = Vec::new();
+    let mut entries: Vec<TargetStatus> = Vec::with_capacity(targets.len());
+
+    match &resolved {
+        Err(problem) => {
+            let msg = problem.message().to_string();
+            for t in &targets {
+                entries.push(TargetStatus {
+                    deployment: t.deployment.clone(),
+                    version: t.version.clone(),
+                    resource_name: crate::naming::attached_name(
+                        &t.deployment,
+                        &name,
+                        &workload,
+                        &t.version,
+                    ),
+                    applied: false,
+                    message: msg.clone(),
+                    last_applied_hash: String::new(),
+                });
+            }
+            if targets.is_empty() {
+                extra_failures.push(msg);
+            }
+        }
+        Ok(kind) => {
+            let api = copies_api(ctx, &ns, &kind.resource);
+            let existing: HashMap<String, DynamicObject> =
+                list_copies(ctx, &ns, &name, &kind.resource)
+                    .await?
+                    .into_iter()
+                    .map(|o| (o.name_any(), o))
+                    .collect();
+            let manager = format!("tether/{ns}/{name}");
+            let pp = PatchParams::apply(&manager).force();
+            let mut wanted: BTreeSet<String> = BTreeSet::new();
+            for t in &targets {
+                let resource_name =
+                    crate::naming::attached_name(&t.deployment, &name, &workload, &t.version);
+                wanted.insert(resource_name.clone());
+                let mut entry = TargetStatus {
+                    deployment: t.deployment.clone(),
+                    version: t.version.clone(),
+                    resource_name: resource_name.clone(),
+                    applied: false,
+                    message: String::new(),
+                    last_applied_hash: String::new(),
+                };
+                match render_copy(&obj.spec.object, &name, &ns, &workload, t) {
+                    Err(e) => entry.message = e.to_string(),
+                    Ok(rendered) => {
+                        let hash = content_hash(&rendered);
+                        let live = existing.get(&resource_name);
+                        let unchanged = old_hash.get(resource_name.as_str())
+                            == Some(&hash.as_str())
+                            && live.is_some_and(|l| {
+                                serde_json::to_value(l)
+                                    .is_ok_and(|lv| contains_desired(&lv, &rendered))
+                            });
+                        if unchanged {
+                            entry.applied = true;
+                            entry.last_applied_hash = hash;
+                        } else {
+                            let mut body = rendered;
+                            body["apiVersion"] = json!(kind.resource.api_version);
+                            body["kind"] = json!(kind.resource.kind);
+                            match api.patch(&resource_name, &pp, &Patch::Apply(&body)).await {
+                                Ok(_) => {
+                                    entry.applied = true;
+                                    entry.last_applied_hash = hash;
+                                }
+                                Err(e) => {
+                                    entry.message = format!(
+                                        "server-side apply of {} {resource_name} failed: {}",
+                                        kind.resource.kind,
+                                        api_error_text(&e)
+                                    )
+                                }
+                            }
+                        }
+                    }
+                }
+                entries.push(entry);
+            }
+            // Copies whose Deployment is no longer a target.
+            for stale in existing.keys().filter(|n| !wanted.contains(*n)) {
+                if let Err(e) = delete_copy(&api, stale).await {
+                    extra_failures.push(format!(
+                        "deleting stale {} {stale} failed: {}",
+                        kind.resource.kind,
+                        api_error_text(&e)
+                    ));
+                }
+            }
+            // Copies of kinds spec.object no longer has.
+            let mut still: BTreeSet<String> = BTreeSet::from([kind.key.clone()]);
+            for old in recorded.iter().filter(|k| **k != kind.key) {
+                match delete_all_of_kind(ctx, &ns, &name, old).await {
+                    Ok(()) => {}
+                    Err(msg) => {
+                        extra_failures.push(msg);
+                        still.insert(old.clone());
+                    }
+                }
+            }
+            if still != recorded {
+                let meta = json!({ "annotations": {
+                    APPLIED_KINDS_ANNOTATION: serde_json::to_string(&still.iter().collect::<Vec<_>>()).unwrap_or_default()
+                }});
+                if let Err(e) = patch_metadata(&atrs, obj, "recording applied kinds", meta).await {
+                    extra_failures.push(e.to_string());
+                }
+            }
+        }
+    }
+
+    // Status.
+    let ready = carry_transition_time(
+        ready_condition(
+            &entries,
+            &extra_failures,
+            &ns,
+            &workload,
+            obj.metadata.generation,
+        ),
+        &old_status.conditions,
+    );
+    let mut conditions: Vec<Condition> = old_status
+        .conditions
+        .iter()
+        .filter(|c| c.type_ != "Ready")
+        .cloned()
+        .collect();
+    conditions.push(ready);
+    let new_status = AttachedResourceStatus {
+        observed_generation: obj.metadata.generation,
+        targets: entries,
+        conditions,
+    };
+    if new_status != old_status {
+        atrs.patch_status(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": new_status })),
+        )
+        .await
+        .map_err(|source| Error::Status {
+            namespace: ns.clone(),
+            name: name.clone(),
+            source,
+        })?;
+    }
+
+    let failures: Vec<String> = new_status
+        .targets
+        .iter()
+        .filter(|t| !t.applied)
+        .map(|t| format!("target {}: {}", t.deployment, t.message))
+        .chain(extra_failures)
+        .collect();
+    if failures.is_empty() {
+        Ok(Action::requeue(ctx.settings.resync))
+    } else {
+        Err(Error::Targets {
+            namespace: ns,
+            name,
+            failures,
+        })
+    }
+}
+
+/// The message of an API error without kube's wrapping.
+fn api_error_text(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => format!("{} ({})", s.message, s.code),
+        other => other.to_string(),
+    }
+}
+
+/// Deletes every copy of the kind recorded as `key` (`apiVersion, Kind=Kind`).
+async fn delete_all_of_kind(ctx: &Context, ns: &str, name: &str, key: &str) -> Result<(), String> {
+    let Some((api_version, kind)) = parse_kind_key(key) else {
+        // An entry we cannot read was not written by us; forget it.
+        return Ok(());
+    };
+    let object = json!({"apiVersion": api_version, "kind": kind});
+    let resolved = match resolve(ctx, &object).await {
+        Ok(k) => k,
+        // The kind is no longer served: its objects went with it.
+        Err(KindProblem::Unknown(_)) => return Ok(()),
+        Err(KindProblem::Other(m)) => return Err(format!("cleaning up {key} copies: {m}")),
+    };
+    let api = copies_api(ctx, ns, &resolved.resource);
+    let copies = list_copies(ctx, ns, name, &resolved.resource)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut errors = Vec::new();
+    for c in copies {
+        if let Err(e) = delete_copy(&api, &c.name_any()).await {
+            errors.push(format!(
+                "deleting {kind} {} failed: {}",
+                c.name_any(),
+                api_error_text(&e)
+            ));
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors.join("; "))
+    }
+}
+
+/// Deletes every copy (current and recorded kinds), then removes the finalizer.
+async fn cleanup(
+    obj: &AttachedResource,
+    ctx: &Context,
+    atrs: &Api<AttachedResource>,
+    ns: &str,
+    name: &str,
+) -> Result<(), Error> {
+    let mut kinds = applied_kinds(obj);
+    let mut failures = Vec::new();
+    match resolve(ctx, &obj.spec.object).await {
+        Ok(k) => {
+            kinds.insert(k.key);
+        }
+        // An unknown kind has no copies to delete (none could be created, or the CRD and its
+        // objects are gone); anything else is a real failure.
+        Err(KindProblem::Unknown(_)) => {}
+        Err(KindProblem::Other(m)) => failures.push(m),
+    }
+    for key in &kinds {
+        if let Err(m) = delete_all_of_kind(ctx, ns, name, key).await {
+            failures.push(m);
+        }
+    }
+    if !failures.is_empty() {
+        return Err(Error::Cleanup {
+            namespace: ns.into(),
+            name: name.into(),
+            failures,
+        });
+    }
+    let remaining: Vec<String> = obj
+        .finalizers()
+        .iter()
+        .filter(|f| *f != FINALIZER)
+        .cloned()
+        .collect();
+    patch_metadata(
+        atrs,
+        obj,
+        "removing the finalizer",
+        json!({ "finalizers": remaining }),
+    )
+    .await
+}
+
+// ---------------------------------------------------------------------------------------
+// Controller
+// ---------------------------------------------------------------------------------------
+
+/// Runs the AttachedResource controller until `shutdown` resolves: watches AttachedResources,
+/// and Deployments labelled `tether.dev/workload` (mapped to the AttachedResources of that
+/// workload in that namespace, from the controller's own store); every healthy object is
+/// requeued after `ctx.settings.resync`.
+pub async fn run(
+    ctx: Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let atrs: Api<AttachedResource> = Api::all(ctx.client.clone());
+    let deployments: Api<Deployment> = Api::all(ctx.client.clone());
+    let controller = Controller::new(atrs, watcher::Config::default());
+    let store = controller.store();
+    controller
+        .watches(
+            deployments,
+            watcher::Config::default().labels(WORKLOAD_LABEL),
+            move |d: Deployment| {
+                let ns = d.namespace().unwrap_or_default();
+                let workload = d.labels().get(WORKLOAD_LABEL).cloned().unwrap_or_default();
+                store
+                    .state()
+                    .into_iter()
+                    .filter(|a| {
+                        a.namespace().as_deref() == Some(ns.as_str())
+                            && a.spec.workload_ref.name == workload
+                    })
+                    .map(|a| ObjectRef::from_obj(&*a))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            match res {
+                Ok((o, _)) => tracing::debug!(controller = NAME, object = %o, "reconciled"),
+                Err(kube::runtime::controller::Error::ReconcilerFailed(_, o)) => {
+                    tracing::debug!(controller = NAME, object = %o, "reconcile failed (requeued)")
+                }
+                Err(e) => tracing::warn!(controller = NAME, error = %e, "controller error"),
+            }
+        })
+        .await;
+}

@@ -1,0 +1,187 @@
+//! The companion controller (SPEC 6): one reconciler per custom resource, in the shape of
+//! kube-runtime's `Controller` (a shared [`Context`], `Action::requeue`, an error policy with
+//! per-object exponential backoff), run only by the replica that holds the Lease.
+
+pub mod attached;
+pub mod domains;
+pub mod leader;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kube::runtime::events::{Recorder, Reporter};
+
+use crate::discovery::KindResolver;
+use crate::metrics::Metrics;
+use crate::shutdown::Signal;
+
+/// Shared by every reconciler.
+pub struct Context {
+    pub client: kube::Client,
+    pub metrics: Metrics,
+    /// apiVersion/kind → resource plural and scope (the same discovery admission uses).
+    pub resolver: Arc<dyn KindResolver>,
+    pub recorder: Recorder,
+    pub settings: Settings,
+    /// Failure counts for the error policies' exponential backoff (keys carry the kind).
+    pub backoff: Backoff,
+}
+
+impl Context {
+    pub fn new(
+        client: kube::Client,
+        metrics: Metrics,
+        resolver: Arc<dyn KindResolver>,
+        instance: Option<String>,
+        settings: Settings,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: "tether".into(),
+            instance,
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            metrics,
+            resolver,
+            settings,
+            backoff: Backoff::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `--auto-create-domain-claims`.
+    pub auto_create_domain_claims: bool,
+    /// Periodic requeue of healthy objects, so drift in what we manage is repaired.
+    pub resync: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            auto_create_domain_claims: false,
+            resync: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Per-object exponential backoff for failed reconciles: 1 s, 2 s, 4 s, … capped at 5 min,
+/// reset on success. kube-runtime's error policy returns one `Action` per error, so the
+/// attempt count has to live here.
+#[derive(Default)]
+pub struct Backoff(Mutex<HashMap<String, u32>>);
+
+const BACKOFF_CAP: Duration = Duration::from_secs(300);
+
+impl Backoff {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records a failure of `key` ("kind/ns/name") and returns how long to wait.
+    pub fn failed(&self, key: &str) -> Duration {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = m.entry(key.to_string()).or_insert(0);
+        let delay = Duration::from_secs(1u64 << (*n).min(16)).min(BACKOFF_CAP);
+        *n = n.saturating_add(1);
+        delay
+    }
+
+    pub fn succeeded(&self, key: &str) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+    }
+}
+
+/// Which reconcilers to run (`--controllers`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Enabled {
+    pub attached: bool,
+    pub domains: bool,
+}
+
+impl Enabled {
+    /// Parses `--controllers` entries: `attached`, `domains`, or `none`.
+    pub fn parse(items: &[String]) -> Result<Self, String> {
+        let mut e = Enabled::default();
+        for raw in items {
+            match raw.trim() {
+                "" => {}
+                "attached" => e.attached = true,
+                "domains" => e.domains = true,
+                "none" => return Ok(Enabled::default()),
+                other => {
+                    return Err(format!(
+                        "--controllers (env TETHER_CONTROLLERS): unknown controller {other:?}; use attached, domains, both comma-separated, or none"
+                    ))
+                }
+            }
+        }
+        Ok(e)
+    }
+
+    pub fn any(self) -> bool {
+        self.attached || self.domains
+    }
+}
+
+/// Runs the enabled reconcilers until `stop` fires.
+pub async fn run_enabled(ctx: Arc<Context>, enabled: Enabled, stop: Signal) {
+    let a = {
+        let (ctx, stop) = (ctx.clone(), stop.clone());
+        async move {
+            if enabled.attached {
+                attached::run(ctx, async move { stop.wait().await }).await;
+            }
+        }
+    };
+    let d = {
+        let (ctx, stop) = (ctx.clone(), stop.clone());
+        async move {
+            if enabled.domains {
+                domains::run(ctx, async move { stop.wait().await }).await;
+            }
+        }
+    };
+    tokio::join!(a, d);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_caps_and_resets() {
+        let b = Backoff::new();
+        let d: Vec<u64> = (0..12).map(|_| b.failed("k").as_secs()).collect();
+        assert_eq!(d, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300]);
+        assert_eq!(b.failed("other").as_secs(), 1);
+        b.succeeded("k");
+        assert_eq!(b.failed("k").as_secs(), 1);
+    }
+
+    #[test]
+    fn controllers_flag() {
+        let s = |v: &[&str]| Enabled::parse(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(
+            s(&["attached", "domains"]).unwrap(),
+            Enabled {
+                attached: true,
+                domains: true
+            }
+        );
+        assert_eq!(s(&["none"]).unwrap(), Enabled::default());
+        assert_eq!(
+            s(&["domains"]).unwrap(),
+            Enabled {
+                attached: false,
+                domains: true
+            }
+        );
+        assert!(s(&["attached", "bogus"])
+            .unwrap_err()
+            .contains("unknown controller \"bogus\""));
+    }
+}

@@ -1,0 +1,1212 @@
+//! The AttachedResource reconciler (SPEC 6, 6.1) against the fake Kubernetes API server:
+//! fan-out, version changes, pruning, finalizer cleanup, failure isolation, idempotence
+//! (zero writes on a no-op), rendering, and the Controller end to end.
+//!
+//! `cargo test --test controller_attached -- --ignored --nocapture scale` times 1,000
+//! AttachedResources × 3 versions.
+
+#[path = "support/fake_apiserver.rs"]
+mod fake_apiserver;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fake_apiserver::{FakeApiServer, Fault};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use serde_json::{json, Value};
+use tether::controller::attached::{
+    self, contains_desired, content_hash, render_copy, RenderFailure, Target, ATTACHED_LABEL,
+    FINALIZER, VERSION_LABEL,
+};
+use tether::controller::{Context, Settings};
+use tether::crd::AttachedResource;
+use tether::discovery::ApiResolver;
+use tether::metrics::Metrics;
+use tether::naming::attached_name;
+
+const NS: &str = "payments";
+const HPAS: &str = "horizontalpodautoscalers";
+const PDBS: &str = "poddisruptionbudgets";
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------
+
+async fn setup() -> (FakeApiServer, Arc<Context>) {
+    let fake = FakeApiServer::start().await;
+    let ctx = context(&fake, Duration::from_secs(300)).await;
+    (fake, ctx)
+}
+
+async fn context(fake: &FakeApiServer, resync: Duration) -> Arc<Context> {
+    let client = fake.client().await;
+    Arc::new(Context::new(
+        client.clone(),
+        Metrics::new(),
+        Arc::new(ApiResolver::new(client)),
+        Some("test".into()),
+        Settings {
+            resync,
+            ..Settings::default()
+        },
+    ))
+}
+
+fn deployment_json(ns: &str, name: &str, workload: &str, version: Option<&str>) -> Value {
+    let mut labels = json!({"tether.dev/workload": workload});
+    if let Some(v) = version {
+        labels[VERSION_LABEL] = json!(v);
+    }
+    let version = version.unwrap_or(name);
+    json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": ns, "labels": labels},
+        "spec": {
+            "selector": {"matchLabels": {"app": workload, "version": version}},
+            "template": {"metadata": {"labels": {"app": workload, "version": version}}}
+        }
+    })
+}
+
+/// Inserts a Deployment; returns the stored object (with its uid).
+fn add_deployment(
+    fake: &FakeApiServer,
+    ns: &str,
+    name: &str,
+    workload: &str,
+    version: Option<&str>,
+) -> Value {
+    fake.insert(deployment_json(ns, name, workload, version))
+}
+
+fn hpa_object() -> Value {
+    json!({
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"labels": {"team": "payments", "release": "{{ .Version }}"}},
+        "spec": {"scaleTargetRef": {}, "minReplicas": 2, "maxReplicas": 10}
+    })
+}
+
+fn pdb_object() -> Value {
+    json!({
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "spec": {"selector": {"matchLabels": {}}, "maxUnavailable": 1}
+    })
+}
+
+fn add_atr(fake: &FakeApiServer, ns: &str, name: &str, workload: &str, object: Value) -> Value {
+    fake.insert(json!({
+        "apiVersion": "tether.dev/v1alpha1",
+        "kind": "AttachedResource",
+        "metadata": {"name": name, "namespace": ns, "labels": {"tether.dev/workload": workload}},
+        "spec": {"workloadRef": {"name": workload}, "object": object}
+    }))
+}
+
+fn get_atr(fake: &FakeApiServer, ns: &str, name: &str) -> Option<AttachedResource> {
+    fake.get(
+        "tether.dev",
+        "v1alpha1",
+        "attachedresources",
+        Some(ns),
+        name,
+    )
+    .map(|v| serde_json::from_value(v).expect("stored AttachedResource deserializes"))
+}
+
+async fn reconcile(
+    fake: &FakeApiServer,
+    ctx: &Arc<Context>,
+    ns: &str,
+    name: &str,
+) -> Result<kube::runtime::controller::Action, attached::Error> {
+    let obj = get_atr(fake, ns, name).expect("AttachedResource exists");
+    attached::reconcile(Arc::new(obj), ctx.clone()).await
+}
+
+/// Copies of `plural` in `ns`, by name.
+fn copies(fake: &FakeApiServer, plural: &str, ns: &str) -> BTreeMap<String, Value> {
+    fake.list_all(plural)
+        .into_iter()
+        .filter(|o| o["metadata"]["namespace"] == ns)
+        .map(|o| (o["metadata"]["name"].as_str().unwrap().to_string(), o))
+        .collect()
+}
+
+fn ready(atr: &AttachedResource) -> (String, String, String) {
+    let st = atr.status.as_ref().expect("status written");
+    let c = st
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .expect("Ready condition");
+    (c.status.clone(), c.reason.clone(), c.message.clone())
+}
+
+fn counter(ctx: &Context, result: &str) -> u64 {
+    ctx.metrics
+        .reconcile_total
+        .with_label_values(&[attached::NAME, result])
+        .get()
+}
+
+// ---------------------------------------------------------------------------------------
+// Fan-out
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn one_by_one_creates_a_rendered_copy_with_finalizer_and_status() {
+    let (fake, ctx) = setup().await;
+    let dep = add_deployment(&fake, NS, "worker-v1", "worker", Some("v1"));
+    add_atr(&fake, NS, "worker-hpa", "worker", hpa_object());
+
+    let action = reconcile(&fake, &ctx, NS, "worker-hpa")
+        .await
+        .expect("reconciles");
+    assert_eq!(
+        format!("{action:?}"),
+        format!(
+            "{:?}",
+            kube::runtime::controller::Action::requeue(Duration::from_secs(300))
+        )
+    );
+
+    let name = attached_name("worker-v1", "worker-hpa", "worker", "v1");
+    let hpas = copies(&fake, HPAS, NS);
+    assert_eq!(hpas.keys().collect::<Vec<_>>(), [&name]);
+    let hpa = &hpas[&name];
+    assert_eq!(
+        hpa["spec"]["scaleTargetRef"],
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "name": "worker-v1"})
+    );
+    assert_eq!(hpa["spec"]["minReplicas"], 2);
+    let labels = &hpa["metadata"]["labels"];
+    assert_eq!(labels[ATTACHED_LABEL], "worker-hpa");
+    assert_eq!(labels["tether.dev/workload"], "worker");
+    assert_eq!(labels[VERSION_LABEL], "v1");
+    assert_eq!(
+        labels["team"], "payments",
+        "the object's own labels are kept"
+    );
+    assert_eq!(
+        labels["release"], "v1",
+        "placeholders in labels are rendered"
+    );
+    assert_eq!(
+        hpa["metadata"]["ownerReferences"],
+        json!([{"apiVersion": "apps/v1", "kind": "Deployment", "name": "worker-v1",
+                "uid": dep["metadata"]["uid"], "controller": true, "blockOwnerDeletion": true}])
+    );
+
+    // Server-side apply with our field manager, forced.
+    let applies: Vec<_> = fake
+        .requests_matching("PATCH", "/apis/autoscaling/v2/")
+        .into_iter()
+        .filter(|r| r.content_type.as_deref() == Some("application/apply-patch+yaml"))
+        .collect();
+    assert_eq!(applies.len(), 1);
+    assert_eq!(
+        applies[0].query_param("fieldManager").as_deref(),
+        Some("tether/payments/worker-hpa")
+    );
+    assert_eq!(applies[0].query_param("force").as_deref(), Some("true"));
+
+    let atr = get_atr(&fake, NS, "worker-hpa").unwrap();
+    assert_eq!(atr.metadata.finalizers, Some(vec![FINALIZER.to_string()]));
+    let st = atr.status.clone().unwrap();
+    assert_eq!(st.observed_generation, Some(1));
+    assert_eq!(st.targets.len(), 1);
+    let t = &st.targets[0];
+    assert_eq!(
+        (
+            t.deployment.as_str(),
+            t.version.as_str(),
+            t.resource_name.as_str(),
+            t.applied
+        ),
+        ("worker-v1", "v1", name.as_str(), true)
+    );
+    assert_eq!(t.last_applied_hash.len(), 64);
+    assert!(t.message.is_empty());
+    let (status, reason, message) = ready(&atr);
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("True", "AllTargetsApplied")
+    );
+    assert_eq!(message, "1 of 1 target(s) applied");
+    assert!(st.conditions[0].last_transition_time.is_some());
+    assert_eq!(counter(&ctx, "success"), 1);
+    assert_eq!(counter(&ctx, "error"), 0);
+    let text = ctx.metrics.render();
+    assert!(
+        text.contains("tether_reconcile_duration_seconds_count{controller=\"attached\"} 1"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn one_by_n_renders_each_version_with_its_placeholders() {
+    let (fake, ctx) = setup().await;
+    for v in ["v1", "v2", "v3"] {
+        add_deployment(&fake, NS, &format!("worker-{v}"), "worker", Some(v));
+    }
+    // A Deployment without a version label: its version is its name.
+    add_deployment(&fake, NS, "worker-canary", "worker", None);
+    // Another workload's Deployment is not a target.
+    add_deployment(&fake, NS, "other-v1", "other", Some("v1"));
+    let object = json!({
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"annotations": {"note": "{{ .WorkloadName }}/{{ .Version }} in {{ .Namespace }} for {{ .DeploymentName }}"}},
+        "spec": {"scaleTargetRef": null, "minReplicas": 1, "maxReplicas": 3}
+    });
+    add_atr(&fake, NS, "hpa", "worker", object);
+    reconcile(&fake, &ctx, NS, "hpa").await.expect("reconciles");
+
+    let hpas = copies(&fake, HPAS, NS);
+    assert_eq!(hpas.len(), 4, "{:?}", hpas.keys());
+    for (dep, version) in [
+        ("worker-v1", "v1"),
+        ("worker-v2", "v2"),
+        ("worker-v3", "v3"),
+        ("worker-canary", "worker-canary"),
+    ] {
+        let copy = &hpas[&attached_name(dep, "hpa", "worker", version)];
+        assert_eq!(
+            copy["metadata"]["annotations"]["note"],
+            format!("worker/{version} in payments for {dep}")
+        );
+        assert_eq!(
+            copy["spec"]["scaleTargetRef"]["name"], dep,
+            "null sentinel injected"
+        );
+        assert_eq!(copy["metadata"]["labels"][VERSION_LABEL], version);
+    }
+    let st = get_atr(&fake, NS, "hpa").unwrap().status.unwrap();
+    let deps: Vec<_> = st.targets.iter().map(|t| t.deployment.as_str()).collect();
+    assert_eq!(
+        deps,
+        ["worker-canary", "worker-v1", "worker-v2", "worker-v3"]
+    );
+    assert!(st.targets.iter().all(|t| t.applied));
+}
+
+#[tokio::test]
+async fn n_by_m_fans_out_every_resource_to_every_version_of_its_workload() {
+    let (fake, ctx) = setup().await;
+    for w in ["api", "worker"] {
+        for v in ["v1", "v2", "v3"] {
+            add_deployment(&fake, NS, &format!("{w}-{v}"), w, Some(v));
+        }
+    }
+    // Same workload name in another namespace: not a target.
+    add_deployment(&fake, "elsewhere", "api-v9", "api", Some("v9"));
+    add_atr(&fake, NS, "api-hpa", "api", hpa_object());
+    add_atr(&fake, NS, "api-pdb", "api", pdb_object());
+    add_atr(&fake, NS, "worker-hpa", "worker", hpa_object());
+    add_atr(&fake, NS, "worker-pdb", "worker", pdb_object());
+    for atr in ["api-hpa", "api-pdb", "worker-hpa", "worker-pdb"] {
+        reconcile(&fake, &ctx, NS, atr).await.expect("reconciles");
+    }
+    let hpas = copies(&fake, HPAS, NS);
+    let pdbs = copies(&fake, PDBS, NS);
+    assert_eq!((hpas.len(), pdbs.len()), (6, 6));
+    assert!(copies(&fake, HPAS, "elsewhere").is_empty());
+    for w in ["api", "worker"] {
+        for v in ["v1", "v2", "v3"] {
+            let dep = format!("{w}-{v}");
+            let hpa = &hpas[&attached_name(&dep, &format!("{w}-hpa"), w, v)];
+            assert_eq!(hpa["spec"]["scaleTargetRef"]["name"], dep.as_str());
+            let pdb = &pdbs[&attached_name(&dep, &format!("{w}-pdb"), w, v)];
+            assert_eq!(
+                pdb["spec"]["selector"]["matchLabels"],
+                json!({"app": w, "version": v}),
+                "matchLabels come from the Deployment's selector"
+            );
+            assert_eq!(
+                pdb["metadata"]["labels"][ATTACHED_LABEL],
+                format!("{w}-pdb")
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn no_targets_is_reported_in_status() {
+    let (fake, ctx) = setup().await;
+    add_atr(&fake, NS, "lonely", "ghost", hpa_object());
+    reconcile(&fake, &ctx, NS, "lonely")
+        .await
+        .expect("no targets is not an error");
+    let atr = get_atr(&fake, NS, "lonely").unwrap();
+    let (status, reason, message) = ready(&atr);
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "NoTargets"));
+    assert!(message.contains("tether.dev/workload=ghost"), "{message}");
+    assert!(atr.status.unwrap().targets.is_empty());
+}
+
+// ---------------------------------------------------------------------------------------
+// Changes
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_new_version_gets_a_copy_and_only_it_is_applied() {
+    let (fake, ctx) = setup().await;
+    add_deployment(&fake, NS, "worker-v1", "worker", Some("v1"));
+    add_atr(&fake, NS, "hpa", "worker", hpa_object());
+    reconcile(&fake, &ctx, NS, "hpa").await.unwrap();
+
+    add_deployment(&fake, NS, "worker-v2", "worker", Some("v2"));
+    fake.clear_requests();
+    reconcile(&fake, &ctx, NS, "hpa").await.unwrap();
+    let hpas = copies(&fake, HPAS, NS);
+    assert!(hpas.contains_key(&attached_name("worker-v2", "hpa", "worker", "v2")));
+    assert_eq!(hpas.len(), 2);
+    let writes: Vec<String> = fake
+        .writes()
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert_eq!(
+        writes,
+        [
+            format!(
+                "PATCH /apis/autoscaling/v2/namespaces/payments/horizontalpodautoscalers/{}",
+                attached_name("worker-v2", "hpa", "worker", "v2")
+            ),
+            "PATCH /apis/tether.dev/v1alpha1/namespaces/payments/attachedresources/hpa/status"
+                .to_string()
+        ],
+        "only the new copy is applied, then the status"
+    );
+}
+
+#[tokio::test]
+async fn a_version_that_stops_being_a_target_loses_its_copy() {
+    let (fake, ctx) = setup().await;
+    add_deployment(&fake, NS, "worker-v1", "worker", Some("v1"));
+    let v2 = add_deployment(&fake, NS, "worker-v2", "worker", Some("v2"));
+    add_atr(&fake, NS, "hpa", "worker", hpa_object());
+    reconcile(&fake, &ctx, NS, "hpa").await.unwrap();
+    assert_eq!(copies(&fake, HPAS, NS).len(), 2);
+
+    // v2 leaves the workload (label removed): GC would not remove its copy, we must.
+    let mut relabelled = v2.clone();
+    relabelled["metadata"]["labels"] = json!({"app": "retired"});
+    fake.insert(relabelled);
+    reconcile(&fake, &ctx, NS, "hpa").await.unwrap();
+    let hpas = copies(&fake, HPAS, NS);
+    assert_eq!(
+        hpas.keys().collect::<Vec<_>>(),
+        [&attached_name("worker-v1", "hpa", "worker", "v1")]
+    );
+    let st = get_atr(&fake, NS, "hpa").unwrap().status.unwrap();
+    assert_eq!(st.targets.len(), 1);
+    assert_eq!(st.targets[0].deployment, "worker-v1");
+
+    // A Deployment deleted outright: its copy goes too (here by our prune, GC off).
+    fake.set_garbage_collection(false);
+    let deps: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(ctx.client.clone(), NS);
+    deps.delete("worker-v1", &DeleteParams::default())
+        .await
+        .unwrap();
+    reconcile(&fake, &ctx, NS, "hpa").await.unwrap();
+    assert!(copies(&fake, HPAS, NS).is_empty());
+    let atr = get_atr(&fake, NS, "hpa").unwrap();
+    assert_eq!(ready(&atr).1, "NoTargets");
+}
+
+#[tokio::test]
+async fn selector_label_change_updates_the_copy() {
+    let (fake, ctx) = setup().await;
+    let dep = add_deployment(&fake, NS, "worker-v1", "worker", Some("v1"));
+    add_atr(&fake, NS, "pdb", "worker", pdb_object());
+    reconcile(&fake, &ctx, NS, "pdb").await.unwrap();
+    let name = attached_name("worker-v1", "pdb", "worker", "v1");
+    let before = copies(&fake, PDBS, NS)[&name]["spec"]["selector"]["matchLabels"].clone();
+    assert_eq!(before, json!({"app": "worker", "version": "v1"}));
+    let old_hash = get_atr(&fake, NS, "pdb").unwrap().status.unwrap().targets[0]
+        .last_applied_hash
+        .clone();
+
+    let mut changed = dep.clone();
+    changed["spec"]["selector"]["matchLabels"] = json!({"app": "worker", "track": "stable"});
+    fake.insert(changed);
+    reconcile(&fake, &ctx, NS, "pdb").await.unwrap();
+    let after = copies(&fake, PDBS, NS)[&name]["spec"]["selector"]["matchLabels"].clone();
+    assert_eq!(
+        after,
+        json!({"app": "worker", "track": "stable"}),
+        "the old key is dropped (we applied it before, nobody else owns it)"
+    );
+    let new_hash = get_atr(&fake, NS, "pdb").unwrap().status.unwrap().targets[0]
+        .last_applied_hash
+        .clone();
+    assert_ne!(old_hash, new_hash);
+}
+
+#[tokio::test]
+async fn drift_in_a_copy_is_repaired_on_the_next_reconcile() {
+    let (fake, ctx) = setup().await;
+    add_deployment(&fake, NS, "worker-v1", "worker", Some("v1"));
+    add_atr(&fake, NS, "hpa", "worker", hpa_object());
+    reconcile(&fake, &ctx, NS, "hpa").await.unwrap();
+    let name = attached_name("worker-v1", "hpa", "worker", "v1");
+    let hpas: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        ctx.client.clone(),
+        NS,
+        &kube::api::ApiResource::from_gvk_with_plural(
+            &kube::api::GroupVersionKind::gvk("autoscaling", "v2", "HorizontalPodAutoscaler"),
+            HPAS,
+        ),
+    );
+    // Someone edits a field we own.
+    hpas.patch(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"maxReplicas": 99}})),
+    )
+    .await
+    .unwrap();
+    reconcile(&fake, &ctx, NS, "hpa").await.unwrap();
+    assert_eq!(copies(&fake, HPAS, NS)[&name]["spec"]["maxReplicas"], 10);
+
+    // Someone deletes the copy.
+    fake.set_garbage_collection(false);
+    let hpas = hpa_api(&ctx);
+    hpas.delete(&name, &DeleteParams::default()).await.unwrap();
+    assert!(copies(&fake, HPAS, NS).is_empty());
+    reconcile(&fake, &ctx, NS, "hpa").await.unwrap();
+    assert!(copies(&fake, HPAS, NS).contains_key(&name));
+}
+
+#[tokio::test]
+async fn a_kind_change_deletes_the_old_kinds_copies() {
+    let (fake, ctx) = setup().await;
+    add_deployment(&fake, NS, "worker-v1", "worker", Some("v1"));
+    add_deployment(&fake, NS, "worker-v2", "worker", Some("v2"));
+    add_atr(&fake, NS, "guard", "worker", hpa_object());
+    reconcile(&fake, &ctx, NS, "guard").await.unwrap();
+    assert_eq!(copies(&fake, HPAS, NS).len(), 2);
+    let atr = get_atr(&fake, NS, "guard").unwrap();
+    assert_eq!(
+        atr.metadata.annotations.unwrap()[attached::APPLIED_KINDS_ANNOTATION],
+        r#"["autoscaling/v2, Kind=HorizontalPodAutoscaler"]"#
+    );
+
+    let atrs: Api<AttachedResource> = Api::namespaced(ctx.client.clone(), NS);
+    atrs.patch(
+        "guard",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"object": pdb_object()}})),
+    )
+    .await
+    .unwrap();
+    reconcile(&fake, &ctx, NS, "guard").await.unwrap();
+    assert!(
+        copies(&fake, HPAS, NS).is_empty(),
+        "old kind's copies deleted"
+    );
+    assert_eq!(copies(&fake, PDBS, NS).len(), 2);
+    let atr = get_atr(&fake, NS, "guard").unwrap();
+    assert_eq!(
+        atr.metadata.annotations.clone().unwrap()[attached::APPLIED_KINDS_ANNOTATION],
+        r#"["policy/v1, Kind=PodDisruptionBudget"]"#
+    );
+    assert_eq!(atr.status.unwrap().observed_generation, Some(2));
+
+    // And now nothing to do.
+    fake.clear_requests();
+    reconcile(&fake, &ctx, NS, "guard").await.unwrap();
+    assert_eq!(fake.write_count(), 0, "{:?}", fake.writes());
+}
+
+// ---------------------------------------------------------------------------------------
+// Deletion
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn deleting_the_attached_resource_deletes_its_copies_then_the_finalizer() {
+    let (fake, ctx) = setup().await;
+    add_deployment(&fake, NS, "worker-v1", "worker", Some("v1"));
+    add_deployment(&fake, NS, "worker-v2", "worker", Some("v2"));
+    add_atr(&fake, NS, "hpa", "worker", hpa_object());
+    add_atr(&fake, NS, "keep", "worker", pdb_object());
+    reconcile(&fake, &ctx, NS, "hpa").await.unwrap();
+    reconcile(&fake, &ctx, NS, "keep").await.unwrap();
+    assert_eq!(copies(&fake, HPAS, NS).len(), 2);
+
+    let atrs: Api<AttachedResource> = Api::namespaced(ctx.client.clone(), NS);
+    atrs.delete("hpa", &DeleteParams::default()).await.unwrap();
+    let pending = get_atr(&fake, NS, "hpa").expect("held by the finalizer");
+    assert!(pending.metadata.deletion_timestamp.is_some());
+    assert!(
+        copies(&fake, HPAS, NS).len() == 2,
+        "Deployments still exist: no GC"
+    );
+
+    let action = attached::reconcile(Arc::new(pending), ctx.clone())
+        .await
+        .expect("cleanup succeeds");
+    assert_eq!(
+        format!("{action:?}"),
+        format!("{:?}", kube::runtime::controller::Action::await_change())
+    );
+    assert!(copies(&fake, HPAS, NS).is_empty());
+    assert!(
+        get_atr(&fake, NS, "hpa").is_none(),
+        "finalizer removed, object gone"
+    );
+    assert_eq!(
+        copies(&fake, PDBS, NS).len(),
+        2,
+        "another resource's copies stay"
+    );
+}
+
+#[tokio::test]
+async fn cleanup_failure_keeps_the_finalizer_and_retries() {
+    let (fake, ctx) = setup().await;
+    add_deployment(&fake, NS, "worker-v1", "worker", Some("v1"));
+    add_atr(&fake, NS, "hpa", "worker", hpa_object());
+    reconcile(&fake, &ctx, NS, "hpa").await.unwrap();
+    let name = attached_name("worker-v1", "hpa", "worker", "v1");
+    let atrs: Api<AttachedResource> = Api::namespaced(ctx.client.clone(), NS);
+    atrs.delete("hpa", &DeleteParams::default()).await.unwrap();
+
+    let path = format!("/apis/autoscaling/v2/namespaces/{NS}/{HPAS}/{name}");
+    fake.fail(&path, Fault::Status(500, "etcd is sad".into()), Some(1));
+    let err = reconcile(&fake, &ctx, NS, "hpa").await.unwrap_err();
+    assert!(err.to_string().contains("etcd is sad"), "{err}");
+    assert!(get_atr(&fake, NS, "hpa").is_some(), "finalizer still there");
+
+    reconcile(&fake, &ctx, NS, "hpa").await.unwrap();
+    assert!(get_atr(&fake, NS, "hpa").is_none());
+    assert!(copies(&fake, HPAS, NS).is_empty());
+}
+
+// ---------------------------------------------------------------------------------------
+// Failures
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn an_apply_failure_on_one_target_does_not_block_the_others() {
+    // A name no other test uses: the backoff is per object, process-wide.
+    let (fake, ctx) = setup().await;
+    for v in ["v1", "v2", "v3"] {
+        add_deployment(&fake, NS, &format!("worker-{v}"), "worker", Some(v));
+    }
+    add_atr(&fake, NS, "backoff-hpa", "worker", hpa_object());
+    let bad = attached_name("worker-v2", "backoff-hpa", "worker", "v2");
+    fake.fail(
+        &format!("/apis/autoscaling/v2/namespaces/{NS}/{HPAS}/{bad}"),
+        Fault::Status(422, "quota exceeded for horizontalpodautoscalers".into()),
+        None,
+    );
+    let err = reconcile(&fake, &ctx, NS, "backoff-hpa").await.unwrap_err();
+    assert!(err.to_string().contains("worker-v2"), "{err}");
+    assert!(err.to_string().contains("quota exceeded"), "{err}");
+
+    let hpas = copies(&fake, HPAS, NS);
+    assert_eq!(hpas.len(), 2);
+    assert!(!hpas.contains_key(&bad));
+    let atr = get_atr(&fake, NS, "backoff-hpa").unwrap();
+    let st = atr
+        .status
+        .clone()
+        .expect("status written despite the failure");
+    let by_dep: BTreeMap<_, _> = st
+        .targets
+        .iter()
+        .map(|t| (t.deployment.as_str(), t))
+        .collect();
+    assert!(by_dep["worker-v1"].applied && by_dep["worker-v3"].applied);
+    assert!(!by_dep["worker-v2"].applied);
+    assert!(by_dep["worker-v2"].message.contains("quota exceeded"));
+    assert!(by_dep["worker-v2"].last_applied_hash.is_empty());
+    let (status, reason, message) = ready(&atr);
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "ApplyFailed"));
+    assert!(
+        message.starts_with("1 of 3 target(s) failed: worker-v2:"),
+        "{message}"
+    );
+    assert_eq!(counter(&ctx, "error"), 1);
+
+    // The error policy: exponential backoff and a Warning Event on the AttachedResource.
+    let obj = Arc::new(atr.clone());
+    let a1 = attached::error_policy(obj.clone(), &err, ctx.clone());
+    let a2 = attached::error_policy(obj.clone(), &err, ctx.clone());
+    assert_eq!(
+        format!("{a1:?}"),
+        format!(
+            "{:?}",
+            kube::runtime::controller::Action::requeue(Duration::from_secs(1))
+        )
+    );
+    assert_eq!(
+        format!("{a2:?}"),
+        format!(
+            "{:?}",
+            kube::runtime::controller::Action::requeue(Duration::from_secs(2))
+        )
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let event = loop {
+        let evs = fake.list_all("events");
+        if let Some(e) = evs
+            .into_iter()
+            .find(|e| e["regarding"]["name"] == "backoff-hpa")
+        {
+            break e;
+        }
+        assert!(Instant::now() < deadline, "no Event published");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(event["type"], "Warning");
+    assert_eq!(event["reason"], "ReconcileFailed");
+    assert_eq!(event["regarding"]["kind"], "AttachedResource");
+    assert!(event["note"].as_str().unwrap().contains("quota exceeded"));
+
+    // Fixed: everything applies, the backoff resets.
+    fake.clear_faults();
+    reconcile(&fake, &ctx, NS, "backoff-hpa").await.unwrap();
+    assert_eq!(copies(&fake, HPAS, NS).len(), 3);
+    assert_eq!(
+        ready(&get_atr(&fake, NS, "backoff-hpa").unwrap()).1,
+        "AllTargetsApplied"
+    );
+    let a3 = attached::error_policy(obj, &err, ctx.clone());
+    assert_eq!(
+        format!("{a3:?}"),
+        format!(
+            "{:?}",
+            kube::runtime::controller::Action::requeue(Duration::from_secs(1))
+        )
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_kind_fails_that_resource_only() {
+    let (fake, ctx) = setup().await;
+    add_deployment(&fake, NS, "worker-v1", "worker", Some("v1"));
+    add_atr(
+        &fake,
+        NS,
+        "scaler",
+        "worker",
+        json!({"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
+               "spec": {"scaleTargetRef": {}}}),
+    );
+    add_atr(&fake, NS, "hpa", "worker", hpa_object());
+    let err = reconcile(&fake, &ctx, NS, "scaler").await.unwrap_err();
+    reconcile(&fake, &ctx, NS, "hpa")
+        .await
+        .expect("the other resource is fine");
+    assert_eq!(copies(&fake, HPAS, NS).len(), 1);
+
+    let atr = get_atr(&fake, NS, "scaler").unwrap();
+    let st = atr.status.clone().unwrap();
+    assert_eq!(st.targets.len(), 1);
+    assert!(!st.targets[0].applied);
+    assert!(
+        st.targets[0].message.contains("keda.sh/v1alpha1"),
+        "{}",
+        st.targets[0].message
+    );
+    assert!(err.to_string().contains("keda.sh/v1alpha1"), "{err}");
+    assert_eq!(ready(&atr).1, "ApplyFailed");
+    // Finalizer is there; deleting works although the kind is unknown (nothing to clean).
+    let atrs: Api<AttachedResource> = Api::namespaced(ctx.client.clone(), NS);
+    atrs.delete("scaler", &DeleteParams::default())
+        .await
+        .unwrap();
+    reconcile(&fake, &ctx, NS, "scaler").await.unwrap();
+    assert!(get_atr(&fake, NS, "scaler").is_none());
+
+    // Once the CRD is installed, the next reconcile applies it (discovery re-asks on a miss).
+    add_atr(
+        &fake,
+        NS,
+        "scaler",
+        "worker",
+        json!({"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
+               "spec": {"scaleTargetRef": {}}}),
+    );
+    fake.add_resource(
+        "keda.sh",
+        "v1alpha1",
+        "ScaledObject",
+        "scaledobjects",
+        true,
+        fake_apiserver::ALL_VERBS,
+    );
+    reconcile(&fake, &ctx, NS, "scaler").await.unwrap();
+    assert_eq!(copies(&fake, "scaledobjects", NS).len(), 1);
+}
+
+#[tokio::test]
+async fn a_render_failure_is_per_target() {
+    let (fake, ctx) = setup().await;
+    add_deployment(&fake, NS, "worker-v1", "worker", Some("v1"));
+    // A Deployment selecting by matchExpressions only: no labels to copy.
+    let mut odd = deployment_json(NS, "worker-v2", "worker", Some("v2"));
+    odd["spec"]["selector"] =
+        json!({"matchExpressions": [{"key": "app", "operator": "In", "values": ["worker"]}]});
+    fake.insert(odd);
+    add_atr(&fake, NS, "pdb", "worker", pdb_object());
+    let err = reconcile(&fake, &ctx, NS, "pdb").await.unwrap_err();
+    assert!(err.to_string().contains("worker-v2"), "{err}");
+    assert_eq!(copies(&fake, PDBS, NS).len(), 1);
+    let st = get_atr(&fake, NS, "pdb").unwrap().status.unwrap();
+    let v2 = st
+        .targets
+        .iter()
+        .find(|t| t.deployment == "worker-v2")
+        .unwrap();
+    assert!(
+        v2.message.contains("no spec.selector.matchLabels"),
+        "{}",
+        v2.message
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Idempotence and API calls
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_no_op_reconcile_writes_nothing() {
+    let (fake, ctx) = setup().await;
+    for v in ["v1", "v2", "v3"] {
+        add_deployment(&fake, NS, &format!("worker-{v}"), "worker", Some(v));
+    }
+    add_atr(&fake, NS, "hpa", "worker", hpa_object());
+
+    fake.clear_requests();
+    reconcile(&fake, &ctx, NS, "hpa").await.unwrap();
+    let first = fake.requests();
+    let first_writes = first.iter().filter(|r| r.is_write()).count();
+    // finalizer, 3 applies, status
+    assert_eq!(first_writes, 5, "{first:#?}");
+
+    let before = get_atr(&fake, NS, "hpa").unwrap();
+    for _ in 0..3 {
+        fake.clear_requests();
+        reconcile(&fake, &ctx, NS, "hpa").await.unwrap();
+        assert_eq!(fake.write_count(), 0, "{:#?}", fake.writes());
+    }
+    let noop = fake.requests();
+    let after = get_atr(&fake, NS, "hpa").unwrap();
+    assert_eq!(
+        before.metadata.resource_version, after.metadata.resource_version,
+        "not even a no-op write"
+    );
+    assert_eq!(
+        before.status.unwrap().conditions[0].last_transition_time,
+        after.status.unwrap().conditions[0].last_transition_time
+    );
+    eprintln!(
+        "API calls per reconcile (1 AttachedResource x 3 versions): first {} ({} writes): {:?}; no-op {} (0 writes): {:?}",
+        first.len(),
+        first_writes,
+        first.iter().map(|r| format!("{} {}", r.method, r.path)).collect::<Vec<_>>(),
+        noop.len(),
+        noop.iter().map(|r| format!("{} {}", r.method, r.path)).collect::<Vec<_>>()
+    );
+    // No-op: list Deployments + list copies (discovery is cached).
+    assert_eq!(noop.len(), 2);
+}
+
+#[tokio::test]
+async fn a_status_change_keeps_the_transition_time_only_while_the_status_holds() {
+    let (fake, ctx) = setup().await;
+    add_deployment(&fake, NS, "worker-v1", "worker", Some("v1"));
+    add_atr(&fake, NS, "hpa", "worker", hpa_object());
+    reconcile(&fake, &ctx, NS, "hpa").await.unwrap();
+    let t0 = get_atr(&fake, NS, "hpa")
+        .unwrap()
+        .status
+        .unwrap()
+        .conditions[0]
+        .last_transition_time
+        .clone();
+    // Seed an old transition time to tell "kept" from "stamped now".
+    let atrs: Api<AttachedResource> = Api::namespaced(ctx.client.clone(), NS);
+    let mut st = get_atr(&fake, NS, "hpa").unwrap().status.unwrap();
+    st.conditions[0].last_transition_time = Some("2020-01-01T00:00:00Z".into());
+    atrs.patch_status(
+        "hpa",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": st})),
+    )
+    .await
+    .unwrap();
+    assert!(t0.is_some());
+
+    // A second version: status changes (targets), Ready stays True → time kept.
+    add_deployment(&fake, NS, "worker-v2", "worker", Some("v2"));
+    reconcile(&fake, &ctx, NS, "hpa").await.unwrap();
+    let st = get_atr(&fake, NS, "hpa").unwrap().status.unwrap();
+    assert_eq!(st.targets.len(), 2);
+    assert_eq!(
+        st.conditions[0].last_transition_time.as_deref(),
+        Some("2020-01-01T00:00:00Z")
+    );
+
+    // Ready flips to False → stamped now. (Delete v2's copy so it must be re-applied, and
+    // make that apply fail.)
+    let bad = attached_name("worker-v2", "hpa", "worker", "v2");
+    fake.set_garbage_collection(false);
+    let hpas: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        ctx.client.clone(),
+        NS,
+        &kube::api::ApiResource::from_gvk_with_plural(
+            &kube::api::GroupVersionKind::gvk("autoscaling", "v2", "HorizontalPodAutoscaler"),
+            HPAS,
+        ),
+    );
+    hpas.delete(&bad, &DeleteParams::default()).await.unwrap();
+    fake.fail(
+        &format!("/apis/autoscaling/v2/namespaces/{NS}/{HPAS}/{bad}"),
+        Fault::Status(500, "boom".into()),
+        None,
+    );
+    reconcile(&fake, &ctx, NS, "hpa").await.unwrap_err();
+    let c = &get_atr(&fake, NS, "hpa")
+        .unwrap()
+        .status
+        .unwrap()
+        .conditions[0];
+    assert_eq!(c.status, "False");
+    assert_ne!(
+        c.last_transition_time.as_deref(),
+        Some("2020-01-01T00:00:00Z")
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Rendering (pure)
+// ---------------------------------------------------------------------------------------
+
+fn target(dep: &str, version: &str) -> Target {
+    Target {
+        deployment: dep.into(),
+        uid: "uid-123".into(),
+        version: version.into(),
+        match_labels: BTreeMap::from([
+            ("app".to_string(), "web".to_string()),
+            ("version".to_string(), version.to_string()),
+        ]),
+    }
+}
+
+#[test]
+fn render_fills_both_sentinels_names_labels_and_owner() {
+    for sentinel in [json!({}), Value::Null] {
+        let object = json!({
+            "apiVersion": "policy/v1",
+            "kind": "PodDisruptionBudget",
+            "metadata": {"labels": {"tether.dev/version": "user-tries-to-override", "x": "{{ .WorkloadName }}"}},
+            "spec": {"selector": {"matchLabels": sentinel.clone()}, "minAvailable": "{{ .Version }}"},
+            "status": {"ignored": true}
+        });
+        let out = render_copy(&object, "web-pdb", "shop", "web", &target("web-v2", "v2")).unwrap();
+        assert_eq!(
+            out,
+            json!({
+                "apiVersion": "policy/v1",
+                "kind": "PodDisruptionBudget",
+                "metadata": {
+                    "name": attached_name("web-v2", "web-pdb", "web", "v2"),
+                    "namespace": "shop",
+                    "labels": {
+                        "x": "web",
+                        "tether.dev/attached-resource": "web-pdb",
+                        "tether.dev/workload": "web",
+                        "tether.dev/version": "v2"
+                    },
+                    "ownerReferences": [{
+                        "apiVersion": "apps/v1", "kind": "Deployment", "name": "web-v2",
+                        "uid": "uid-123", "controller": true, "blockOwnerDeletion": true
+                    }]
+                },
+                "spec": {"selector": {"matchLabels": {"app": "web", "version": "v2"}}, "minAvailable": "v2"}
+            }),
+            "sentinel {sentinel}"
+        );
+    }
+}
+
+#[test]
+fn render_scale_target_ref_sentinels_and_absent_fields() {
+    let t = target("api-v1", "v1");
+    for sentinel in [json!({}), Value::Null] {
+        let object = json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+                            "spec": {"scaleTargetRef": sentinel, "maxReplicas": 3}});
+        let out = render_copy(&object, "hpa", "ns", "api", &t).unwrap();
+        assert_eq!(
+            out["spec"]["scaleTargetRef"],
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "name": "api-v1"})
+        );
+    }
+    // Absent: left alone (no scaleTargetRef, no selector invented).
+    let object = json!({"apiVersion": "v1", "kind": "ConfigMap", "data": {"v": "{{ .Version }}"}});
+    let out = render_copy(&object, "cm", "ns", "api", &t).unwrap();
+    assert_eq!(out["data"], json!({"v": "v1"}));
+    assert!(out.get("spec").is_none());
+    // A selector without matchLabels is left alone too.
+    let object = json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+                        "spec": {"selector": {"matchExpressions": []}}});
+    let out = render_copy(&object, "p", "ns", "api", &t).unwrap();
+    assert_eq!(out["spec"]["selector"], json!({"matchExpressions": []}));
+}
+
+#[test]
+fn render_errors_name_the_problem() {
+    let t = target("api-v1", "v1");
+    let object = json!({"apiVersion": "v1", "kind": "ConfigMap", "data": {"v": "{{ .Nope }}"}});
+    let err = render_copy(&object, "cm", "ns", "api", &t).unwrap_err();
+    assert!(matches!(err, RenderFailure::Placeholder(_)));
+    assert!(
+        err.to_string()
+            .starts_with("spec.object.data.v: unknown placeholder"),
+        "{err}"
+    );
+
+    let mut no_labels = t.clone();
+    no_labels.match_labels.clear();
+    let object = json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+                        "spec": {"selector": {"matchLabels": {}}}});
+    let err = render_copy(&object, "p", "ns", "api", &no_labels).unwrap_err();
+    assert_eq!(err, RenderFailure::NoMatchLabels("api-v1".into()));
+    assert_eq!(
+        render_copy(&json!("x"), "p", "ns", "api", &t).unwrap_err(),
+        RenderFailure::NotAnObject
+    );
+}
+
+#[test]
+fn names_follow_spec_4_and_differ_per_version() {
+    let a = render_copy(
+        &hpa_object(),
+        "worker-hpa",
+        "payments",
+        "payments-worker",
+        &target("payments-worker-v2", "v2"),
+    )
+    .unwrap();
+    assert_eq!(
+        a["metadata"]["name"],
+        "payments-worker-v2-worker-hpa-40a40f25"
+    );
+    let long = "checkout-frontend-canary-blue-green-east";
+    let b = render_copy(&hpa_object(), "hpa", "ns", "checkout", &target(long, "v1")).unwrap();
+    let c = render_copy(&hpa_object(), "hpa", "ns", "checkout", &target(long, "v2")).unwrap();
+    assert_eq!(
+        b["metadata"]["name"],
+        "checkout-frontend-canary-blue-green-ea-6a9b60a5"
+    );
+    assert_eq!(
+        c["metadata"]["name"],
+        "checkout-frontend-canary-blue-green-ea-50cf037c"
+    );
+}
+
+#[test]
+fn hash_is_canonical_and_drift_check_ignores_server_fields() {
+    let a: Value =
+        serde_json::from_str(r#"{"b": 1, "a": {"y": [1, {"q": 2, "p": 1}], "x": "s"}}"#).unwrap();
+    let b: Value =
+        serde_json::from_str(r#"{"a": {"x": "s", "y": [1, {"p": 1, "q": 2}]}, "b": 1}"#).unwrap();
+    assert_eq!(content_hash(&a), content_hash(&b));
+    assert_eq!(content_hash(&a).len(), 64);
+    assert_ne!(
+        content_hash(&a),
+        content_hash(&json!({"b": 2, "a": a["a"]}))
+    );
+
+    let desired =
+        json!({"spec": {"min": 1, "metrics": [{"type": "Resource"}]}, "metadata": {"name": "n"}});
+    let live = json!({"spec": {"min": 1, "metrics": [{"type": "Resource", "defaulted": 1}], "extra": true},
+                      "metadata": {"name": "n", "uid": "u"}, "status": {}});
+    assert!(contains_desired(&live, &desired));
+    assert!(!contains_desired(
+        &json!({"spec": {"min": 2, "metrics": [{"type": "Resource"}]}, "metadata": {"name": "n"}}),
+        &desired
+    ));
+    assert!(!contains_desired(
+        &json!({"spec": {"min": 1, "metrics": []}, "metadata": {"name": "n"}}),
+        &desired
+    ));
+    assert!(!contains_desired(
+        &json!({"metadata": {"name": "n"}}),
+        &desired
+    ));
+}
+
+// ---------------------------------------------------------------------------------------
+// The Controller end to end
+// ---------------------------------------------------------------------------------------
+
+async fn wait_for<F: Fn() -> bool>(what: &str, f: F) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test]
+async fn run_reconciles_watched_objects_and_deployment_changes_then_shuts_down() {
+    let fake = FakeApiServer::start().await;
+    let ctx = context(&fake, Duration::from_secs(300)).await;
+    add_deployment(&fake, NS, "worker-v1", "worker", Some("v1"));
+    add_atr(&fake, NS, "hpa", "worker", hpa_object());
+    add_atr(&fake, "other", "hpa", "worker", hpa_object());
+
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let handle = tokio::spawn(attached::run(ctx.clone(), async move {
+        let _ = rx.await;
+    }));
+
+    wait_for("the first copy", || copies(&fake, HPAS, NS).len() == 1).await;
+    wait_for("the Ready status", || {
+        get_atr(&fake, NS, "hpa")
+            .and_then(|a| a.status)
+            .is_some_and(|s| s.conditions.iter().any(|c| c.status == "True"))
+    })
+    .await;
+
+    // A new Deployment of the workload triggers the AttachedResource through the watch.
+    add_deployment(&fake, NS, "worker-v2", "worker", Some("v2"));
+    wait_for("the second version's copy", || {
+        copies(&fake, HPAS, NS).len() == 2
+    })
+    .await;
+    // ... and only in its namespace: the AttachedResource in "other" has no targets.
+    assert!(copies(&fake, HPAS, "other").is_empty());
+
+    // A new AttachedResource is picked up.
+    add_atr(&fake, NS, "pdb", "worker", pdb_object());
+    wait_for("the PDB copies", || copies(&fake, PDBS, NS).len() == 2).await;
+
+    // Deleting one goes through the finalizer.
+    let atrs: Api<AttachedResource> = Api::namespaced(ctx.client.clone(), NS);
+    atrs.delete("pdb", &DeleteParams::default()).await.unwrap();
+    wait_for("the PDB cleanup", || {
+        copies(&fake, PDBS, NS).is_empty() && get_atr(&fake, NS, "pdb").is_none()
+    })
+    .await;
+    assert!(counter(&ctx, "success") >= 4);
+
+    tx.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), handle)
+        .await
+        .expect("run returns after shutdown")
+        .unwrap();
+}
+
+#[tokio::test]
+async fn run_resyncs_to_repair_drift() {
+    let fake = FakeApiServer::start().await;
+    let ctx = context(&fake, Duration::from_millis(200)).await;
+    add_deployment(&fake, NS, "worker-v1", "worker", Some("v1"));
+    add_atr(&fake, NS, "hpa", "worker", hpa_object());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let handle = tokio::spawn(attached::run(ctx.clone(), async move {
+        let _ = rx.await;
+    }));
+    let name = attached_name("worker-v1", "hpa", "worker", "v1");
+    wait_for("the copy", || copies(&fake, HPAS, NS).contains_key(&name)).await;
+    // Copies are not watched: only the periodic resync can notice this.
+    fake.set_garbage_collection(false);
+    let mut edited = copies(&fake, HPAS, NS)[&name].clone();
+    edited["apiVersion"] = json!("autoscaling/v2");
+    edited["kind"] = json!("HorizontalPodAutoscaler");
+    edited["spec"]["maxReplicas"] = json!(1);
+    fake.insert(edited);
+    wait_for("the drift repair", || {
+        copies(&fake, HPAS, NS)[&name]["spec"]["maxReplicas"] == 10
+    })
+    .await;
+    tx.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), handle)
+        .await
+        .expect("run returns after shutdown")
+        .unwrap();
+}
+
+// ---------------------------------------------------------------------------------------
+// Scale (timed, ignored by default)
+// ---------------------------------------------------------------------------------------
+
+fn hpa_api(ctx: &Context) -> Api<kube::api::DynamicObject> {
+    Api::namespaced_with(
+        ctx.client.clone(),
+        NS,
+        &kube::api::ApiResource::from_gvk_with_plural(
+            &kube::api::GroupVersionKind::gvk("autoscaling", "v2", "HorizontalPodAutoscaler"),
+            HPAS,
+        ),
+    )
+}
+
+/// Reconciles `n` AttachedResources × 3 versions, `concurrency` at a time, twice (first
+/// apply, then no-op); prints wall time and API calls of each pass.
+async fn scale_run(n: usize, concurrency: usize) {
+    use futures::StreamExt;
+    let (fake, ctx) = setup().await;
+    for i in 0..n {
+        let w = format!("w{i}");
+        for v in ["v1", "v2", "v3"] {
+            add_deployment(&fake, NS, &format!("{w}-{v}"), &w, Some(v));
+        }
+        add_atr(&fake, NS, &format!("atr{i}"), &w, hpa_object());
+    }
+    let mut report = Vec::new();
+    for pass in ["first", "no-op"] {
+        let objs: Vec<AttachedResource> = (0..n)
+            .map(|i| get_atr(&fake, NS, &format!("atr{i}")).unwrap())
+            .collect();
+        fake.clear_requests();
+        let started = Instant::now();
+        let results: Vec<_> = futures::stream::iter(objs)
+            .map(|o| attached::reconcile(Arc::new(o), ctx.clone()))
+            .buffer_unordered(concurrency)
+            .collect()
+            .await;
+        let took = started.elapsed();
+        assert!(results.iter().all(Result::is_ok));
+        let calls = fake.requests().len();
+        let writes = fake.write_count();
+        if pass == "no-op" {
+            assert_eq!(writes, 0);
+        }
+        report.push(format!(
+            "{pass} pass {took:.2?} ({calls} API calls, {writes} writes)"
+        ));
+    }
+    assert_eq!(copies(&fake, HPAS, NS).len(), 3 * n);
+    eprintln!(
+        "scale: {n} AttachedResources x 3 versions, concurrency {concurrency}: {}",
+        report.join("; ")
+    );
+}
+
+/// `cargo test --release --test controller_attached -- --ignored --nocapture scale`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "timing run: 1,000 AttachedResources x 3 versions"]
+async fn scale_1000_attached_resources_by_3_versions() {
+    scale_run(1000, 1).await;
+    scale_run(1000, 16).await;
+}
+
+/// The same path, small enough for every CI run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_smoke_20_by_3() {
+    scale_run(20, 4).await;
+}

@@ -1,0 +1,126 @@
+//! Leader election against the fake API server: one Lease, two replicas; only one reconciles,
+//! and the other takes over when the first stops renewing (crash) or releases (shutdown).
+
+#[path = "support/fake_apiserver.rs"]
+mod fake_apiserver;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fake_apiserver::FakeApiServer;
+use tether::controller::leader::{lead, LeaderConfig};
+use tether::metrics::Metrics;
+use tether::shutdown;
+
+fn cfg(identity: &str) -> LeaderConfig {
+    LeaderConfig {
+        namespace: "tether-system".into(),
+        lease_name: "tether-controller".into(),
+        identity: identity.into(),
+        duration_s: 2,
+        grace_s: 1,
+    }
+}
+
+/// Starts a replica whose "reconcilers" count themselves in `active` while they run.
+fn replica(
+    client: kube::Client,
+    id: &str,
+    active: Arc<AtomicUsize>,
+    metrics: Metrics,
+) -> (shutdown::Trigger, tokio::task::JoinHandle<()>) {
+    let (trigger, signal) = shutdown::channel();
+    let c = cfg(id);
+    let task = tokio::spawn(async move {
+        let work = |stop: shutdown::Signal| {
+            let active = active.clone();
+            async move {
+                active.fetch_add(1, Ordering::SeqCst);
+                stop.wait().await;
+                active.fetch_sub(1, Ordering::SeqCst);
+            }
+        };
+        lead(client, c, metrics, signal, work).await.unwrap();
+    });
+    (trigger, task)
+}
+
+async fn wait_for(what: &str, limit: Duration, f: impl Fn() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_leader_takeover_after_expiry_and_after_release() {
+    let fake = FakeApiServer::start().await;
+    let client = fake.client().await;
+    // A replica that died while holding the lease: it never renews again.
+    let now = chrono_now();
+    fake.insert(serde_json::json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": "tether-controller", "namespace": "tether-system"},
+        "spec": {"holderIdentity": "replica-dead", "leaseDurationSeconds": 2, "acquireTime": now, "renewTime": now, "leaseTransitions": 0}
+    }));
+    let seeded = Instant::now();
+    let a_active = Arc::new(AtomicUsize::new(0));
+    let ma = Metrics::new();
+    let (ta, task_a) = replica(client.clone(), "replica-a", a_active.clone(), ma.clone());
+    wait_for(
+        "a to take over the dead replica's lease",
+        Duration::from_secs(15),
+        || a_active.load(Ordering::SeqCst) == 1,
+    )
+    .await;
+    assert!(
+        seeded.elapsed() >= Duration::from_secs(2),
+        "took over a lease that had not expired"
+    );
+    assert_eq!(ma.leader.get(), 1);
+
+    // b must not lead while a renews.
+    let b_active = Arc::new(AtomicUsize::new(0));
+    let mb = Metrics::new();
+    let (_tb, _task_b) = replica(client.clone(), "replica-b", b_active.clone(), mb.clone());
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(b_active.load(Ordering::SeqCst), 0);
+    assert_eq!(mb.leader.get(), 0);
+    let lease = fake
+        .get(
+            "coordination.k8s.io",
+            "v1",
+            "leases",
+            Some("tether-system"),
+            "tether-controller",
+        )
+        .expect("the Lease exists");
+    assert_eq!(lease["spec"]["holderIdentity"], "replica-a");
+
+    // a shuts down: its reconcilers stop, it releases, and b leads without waiting for expiry.
+    ta.fire();
+    task_a.await.unwrap();
+    assert_eq!(
+        a_active.load(Ordering::SeqCst),
+        0,
+        "a's reconcilers stopped"
+    );
+    assert_eq!(ma.leader.get(), 0);
+    let released = Instant::now();
+    wait_for("b to lead", Duration::from_secs(15), || {
+        b_active.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    assert_eq!(mb.leader.get(), 1);
+    eprintln!("takeover after release: {:?}", released.elapsed());
+}
+
+fn chrono_now() -> String {
+    // Microsecond precision, as Lease MicroTime: a whole-second timestamp would backdate the
+    // renewal by up to a second and let the lease expire early.
+    k8s_openapi::jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%S%.6fZ")
+        .to_string()
+}
