@@ -270,8 +270,8 @@ fn run_controllers(
         namespace: args.policy.pod_namespace.clone(),
         lease_name: args.lease_name.clone(),
         identity,
-        duration_s: 15,
-        grace_s: 5,
+        duration_s: args.lease_duration.as_secs().max(1),
+        grace_s: (args.lease_duration.as_secs() / 3).max(1),
     });
     async move {
         match leader {

@@ -2,13 +2,11 @@
 //! namespaces in a cluster, the manifest's AppDomains offline.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::RwLock;
 
-use futures::StreamExt;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client};
+
+use crate::watched::Watched;
 
 use crate::crd::AppDomain;
 use crate::policy::appdomain::Holder;
@@ -45,63 +43,31 @@ impl DomainHolders for StaticDomains {
     }
 }
 
-/// A reflector over all AppDomains. Lookups scan the store: AppDomains number in the
-/// thousands at most, and a scan of Arcs is microseconds.
-pub struct WatchedAppDomains {
-    store: Store<AppDomain>,
-    ready: Arc<AtomicBool>,
-    synced: tokio::sync::watch::Receiver<bool>,
-}
+/// A watched cache of all AppDomains. Lookups scan it: AppDomains number in the thousands
+/// at most, and a scan of Arcs is microseconds.
+pub struct WatchedAppDomains(Watched<AppDomain>);
 
 impl WatchedAppDomains {
     pub fn start(client: Client) -> (Self, impl std::future::Future<Output = ()> + Send) {
-        let (reader, writer) = reflector::store();
-        let api: Api<AppDomain> = Api::all(client);
-        let stream = watcher(api, watcher::Config::default()).default_backoff();
-        let reflect = reflector::reflector(writer, stream).for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::warn!(error = %e, "AppDomain watch error; retrying with backoff");
-            }
+        let (w, fut) = Watched::start(Api::all(client), "AppDomain", |a: &mut AppDomain| {
+            a.metadata.managed_fields = None;
         });
-        // Our own readiness signal: kube's `Store::wait_until_ready` serves one waiter well,
-        // and both the startup gate and lookups need to know.
-        let ready = Arc::new(AtomicBool::new(false));
-        let (synced_tx, synced) = tokio::sync::watch::channel(false);
-        let (r, flag) = (reader.clone(), ready.clone());
-        let fut = async move {
-            let mark = async move {
-                if r.wait_until_ready().await.is_ok() {
-                    tracing::info!("AppDomain cache synced");
-                    flag.store(true, Ordering::Release);
-                    let _ = synced_tx.send(true);
-                }
-            };
-            tokio::join!(reflect, mark);
-        };
-        (
-            Self {
-                store: reader,
-                ready,
-                synced,
-            },
-            fut,
-        )
+        (Self(w), fut)
     }
 
-    /// Resolves once the first list has been loaded.
     pub async fn wait_until_ready(&self) {
-        let mut rx = self.synced.clone();
-        let _ = rx.wait_for(|v| *v).await;
+        self.0.wait_until_ready().await
     }
 
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+        self.0.is_ready()
     }
 }
 
 impl DomainHolders for WatchedAppDomains {
     fn holders(&self, domain: &str) -> Vec<Holder> {
-        self.store
+        self.0
+            .store()
             .state()
             .iter()
             .filter(|a| a.spec.domain == domain)

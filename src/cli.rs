@@ -122,6 +122,10 @@ pub struct ServeArgs {
     /// Name of the coordination.k8s.io Lease in POD_NAMESPACE.
     #[arg(long, env = "TETHER_LEASE_NAME", default_value = "tether-controller")]
     pub lease_name: String,
+    /// How long the Lease is valid without renewal; a crashed leader is replaced after this
+    /// (plus a third of it as grace for clock skew). A clean shutdown releases it at once.
+    #[arg(long, env = "TETHER_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
+    pub lease_duration: Duration,
     /// How often healthy objects are reconciled again, repairing drift.
     #[arg(long, env = "TETHER_RESYNC_INTERVAL", default_value = "5m", value_parser = parse_duration)]
     pub resync_interval: Duration,

@@ -24,4 +24,5 @@ pub mod policy;
 pub mod server;
 pub mod shutdown;
 pub mod tls;
+pub mod watched;
 pub mod workloads;

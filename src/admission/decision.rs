@@ -6,7 +6,7 @@ use base64::Engine;
 use kube::core::response::StatusSummary;
 use kube::core::Status;
 
-use super::review::{sanitize_warnings, AdmissionResponse};
+use super::review::{sanitize_warnings_within, AdmissionResponse, MAX_WARNINGS_TOTAL};
 
 /// What a handler decided. `metric_reason` is a bounded label value (a constant), `message`
 /// is for humans and may name objects.
@@ -99,7 +99,7 @@ impl Decision {
     /// Builds the response. Audit annotation keys are bare (`decision`, `reason`): the API
     /// server prefixes each with the webhook's name (e.g.
     /// `attachedresources.validate.tether.dev/decision`), and rejects keys that already
-    /// contain a `/`.
+    /// contain a `/`. `mode_warning` must already be clean (sanitised once at start-up).
     pub fn into_response(self, uid: String, mode_warning: Option<&str>) -> AdmissionResponse {
         let mut audit = BTreeMap::new();
         audit.insert("decision".to_string(), self.decision_label().to_string());
@@ -126,7 +126,9 @@ impl Decision {
             },
             _ => (None, None),
         };
-        let mut warnings = self.warnings;
+        let reserve = mode_warning.map_or(0, str::len);
+        let mut warnings =
+            sanitize_warnings_within(self.warnings, MAX_WARNINGS_TOTAL.saturating_sub(reserve));
         if let Some(w) = mode_warning {
             warnings.push(w.to_string());
         }
@@ -137,7 +139,7 @@ impl Decision {
             patch,
             patch_type,
             audit_annotations: audit,
-            warnings: sanitize_warnings(warnings),
+            warnings,
         }
     }
 }

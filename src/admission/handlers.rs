@@ -12,7 +12,7 @@ use super::{Decision, Webhook};
 use crate::appdomains::DomainHolders;
 use crate::authz::cache::CachedReviewer;
 use crate::authz::{AccessDecision, AuthzError, Identity, ResourceAttributes, Role};
-use crate::discovery::{KindResolver, ResolveError, ResourceInfo};
+use crate::discovery::{api_version, KindResolver, ResolveError, ResourceInfo};
 use crate::policy::appdomain::{self, DomainSettings, Holder, Outcome};
 use crate::policy::{self, attached, plain, KindPolicy, Severity, Violation};
 use crate::workloads::{DeploymentSelectors, Lookup};
@@ -101,7 +101,7 @@ impl Handlers {
                         "discovery_failed",
                         format!(
                             "spec.object.kind: cannot resolve {} {:?}: {e}; tether fails closed, try again",
-                            api_version_of(&gvk.group, &gvk.version),
+                            api_version(&gvk.group, &gvk.version),
                             gvk.kind
                         ),
                     )
@@ -148,7 +148,7 @@ impl Handlers {
             Err(ResolveError::Unknown(_)) => {
                 return Decision::allow("delete_kind_gone").with_warnings(vec![format!(
                     "tether: {} {} is no longer served; no copies to delete",
-                    api_version_of(&gvk.group, &gvk.version),
+                    api_version(&gvk.group, &gvk.version),
                     gvk.kind
                 )])
             }
@@ -346,14 +346,6 @@ fn attrs(verb: &str, r: &ResourceInfo, ns: &str) -> ResourceAttributes {
         resource: r.plural.clone(),
         namespace: Some(ns.to_string()),
         name: None,
-    }
-}
-
-fn api_version_of(group: &str, version: &str) -> String {
-    if group.is_empty() {
-        version.to_string()
-    } else {
-        format!("{group}/{version}")
     }
 }
 

@@ -51,6 +51,10 @@ impl Admission {
         handlers: handlers::Handlers,
         mode_warning: Option<String>,
     ) -> Arc<Self> {
+        // Sanitised once here rather than on every response.
+        let mode_warning = mode_warning
+            .map(|w| review::sanitize_warnings(vec![w]))
+            .and_then(|mut v| v.pop());
         Arc::new(Self {
             metrics,
             handlers,
@@ -70,41 +74,29 @@ impl Admission {
         let start = Instant::now();
         let parsed = review::parse(body)?;
         let uid = parsed.uid;
-        let (decision, op, kind_label, ident) = match parsed.request {
-            Ok(req) => {
-                let decision = match tokio::time::timeout(budget, self.decide(webhook, &req)).await
-                {
-                    Ok(d) => d,
-                    Err(_) => Decision::internal(
-                        "timeout",
-                        format!(
-                            "tether could not decide within {} ms (an access review or the API server is slow); try again, and check tether's logs and the API server's health",
-                            budget.as_millis()
-                        ),
+        let decision = match &parsed.request {
+            Ok(req) => match tokio::time::timeout(budget, self.decide(webhook, req)).await {
+                Ok(d) => d,
+                Err(_) => Decision::internal(
+                    "timeout",
+                    format!(
+                        "tether could not decide within {} ms (an access review or the API server is slow); try again, and check tether's logs and the API server's health",
+                        budget.as_millis()
                     ),
-                };
-                let ident = RequestIdent::from(&req);
-                (
-                    decision,
-                    operation_label(&req),
-                    kind_label(&req.kind.group, &req.kind.kind),
-                    ident,
-                )
-            }
-            Err(e) => (
-                Decision::malformed("malformed_request", e.to_string()),
-                "unknown",
-                "unknown",
-                RequestIdent::default(),
-            ),
+                ),
+            },
+            Err(e) => Decision::malformed("malformed_request", e.to_string()),
         };
         let elapsed = start.elapsed();
+        // Borrowed from the request: the log line and labels cost no copies.
+        let ident = parsed.request.as_ref().ok().map(RequestIdent::from);
+        let ident = ident.unwrap_or_default();
         self.metrics
             .admission_requests
             .with_label_values(&[
                 webhook.as_str(),
-                op,
-                kind_label,
+                ident.operation,
+                ident.kind_label,
                 decision.decision_label(),
                 decision.metric_reason,
             ])
@@ -113,17 +105,17 @@ impl Admission {
             .duration_for(webhook)
             .observe(elapsed.as_secs_f64());
         tracing::info!(
-            uid = %uid,
+            uid = uid.as_str(),
             webhook = webhook.as_str(),
-            kind = %ident.kind,
-            namespace = %ident.namespace,
-            name = %ident.name,
-            operation = op,
-            user = %ident.user,
+            kind = ident.kind,
+            namespace = ident.namespace,
+            name = ident.name.as_ref(),
+            operation = ident.operation,
+            user = ident.user,
             dry_run = ident.dry_run,
             decision = decision.decision_label(),
             reason = decision.metric_reason,
-            message = %decision.message,
+            message = decision.message.as_str(),
             duration_us = elapsed.as_micros() as u64,
             "admission decision"
         );
@@ -145,33 +137,51 @@ pub fn response_for(uid: &str, decision: Decision) -> AdmissionResponse {
     decision.into_response(uid.to_string(), None)
 }
 
-#[derive(Default)]
-struct RequestIdent {
-    kind: String,
-    namespace: String,
-    name: String,
-    user: String,
+/// What the decision log line and the metric labels say about a request.
+struct RequestIdent<'a> {
+    kind: &'a str,
+    kind_label: &'static str,
+    operation: &'static str,
+    namespace: &'a str,
+    name: std::borrow::Cow<'a, str>,
+    user: &'a str,
     dry_run: bool,
 }
 
-impl From<&AdmissionRequest> for RequestIdent {
-    fn from(r: &AdmissionRequest) -> Self {
+impl Default for RequestIdent<'_> {
+    fn default() -> Self {
+        RequestIdent {
+            kind: "",
+            kind_label: "unknown",
+            operation: "unknown",
+            namespace: "",
+            name: "".into(),
+            user: "",
+            dry_run: false,
+        }
+    }
+}
+
+impl<'a> From<&'a AdmissionRequest> for RequestIdent<'a> {
+    fn from(r: &'a AdmissionRequest) -> Self {
         let name = if r.name.is_empty() {
             // On CREATE with generateName the name is not known yet.
             r.object
                 .as_ref()
                 .and_then(|o| o.pointer("/metadata/generateName"))
                 .and_then(|v| v.as_str())
-                .map(|g| format!("{g}*"))
+                .map(|g| format!("{g}*").into())
                 .unwrap_or_default()
         } else {
-            r.name.clone()
+            r.name.as_str().into()
         };
         RequestIdent {
-            kind: r.kind.kind.clone(),
-            namespace: r.namespace.clone().unwrap_or_default(),
+            kind: &r.kind.kind,
+            kind_label: kind_label(&r.kind.group, &r.kind.kind),
+            operation: operation_label(r),
+            namespace: r.namespace.as_deref().unwrap_or_default(),
             name,
-            user: r.user_info.username.clone(),
+            user: &r.user_info.username,
             dry_run: r.dry_run,
         }
     }

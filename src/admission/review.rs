@@ -266,8 +266,16 @@ impl AdmissionReviewOut {
 /// and truncates long ones; we make each warning one short clean line, and keep the total in
 /// budget so that nothing is dropped silently by the server.
 pub fn sanitize_warnings(warnings: Vec<String>) -> Vec<String> {
+    sanitize_warnings_within(warnings, MAX_WARNINGS_TOTAL)
+}
+
+/// What the API server keeps of all warnings together.
+pub const MAX_WARNINGS_TOTAL: usize = 4096;
+
+/// [`sanitize_warnings`] with a smaller total, leaving room for warnings added later.
+pub fn sanitize_warnings_within(warnings: Vec<String>, max_all: usize) -> Vec<String> {
     const MAX_ONE: usize = 256;
-    const MAX_ALL: usize = 4096;
+    let max_all = max_all.min(MAX_WARNINGS_TOTAL);
     let mut out = Vec::with_capacity(warnings.len());
     let mut total = 0usize;
     for w in warnings {
@@ -285,7 +293,7 @@ pub fn sanitize_warnings(warnings: Vec<String>) -> Vec<String> {
         if line.chars().count() > MAX_ONE {
             line = line.chars().take(MAX_ONE - 1).collect::<String>() + "…";
         }
-        if total + line.len() > MAX_ALL {
+        if total + line.len() > max_all {
             break;
         }
         total += line.len();

@@ -36,7 +36,8 @@ pub trait KindResolver: Send + Sync {
     ) -> Result<ResourceInfo, ResolveError>;
 }
 
-fn api_version(group: &str, version: &str) -> String {
+/// `group/version`, or just `version` for the core group.
+pub fn api_version(group: &str, version: &str) -> String {
     if group.is_empty() {
         version.to_string()
     } else {
