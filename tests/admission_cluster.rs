@@ -228,6 +228,25 @@ async fn access_reviews_that_fail_deny_with_500_and_the_server_stays_responsive(
         "{msg}"
     );
     assert!(msg.contains("fails closed"), "{msg}");
+    // An unreachable API server (connections dropped): also a 500, never an allow.
+    env.fake.clear_faults();
+    env.fake
+        .fail("/apis/authorization.k8s.io", Fault::Close, None);
+    let v = post(
+        &env.server,
+        "/validate?timeout=10s",
+        &atr_review("f1b", "CREATE", hpa()),
+    )
+    .await;
+    assert_eq!(v["allowed"], false);
+    assert_eq!(v["status"]["code"], 500, "{v}");
+    assert!(
+        v["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("could not check whether"),
+        "{v}"
+    );
     // A stalled API server: we answer (deny, 500) within the API server's timeout.
     env.fake.clear_faults();
     env.fake.fail(

@@ -834,7 +834,8 @@ async fn tls_1_0_and_1_1_are_refused() {
             .arg(&ca)
             .stdin(std::process::Stdio::null())
             .output();
-        let out = out.expect("openssl not found: scripts/test.sh installs the Debian package `openssl`");
+        let out =
+            out.expect("openssl not found: scripts/test.sh installs the Debian package `openssl`");
         let text = format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),
@@ -879,7 +880,10 @@ async fn tls_1_0_and_1_1_are_refused() {
         "{text}"
     );
     // No silent pass: both old versions must really have been offered and refused.
-    assert_eq!(tried, 2, "this openssl could not offer TLS 1.0/1.1, so nothing was checked");
+    assert_eq!(
+        tried, 2,
+        "this openssl could not offer TLS 1.0/1.1, so nothing was checked"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
