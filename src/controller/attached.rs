@@ -446,15 +446,7 @@ pub async fn reconcile(obj: Arc<AttachedResource>, ctx: Arc<Context>) -> Result<
 /// Requeues with per-object exponential backoff, logs, and emits a Warning Event on the
 /// AttachedResource (in the background: the error policy cannot wait).
 pub fn error_policy(obj: Arc<AttachedResource>, err: &Error, ctx: Arc<Context>) -> Action {
-    let key = backoff_key(&obj);
-    let delay = ctx.backoff.failed(&key);
-    tracing::warn!(
-        controller = NAME,
-        object = %key,
-        error = %err,
-        retry_in_s = delay.as_secs(),
-        "reconcile failed"
-    );
+    let action = ctx.requeue_failed(NAME, &backoff_key(&obj), err);
     let reference = obj.object_ref(&());
     let note = truncate(&err.to_string(), 1000);
     let recorder = ctx.recorder.clone();
@@ -472,7 +464,7 @@ pub fn error_policy(obj: Arc<AttachedResource>, err: &Error, ctx: Arc<Context>) 
             }
         });
     }
-    Action::requeue(delay)
+    action
 }
 
 /// What `spec.object` resolved to.

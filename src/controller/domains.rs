@@ -296,16 +296,7 @@ pub async fn reconcile(obj: Arc<AppDomain>, ctx: Arc<Context>) -> Result<Action,
 
 /// Requeues a failed AppDomain with per-object exponential backoff (1 s, 2 s, … 5 min).
 pub fn error_policy(obj: Arc<AppDomain>, err: &Error, ctx: Arc<Context>) -> Action {
-    let key = backoff_key(&obj);
-    let delay = ctx.backoff.failed(&key);
-    tracing::warn!(
-        controller = NAME,
-        object = %key,
-        error = %err,
-        retry_in = ?delay,
-        "reconcile failed"
-    );
-    Action::requeue(delay)
+    ctx.requeue_failed(NAME, &backoff_key(&obj), err)
 }
 
 async fn reconcile_inner(obj: &AppDomain, ctx: &Context) -> Result<Action, Error> {

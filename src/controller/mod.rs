@@ -51,6 +51,27 @@ impl Context {
     }
 }
 
+impl Context {
+    /// The shared half of every error policy: count the failure, log it, and requeue after
+    /// the object's backoff. `key` is "Kind/ns/name".
+    pub fn requeue_failed(
+        &self,
+        controller: &str,
+        key: &str,
+        err: &dyn std::fmt::Display,
+    ) -> kube::runtime::controller::Action {
+        let delay = self.backoff.failed(key);
+        tracing::warn!(
+            controller,
+            object = key,
+            error = %err,
+            retry_in_s = delay.as_secs(),
+            "reconcile failed"
+        );
+        kube::runtime::controller::Action::requeue(delay)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// `--auto-create-domain-claims`.
