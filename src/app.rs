@@ -79,8 +79,14 @@ pub fn run_serve(args: ServeArgs) -> ExitCode {
     match rt.block_on(serve(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = %e, "tether serve failed");
-            eprintln!("tether serve: {e}");
+            // Our message plus its direct cause ("no cluster configuration: <why>"); the
+            // deeper causes repeat what the direct one already says.
+            let msg = match e.chain().nth(1) {
+                Some(cause) => format!("{e}: {cause}"),
+                None => e.to_string(),
+            };
+            tracing::error!(error = %msg, "tether serve failed");
+            eprintln!("tether serve: {msg}");
             ExitCode::from(1)
         }
     }
@@ -88,6 +94,9 @@ pub fn run_serve(args: ServeArgs) -> ExitCode {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let started = Instant::now();
+    // Configuration first: a bad flag stops start-up before anything touches files.
+    let policy = PolicyConfig::from_args(&args.policy)?;
+    let enabled = Enabled::parse(&args.controllers).map_err(anyhow::Error::msg)?;
     let metrics = Metrics::new();
     let (cert, key, _) = match (args.standalone, &args.tls_cert, &args.tls_key) {
         (_, Some(c), Some(k)) => (c.clone(), k.clone(), None),
@@ -110,8 +119,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mode_warning: Option<String> = None;
     let store = Arc::new(CertStore::open(&cert, &key, metrics.clone())?);
     let tls = store.server_config()?;
-    let policy = PolicyConfig::from_args(&args.policy)?;
-    let enabled = Enabled::parse(&args.controllers).map_err(anyhow::Error::msg)?;
     let (handlers, mode_warning, cluster) = if args.standalone {
         let (h, w) = offline_handlers(
             policy,

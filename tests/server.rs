@@ -441,3 +441,45 @@ async fn raw_exchange(s: &Server, head: &[u8], body: &[u8]) -> String {
     let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut buf)).await;
     String::from_utf8_lossy(&buf).into_owned()
 }
+
+#[test]
+fn serve_without_a_cluster_says_how_to_run_standalone() {
+    let dir = tempfile::tempdir().unwrap();
+    make_certs(dir.path(), &["localhost"]);
+    let out = std::process::Command::new(tether_bin())
+        .args([
+            "serve",
+            "--log-format",
+            "text",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--tls-cert")
+        .arg(dir.path().join("tls.crt"))
+        .arg("--tls-key")
+        .arg(dir.path().join("tls.key"))
+        .env("KUBECONFIG", "/nonexistent/kubeconfig")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let last = err.lines().last().unwrap_or("");
+    assert!(
+        last.starts_with("tether serve: no Kubernetes cluster configuration found"),
+        "{err}"
+    );
+    assert!(
+        last.contains("use --standalone") && last.contains("/nonexistent/kubeconfig"),
+        "{last}"
+    );
+    // Bad flags name the flag.
+    let out = std::process::Command::new(tether_bin())
+        .args(["serve", "--standalone", "--controllers", "bogus"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("--controllers (env TETHER_CONTROLLERS): unknown controller \"bogus\""));
+}
