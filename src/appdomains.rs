@@ -58,10 +58,6 @@ impl WatchedAppDomains {
     pub async fn wait_until_ready(&self) {
         self.0.wait_until_ready().await
     }
-
-    pub fn is_ready(&self) -> bool {
-        self.0.is_ready()
-    }
 }
 
 impl DomainHolders for WatchedAppDomains {

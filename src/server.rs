@@ -126,7 +126,12 @@ async fn healthz() -> Response {
 }
 
 async fn readyz(State(s): State<AppState>) -> Response {
-    if s.ready.load(Ordering::Acquire) {
+    ready_response(&s.ready)
+}
+
+/// `/readyz` on both listeners.
+fn ready_response(ready: &AtomicBool) -> Response {
+    if ready.load(Ordering::Acquire) {
         text(StatusCode::OK, "ready")
     } else {
         text(StatusCode::SERVICE_UNAVAILABLE, "not ready")
@@ -395,13 +400,7 @@ impl MetricsServer {
                 "/readyz",
                 get(move || {
                     let ready = ready.clone();
-                    async move {
-                        if ready.load(Ordering::Acquire) {
-                            text(StatusCode::OK, "ready")
-                        } else {
-                            text(StatusCode::SERVICE_UNAVAILABLE, "not ready")
-                        }
-                    }
+                    async move { ready_response(&ready) }
                 }),
             )
             .fallback(|| async {

@@ -14,7 +14,7 @@ use crate::authz::cache::CachedReviewer;
 use crate::authz::{AccessDecision, AuthzError, Identity, ResourceAttributes, Role};
 use crate::discovery::{api_version, KindResolver, ResolveError, ResourceInfo};
 use crate::policy::appdomain::{self, DomainSettings, Holder, Outcome};
-use crate::policy::{self, attached, plain, KindPolicy, Severity, Violation};
+use crate::policy::{self, attached, plain, KindPolicy, Violation};
 use crate::workloads::{DeploymentSelectors, Lookup};
 
 /// The per-kind handlers and what they consult.
@@ -321,11 +321,10 @@ fn has_target_label(req: &AdmissionRequest) -> bool {
 }
 
 fn deny_violations(v: &[Violation]) -> Decision {
-    let (code, message) = policy::summarize(v);
-    let malformed = v.iter().any(|x| x.severity == Severity::Malformed);
-    match (code, malformed) {
-        (400, _) | (_, true) => Decision::malformed("malformed_object", message),
-        _ => Decision::forbidden("policy", message),
+    // `summarize` already answers 400 when any violation is malformed.
+    match policy::summarize(v) {
+        (400, message) => Decision::malformed("malformed_object", message),
+        (_, message) => Decision::forbidden("policy", message),
     }
 }
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::metrics::Metrics;
 pub use decision::Decision;
-use review::{AdmissionRequest, AdmissionResponse, AdmissionReviewOut, EnvelopeError};
+use review::{AdmissionRequest, AdmissionReviewOut, EnvelopeError};
 
 /// Which webhook path a review arrived on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,11 +130,6 @@ impl Admission {
     pub async fn decide(&self, webhook: Webhook, req: &AdmissionRequest) -> Decision {
         self.handlers.decide(webhook, req).await
     }
-}
-
-/// Builds an answer for a uid without a decision path (used by tests and the CLI).
-pub fn response_for(uid: &str, decision: Decision) -> AdmissionResponse {
-    decision.into_response(uid.to_string(), None)
 }
 
 /// What the decision log line and the metric labels say about a request.
