@@ -97,6 +97,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Configuration first: a bad flag stops start-up before anything touches files.
     let policy = PolicyConfig::from_args(&args.policy)?;
     let enabled = Enabled::parse(&args.controllers).map_err(anyhow::Error::msg)?;
+    crate::config::require_domain_root(enabled.domains, args.standalone, &policy.domains)?;
     let metrics = Metrics::new();
     let (cert, key, _) = match (args.standalone, &args.tls_cert, &args.tls_key) {
         (_, Some(c), Some(k)) => (c.clone(), k.clone(), None),
@@ -265,6 +266,7 @@ fn run_controllers(
     let settings = Settings {
         auto_create_domain_claims: args.auto_create_domain_claims,
         resync: args.resync_interval,
+        ..Settings::default()
     };
     let ctx = Arc::new(ControllerContext::new(
         client.clone(),
@@ -291,9 +293,8 @@ fn run_controllers(
                 }
             }
             None => {
-                metrics.leader.set(1);
-                crate::controller::run_enabled(ctx, enabled, shutdown).await;
-                metrics.leader.set(0);
+                let work = |stop| crate::controller::run_enabled(ctx.clone(), enabled, stop);
+                crate::controller::leader::run_unelected(metrics, shutdown, work).await;
             }
         }
     }

@@ -21,6 +21,8 @@ pub enum ConfigError {
     RbacFile { path: String, detail: String },
     #[error("--domain-root (env EXT_DOMAIN_ROOT): {0}")]
     DomainRoot(String),
+    #[error("--domain-root (env EXT_DOMAIN_ROOT) is required while the domains controller runs (--controllers includes domains): set it to the root under which app domains are allocated, e.g. apps.example.com (Helm value domainRoot), or leave domains out of --controllers")]
+    DomainRootRequired,
     #[error("{flag} (env {env}): {problem}")]
     Invalid {
         flag: &'static str,
@@ -88,6 +90,19 @@ impl PolicyConfig {
     }
 }
 
+/// With the domains controller running in a cluster, `--domain-root` is not optional:
+/// without it every AppDomain would be denied and none reconciled, so start-up stops here.
+pub fn require_domain_root(
+    domains_controller: bool,
+    standalone: bool,
+    settings: &DomainSettings,
+) -> Result<(), ConfigError> {
+    if domains_controller && !standalone && settings.root.is_none() {
+        return Err(ConfigError::DomainRootRequired);
+    }
+    Ok(())
+}
+
 fn load_rbac(p: &Path) -> Result<RbacFile, ConfigError> {
     let err = |detail: String| ConfigError::RbacFile {
         path: p.display().to_string(),
@@ -115,6 +130,31 @@ mod tests {
     fn parse(args: &[&str]) -> Result<PolicyConfig, ConfigError> {
         let t = T::try_parse_from(std::iter::once("t").chain(args.iter().copied())).unwrap();
         PolicyConfig::from_args(&t.p)
+    }
+
+    #[test]
+    fn the_domains_controller_needs_a_domain_root() {
+        let none = parse(&[]).unwrap().domains;
+        let some = parse(&["--domain-root", "apps.example.com"])
+            .unwrap()
+            .domains;
+        let e = require_domain_root(true, false, &none)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("--domain-root (env EXT_DOMAIN_ROOT) is required"),
+            "{e}"
+        );
+        assert!(e.contains("Helm value domainRoot"), "{e}");
+        assert!(require_domain_root(true, false, &some).is_ok());
+        assert!(
+            require_domain_root(false, false, &none).is_ok(),
+            "controller off"
+        );
+        assert!(
+            require_domain_root(true, true, &none).is_ok(),
+            "standalone runs no controller"
+        );
     }
 
     #[test]

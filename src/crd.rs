@@ -77,6 +77,10 @@ pub struct TargetStatus {
     pub message: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub last_applied_hash: String,
+    /// The copy's `metadata.generation` right after tether applied it: a later spec change
+    /// by anyone moves it, so the next reconcile re-applies (drift repair).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy_generation: Option<i64>,
 }
 
 /// A per-install application domain served by a Knative Service (SPEC 3.2).

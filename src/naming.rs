@@ -167,6 +167,51 @@ pub fn is_label_value(s: &str) -> bool {
     }
 }
 
+/// Characters of the readable prefix kept by [`label_value`]: 54 + `-` + 8 hex = 63.
+const LABEL_PREFIX_LEN: usize = MAX_LABEL_VALUE_LEN - 1 - ATTACHED_HASH_LEN;
+
+/// `s` as a valid label value (the labels tether writes on copies, SPEC 6.1): unchanged when
+/// it already is one; otherwise `{prefix}-{h8}`, at most 63 characters, where `h8` is the
+/// first 8 hex characters of SHA-256 of the whole of `s` (so distinct values stay distinct)
+/// and `prefix` is `s` with each character outside `[A-Za-z0-9._-]` replaced by `-`, cut to
+/// 54 characters, with non-alphanumeric characters trimmed from both ends (just `h8` when
+/// nothing is left).
+///
+/// ```
+/// use tether::naming::label_value;
+/// assert_eq!(label_value("payments-worker-v2"), "payments-worker-v2");
+/// // An 83-character Deployment name used as the version label:
+/// // printf '%s' "$name" | sha256sum | cut -c1-8  ->  eec0debe
+/// assert_eq!(
+///     label_value("payments-worker-release-2026-11-30-build-4f1c2a9e-canary-blue-green-east-1.internal"),
+///     "payments-worker-release-2026-11-30-build-4f1c2a9e-cana-eec0debe"
+/// );
+/// ```
+#[must_use]
+pub fn label_value(s: &str) -> String {
+    if is_label_value(s) {
+        return s.to_string();
+    }
+    let h8 = sha256_hex_prefix(s.as_bytes(), ATTACHED_HASH_LEN);
+    let sanitised: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let prefix =
+        cut_ascii(&sanitised, LABEL_PREFIX_LEN).trim_matches(|c: char| !c.is_ascii_alphanumeric());
+    if prefix.is_empty() {
+        h8
+    } else {
+        format!("{prefix}-{h8}")
+    }
+}
+
 /// What is wrong with a would-be DNS host name, first problem found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum HostProblem {
@@ -779,6 +824,33 @@ mod tests {
 
     fn h(input: &str, n: usize) -> String {
         sha256_hex_prefix(input.as_bytes(), n)
+    }
+
+    // ----- label values (issue 11 defect 4) -----
+
+    /// Golden values computed independently of this code with coreutils, e.g.
+    /// `printf '%s' 'a b' | sha256sum | cut -c1-8` -> c8687a08.
+    #[test]
+    fn label_values_are_kept_or_shortened_with_a_hash() {
+        let long =
+            "payments-worker-release-2026-11-30-build-4f1c2a9e-canary-blue-green-east-1.internal";
+        let cases: &[(&str, &str)] = &[
+            ("", ""),
+            ("v1.2_rc-3", "v1.2_rc-3"),
+            (&"a".repeat(63), &"a".repeat(63)),
+            (
+                long,
+                "payments-worker-release-2026-11-30-build-4f1c2a9e-cana-eec0debe",
+            ),
+            ("a b", "a-b-c8687a08"),
+            ("ÄÖÜ", "1eccaaf0"),
+            ("-x-", "x-c6cf95e5"),
+        ];
+        for (input, want) in cases {
+            let got = label_value(input);
+            assert_eq!(&got, want, "{input:?}");
+            assert!(is_label_value(&got), "{got:?}");
+        }
     }
 
     // ----- DNS-1123 helpers -----
@@ -1416,6 +1488,17 @@ mod tests {
     fn valid_root() -> impl Strategy<Value = String> {
         proptest::collection::vec("[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?", 2..5)
             .prop_map(|labels| labels.join("."))
+    }
+
+    proptest! {
+        #[test]
+        fn label_value_is_always_a_valid_label_value(s in "\\PC{0,300}") {
+            let v = label_value(&s);
+            prop_assert!(is_label_value(&v), "{:?} -> {:?}", s, v);
+            if is_label_value(&s) {
+                prop_assert_eq!(v, s);
+            }
+        }
     }
 
     proptest! {

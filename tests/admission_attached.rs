@@ -14,10 +14,10 @@ metadata: {name: attachable}
 rules:
   - apiGroups: [autoscaling]
     resources: [horizontalpodautoscalers]
-    verbs: [create, update, patch, get, delete]
+    verbs: [create, update, patch, get, list, delete]
   - apiGroups: [policy]
     resources: [poddisruptionbudgets]
-    verbs: [create, update, patch, get, delete]
+    verbs: [create, update, patch, get, list, delete]
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRoleBinding
@@ -490,4 +490,49 @@ async fn labelled_plain_objects_get_injected() {
         Some(1.0),
         "{m}"
     );
+}
+
+/// Issue 11 defect 8 (SPEC 5.1.8): tether's own access review covers every verb the
+/// controller uses on copies — create and patch (server-side apply), get, list (finding
+/// existing copies) and delete — so admission never accepts an object the controller could
+/// not reconcile. Here tether's account may do everything but `list` on HPAs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tethers_own_review_covers_every_verb_the_controller_uses() {
+    const NO_LIST: &str = r#"
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: attachable-no-list}
+rules:
+  - apiGroups: [autoscaling]
+    resources: [horizontalpodautoscalers]
+    verbs: [create, update, patch, get, watch, delete]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: tether-attachable}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: attachable-no-list}
+subjects:
+  - {kind: ServiceAccount, name: tether, namespace: tether-system}
+  - {kind: Group, apiGroup: rbac.authorization.k8s.io, name: devs}
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let rbac = dir.path().join("rbac.yaml");
+    std::fs::write(&rbac, NO_LIST).unwrap();
+    let s = Server::start(&["--rbac-file", rbac.to_str().unwrap()]);
+    let mut rv = atr_review("verbs1", "CREATE", Some(atr("a", "w", hpa())), None);
+    rv["request"]["userInfo"]["groups"] = json!(["devs"]);
+    let v = post(&s, "/validate", &rv).await;
+    assert_eq!(v["allowed"], false, "{v}");
+    assert_eq!(v["status"]["code"], 403, "{v}");
+    let msg = message(&v);
+    assert!(
+        msg.contains("tether's service account \"system:serviceaccount:tether-system:tether\" may not list horizontalpodautoscalers.autoscaling in namespace \"payments\""),
+        "{msg}"
+    );
+    for verb in ["create", "patch", "get", "delete"] {
+        assert!(
+            !msg.contains(&format!("may not {verb} ")),
+            "{verb} is granted, so it must not be named: {msg}"
+        );
+    }
 }

@@ -28,7 +28,7 @@ metadata: {name: attachable}
 rules:
   - apiGroups: [autoscaling]
     resources: [horizontalpodautoscalers]
-    verbs: [create, update, patch, get, delete]
+    verbs: [create, update, patch, get, list, delete]
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRoleBinding

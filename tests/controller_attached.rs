@@ -16,8 +16,8 @@ use fake_apiserver::{FakeApiServer, Fault};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde_json::{json, Value};
 use tether::controller::attached::{
-    self, contains_desired, content_hash, render_copy, RenderFailure, Target, ATTACHED_LABEL,
-    FINALIZER, VERSION_LABEL,
+    self, content_hash, render_copy, RenderFailure, Target, APPLIED_HASH_ANNOTATION,
+    ATTACHED_LABEL, FINALIZER, VERSION_LABEL,
 };
 use tether::controller::{Context, Settings};
 use tether::crd::AttachedResource;
@@ -727,7 +727,8 @@ async fn an_unknown_kind_fails_that_resource_only() {
     reconcile(&fake, &ctx, NS, "scaler").await.unwrap();
     assert!(get_atr(&fake, NS, "scaler").is_none());
 
-    // Once the CRD is installed, the next reconcile applies it (discovery re-asks on a miss).
+    // Once the CRD is installed, a reconcile applies it: discovery asks again once the miss
+    // it remembers (a few seconds) expires, as the error policy's backoff retries would.
     add_atr(
         &fake,
         NS,
@@ -744,7 +745,11 @@ async fn an_unknown_kind_fails_that_resource_only() {
         true,
         fake_apiserver::ALL_VERBS,
     );
-    reconcile(&fake, &ctx, NS, "scaler").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while reconcile(&fake, &ctx, NS, "scaler").await.is_err() {
+        assert!(Instant::now() < deadline, "the new kind was never found");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     assert_eq!(copies(&fake, "scaledobjects", NS).len(), 1);
 }
 
@@ -1017,7 +1022,7 @@ fn names_follow_spec_4_and_differ_per_version() {
 }
 
 #[test]
-fn hash_is_canonical_and_drift_check_ignores_server_fields() {
+fn hash_is_canonical() {
     let a: Value =
         serde_json::from_str(r#"{"b": 1, "a": {"y": [1, {"q": 2, "p": 1}], "x": "s"}}"#).unwrap();
     let b: Value =
@@ -1028,24 +1033,6 @@ fn hash_is_canonical_and_drift_check_ignores_server_fields() {
         content_hash(&a),
         content_hash(&json!({"b": 2, "a": a["a"]}))
     );
-
-    let desired =
-        json!({"spec": {"min": 1, "metrics": [{"type": "Resource"}]}, "metadata": {"name": "n"}});
-    let live = json!({"spec": {"min": 1, "metrics": [{"type": "Resource", "defaulted": 1}], "extra": true},
-                      "metadata": {"name": "n", "uid": "u"}, "status": {}});
-    assert!(contains_desired(&live, &desired));
-    assert!(!contains_desired(
-        &json!({"spec": {"min": 2, "metrics": [{"type": "Resource"}]}, "metadata": {"name": "n"}}),
-        &desired
-    ));
-    assert!(!contains_desired(
-        &json!({"spec": {"min": 1, "metrics": []}, "metadata": {"name": "n"}}),
-        &desired
-    ));
-    assert!(!contains_desired(
-        &json!({"metadata": {"name": "n"}}),
-        &desired
-    ));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1128,6 +1115,10 @@ async fn run_resyncs_to_repair_drift() {
     edited["apiVersion"] = json!("autoscaling/v2");
     edited["kind"] = json!("HorizontalPodAutoscaler");
     edited["spec"]["maxReplicas"] = json!(1);
+    // A spec edit moves the generation, as the API server does on every spec change
+    // (`insert` stores the object as given).
+    let generation = edited["metadata"]["generation"].as_i64().unwrap();
+    edited["metadata"]["generation"] = json!(generation + 1);
     fake.insert(edited);
     wait_for("the drift repair", || {
         copies(&fake, HPAS, NS)[&name]["spec"]["maxReplicas"] == 10
@@ -1209,4 +1200,224 @@ async fn scale_1000_attached_resources_by_3_versions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scale_smoke_20_by_3() {
     scale_run(20, 4).await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Label values (issue 11 defect 4)
+// ---------------------------------------------------------------------------------------
+
+/// A Deployment name of 83 characters (no `tether.dev/version` label, so it is the version).
+const LONG_DEPLOYMENT: &str =
+    "payments-worker-release-2026-11-30-build-4f1c2a9e-canary-blue-green-east-1.internal";
+/// An AttachedResource name of 91 characters.
+const LONG_ATR: &str =
+    "payments-worker-horizontal-pod-autoscaler-with-a-name-long-enough-to-exceed-the-label-limit";
+// Golden values, computed independently of tether with coreutils:
+//   printf '%s' "$LONG_DEPLOYMENT" | sha256sum | cut -c1-8   -> eec0debe
+//   printf '%s' "$LONG_ATR" | sha256sum | cut -c1-8          -> 972792eb
+// and the first 54 characters of each value, trailing '-' / '.' / '_' removed.
+const LONG_DEPLOYMENT_LABEL: &str =
+    "payments-worker-release-2026-11-30-build-4f1c2a9e-cana-eec0debe";
+const LONG_ATR_LABEL: &str = "payments-worker-horizontal-pod-autoscaler-with-a-name-972792eb";
+
+fn assert_valid_label_values(obj: &Value) {
+    for (k, v) in obj["metadata"]["labels"].as_object().expect("labels") {
+        let v = v.as_str().expect("string label value");
+        assert!(
+            tether::naming::is_label_value(v),
+            "label {k}={v:?} ({} characters) is not a valid label value",
+            v.len()
+        );
+    }
+}
+
+#[test]
+fn render_shortens_label_values_over_63_characters_with_a_hash() {
+    let object = json!({
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"labels": {"release": "{{ .Version }}", "team": "payments"}},
+        "spec": {"scaleTargetRef": {}, "minReplicas": 1, "maxReplicas": 3}
+    });
+    let t = Target {
+        deployment: LONG_DEPLOYMENT.into(),
+        uid: "uid-1".into(),
+        version: LONG_DEPLOYMENT.into(),
+        match_labels: BTreeMap::from([("app".to_string(), "w".to_string())]),
+    };
+    let out = render_copy(&object, LONG_ATR, "payments", "worker", &t).unwrap();
+    assert_valid_label_values(&out);
+    let labels = &out["metadata"]["labels"];
+    assert_eq!(labels[ATTACHED_LABEL], LONG_ATR_LABEL);
+    assert_eq!(labels[VERSION_LABEL], LONG_DEPLOYMENT_LABEL);
+    assert_eq!(
+        labels["tether.dev/workload"], "worker",
+        "short values are kept"
+    );
+    assert_eq!(labels["team"], "payments");
+    assert_eq!(
+        labels["release"], LONG_DEPLOYMENT_LABEL,
+        "a placeholder rendered into a label value is shortened the same way"
+    );
+    // Names and references keep the full names: only label values are limited to 63.
+    assert_eq!(out["spec"]["scaleTargetRef"]["name"], LONG_DEPLOYMENT);
+    assert_eq!(
+        out["metadata"]["ownerReferences"][0]["name"],
+        LONG_DEPLOYMENT
+    );
+}
+
+#[tokio::test]
+async fn long_names_give_valid_labels_and_the_copy_is_found_again() {
+    let (fake, ctx) = setup().await;
+    add_deployment(&fake, NS, LONG_DEPLOYMENT, "worker", None);
+    add_atr(&fake, NS, LONG_ATR, "worker", hpa_object());
+    reconcile(&fake, &ctx, NS, LONG_ATR).await.unwrap();
+    let hpas = copies(&fake, HPAS, NS);
+    assert_eq!(hpas.len(), 1);
+    let copy = hpas.values().next().unwrap();
+    assert_valid_label_values(copy);
+    assert_eq!(copy["metadata"]["labels"][ATTACHED_LABEL], LONG_ATR_LABEL);
+    assert_eq!(
+        copy["metadata"]["labels"][VERSION_LABEL],
+        LONG_DEPLOYMENT_LABEL
+    );
+    // The copy is found by its (shortened) label: the next reconcile writes nothing and does
+    // not mistake it for a stale copy.
+    fake.clear_requests();
+    reconcile(&fake, &ctx, NS, LONG_ATR).await.unwrap();
+    assert_eq!(fake.write_count(), 0, "{:#?}", fake.writes());
+    assert_eq!(copies(&fake, HPAS, NS).len(), 1);
+}
+
+// ---------------------------------------------------------------------------------------
+// Bounded state (issue 11 defect 10)
+// ---------------------------------------------------------------------------------------
+
+/// An AttachedResource that failed (so it has a backoff entry) and is then deleted while
+/// no reconcile is due (it never got its finalizer) must not keep its entry: the controller
+/// drops entries of objects that no longer exist. A live failing object keeps its entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backoff_entries_of_deleted_objects_are_dropped() {
+    let fake = FakeApiServer::start().await;
+    let client = fake.client().await;
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        Metrics::new(),
+        Arc::new(ApiResolver::new(client)),
+        Some("test".into()),
+        Settings {
+            prune_every: Duration::from_millis(100),
+            ..Settings::default()
+        },
+    ));
+    add_deployment(&fake, NS, "worker-v1", "worker", Some("v1"));
+    // "doomed" cannot even get its finalizer; "bad" fails on every reconcile (unknown kind).
+    let doomed_path = format!("/apis/tether.dev/v1alpha1/namespaces/{NS}/attachedresources/doomed");
+    fake.fail(&doomed_path, Fault::Status(500, "etcd is sad".into()), None);
+    add_atr(&fake, NS, "doomed", "worker", hpa_object());
+    add_atr(
+        &fake,
+        NS,
+        "bad",
+        "worker",
+        json!({"apiVersion": "example.org/v1", "kind": "Nope", "spec": {}}),
+    );
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let handle = tokio::spawn(attached::run(ctx.clone(), async move {
+        let _ = rx.await;
+    }));
+    // Three failures of "doomed": its next retry is 8 s away.
+    wait_for("three failed reconciles of doomed", || {
+        fake.requests_matching("PATCH", &doomed_path).len() >= 3
+    })
+    .await;
+    let doomed = format!("AttachedResource/{NS}/doomed");
+    let bad = format!("AttachedResource/{NS}/bad");
+    assert!(ctx.backoff.contains(&doomed));
+    fake.clear_faults();
+    let atrs: Api<AttachedResource> = Api::namespaced(ctx.client.clone(), NS);
+    atrs.delete("doomed", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert!(
+        get_atr(&fake, NS, "doomed").is_none(),
+        "no finalizer: gone at once"
+    );
+    wait_for("the deleted object's backoff entry to go", || {
+        !ctx.backoff.contains(&doomed)
+    })
+    .await;
+    assert!(
+        ctx.backoff.contains(&bad),
+        "an object that still exists and still fails keeps its backoff"
+    );
+    tx.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), handle)
+        .await
+        .expect("run returns after shutdown")
+        .unwrap();
+}
+
+// ---------------------------------------------------------------------------------------
+// Idempotence against what the API server returns (issue 11 defect 1)
+// ---------------------------------------------------------------------------------------
+
+/// The API server stores normalised values (a quantity `"1000m"` comes back as `"1"`) and a
+/// Deployment changes all the time (status, labels): none of that may make a converged
+/// reconcile write. Prints the write calls per no-op reconcile.
+#[tokio::test]
+async fn normalised_copies_status_patches_label_edits_and_resyncs_write_nothing() {
+    let (fake, ctx) = setup().await;
+    let dep = add_deployment(&fake, NS, "worker-v1", "worker", Some("v1"));
+    let object = json!({
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "spec": {
+            "scaleTargetRef": {}, "minReplicas": 1, "maxReplicas": 4,
+            "metrics": [{"type": "Pods", "pods": {
+                "metric": {"name": "inflight"},
+                "target": {"type": "AverageValue", "averageValue": "1000m"}}}]
+        }
+    });
+    add_atr(&fake, NS, "hpa", "worker", object);
+    reconcile(&fake, &ctx, NS, "hpa").await.unwrap();
+    let name = attached_name("worker-v1", "hpa", "worker", "v1");
+    let mut stored = copies(&fake, HPAS, NS)[&name].clone();
+    assert!(
+        stored["metadata"]["annotations"][APPLIED_HASH_ANNOTATION].is_string(),
+        "the copy carries the hash it was applied with: {stored}"
+    );
+    // What a real API server keeps: the quantity normalised, defaults filled in. Not an edit:
+    // the generation stays.
+    stored["apiVersion"] = json!("autoscaling/v2");
+    stored["kind"] = json!("HorizontalPodAutoscaler");
+    stored["spec"]["metrics"][0]["pods"]["target"]["averageValue"] = json!("1");
+    stored["spec"]["behavior"] = json!({"scaleUp": {"stabilizationWindowSeconds": 0}});
+    fake.insert(stored);
+
+    let mut per_reconcile = Vec::new();
+    let noop = |what: &'static str| {
+        let fake = &fake;
+        let ctx = ctx.clone();
+        async move {
+            fake.clear_requests();
+            reconcile(fake, &ctx, NS, "hpa").await.unwrap();
+            let writes = fake.writes();
+            assert!(writes.is_empty(), "{what}: {writes:#?}");
+            (what, writes.len())
+        }
+    };
+    per_reconcile.push(noop("normalised copy").await);
+    // The Deployment's status moves (a rollout), then someone labels it.
+    let mut d = dep.clone();
+    d["status"] =
+        json!({"observedGeneration": 2, "replicas": 3, "readyReplicas": 2, "updatedReplicas": 3});
+    fake.insert(d.clone());
+    per_reconcile.push(noop("Deployment status patch").await);
+    d["metadata"]["labels"]["team"] = json!("payments");
+    fake.insert(d);
+    per_reconcile.push(noop("Deployment label edit").await);
+    per_reconcile.push(noop("resync").await);
+    eprintln!("write calls per no-op reconcile: {per_reconcile:?}");
 }

@@ -37,6 +37,7 @@ async fn context(fake: &FakeApiServer, auto_create: bool) -> Arc<Context> {
         Settings {
             auto_create_domain_claims: auto_create,
             resync: Duration::from_secs(300),
+            ..Settings::default()
         },
     ))
 }

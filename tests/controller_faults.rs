@@ -50,6 +50,7 @@ async fn fan_out_converges_through_conflicts_throttling_errors_and_dropped_watch
         Settings {
             auto_create_domain_claims: false,
             resync: Duration::from_secs(300),
+            ..Settings::default()
         },
     ));
     for (name, v) in [

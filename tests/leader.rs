@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fake_apiserver::FakeApiServer;
+use fake_apiserver::{FakeApiServer, Fault};
 use tether::controller::leader::{lead, LeaderConfig};
 use tether::metrics::Metrics;
 use tether::shutdown;
@@ -115,6 +115,102 @@ async fn one_leader_takeover_after_expiry_and_after_release() {
     .await;
     assert_eq!(mb.leader.get(), 1);
     eprintln!("takeover after release: {:?}", released.elapsed());
+}
+
+/// Issue 11 defect 6: the reconcilers' future ending while this replica holds the Lease (a
+/// controller stream that ended, say) must not leave a leader that reconciles nothing:
+/// `tether_leader` drops to 0, the Lease is released, and the reconcilers start again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcilers_that_end_while_leading_are_restarted_and_the_gauge_tells() {
+    let fake = FakeApiServer::start().await;
+    let client = fake.client().await;
+    let starts = Arc::new(AtomicUsize::new(0));
+    let running = Arc::new(AtomicUsize::new(0));
+    let metrics = Metrics::new();
+    let (trigger, signal) = shutdown::channel();
+    let task = {
+        let (starts, running, metrics) = (starts.clone(), running.clone(), metrics.clone());
+        tokio::spawn(async move {
+            let work = |stop: shutdown::Signal| {
+                let (starts, running) = (starts.clone(), running.clone());
+                async move {
+                    // The first run ends on its own at once; later runs behave.
+                    if starts.fetch_add(1, Ordering::SeqCst) == 0 {
+                        return;
+                    }
+                    running.fetch_add(1, Ordering::SeqCst);
+                    stop.wait().await;
+                    running.fetch_sub(1, Ordering::SeqCst);
+                }
+            };
+            lead(client, cfg("replica-a"), metrics, signal, work).await
+        })
+    };
+    wait_for(
+        "the gauge to say this replica no longer leads",
+        Duration::from_secs(15),
+        || starts.load(Ordering::SeqCst) == 1 && metrics.leader.get() == 0,
+    )
+    .await;
+    wait_for(
+        "the reconcilers to be started again, leading",
+        Duration::from_secs(20),
+        || running.load(Ordering::SeqCst) == 1 && metrics.leader.get() == 1,
+    )
+    .await;
+    assert_eq!(starts.load(Ordering::SeqCst), 2);
+    let lease = fake
+        .get(
+            "coordination.k8s.io",
+            "v1",
+            "leases",
+            Some("tether-system"),
+            "tether-controller",
+        )
+        .expect("the Lease exists");
+    assert_eq!(lease["spec"]["holderIdentity"], "replica-a");
+    trigger.fire();
+    let r = tokio::time::timeout(Duration::from_secs(15), task)
+        .await
+        .expect("lead returns after shutdown")
+        .unwrap();
+    assert!(r.is_ok(), "{r:?}");
+    assert_eq!(metrics.leader.get(), 0);
+}
+
+/// Issue 11 defect 6: a lease manager that fails (here: the API server refuses the Lease
+/// requests for a while) is retried with backoff instead of leaving a replica that never
+/// leads again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_manager_errors_are_retried_until_the_replica_leads() {
+    let fake = FakeApiServer::start().await;
+    let client = fake.client().await;
+    fake.fail(
+        "/apis/coordination.k8s.io",
+        Fault::Status(500, "etcdserver: leader changed".into()),
+        Some(2),
+    );
+    let active = Arc::new(AtomicUsize::new(0));
+    let metrics = Metrics::new();
+    let (trigger, task) = replica(client, "replica-a", active.clone(), metrics.clone());
+    wait_for(
+        "the replica to lead despite the errors",
+        Duration::from_secs(30),
+        || active.load(Ordering::SeqCst) == 1,
+    )
+    .await;
+    assert_eq!(metrics.leader.get(), 1);
+    assert!(
+        fake.requests_matching("", "/apis/coordination.k8s.io")
+            .len()
+            >= 3,
+        "the failed requests were retried"
+    );
+    trigger.fire();
+    tokio::time::timeout(Duration::from_secs(15), task)
+        .await
+        .expect("lead returns after shutdown")
+        .unwrap();
 }
 
 fn chrono_now() -> String {

@@ -455,6 +455,8 @@ fn serve_without_a_cluster_says_how_to_run_standalone() {
             "127.0.0.1:0",
             "--metrics-listen",
             "127.0.0.1:0",
+            "--domain-root",
+            "apps.example.com",
         ])
         .arg("--tls-cert")
         .arg(dir.path().join("tls.crt"))

@@ -29,8 +29,10 @@ pub struct Handlers {
     pub appdomains: Arc<dyn DomainHolders>,
 }
 
-/// Verbs tether's controller uses on every attached copy.
-const TETHER_VERBS: [&str; 4] = ["create", "patch", "get", "delete"];
+/// Verbs tether's controller uses on every attached copy (SPEC 5.1.8): create and patch
+/// (server-side apply), get, list (finding existing copies by label) and delete (pruning,
+/// cleanup). Copies are never watched.
+pub const TETHER_VERBS: [&str; 5] = ["create", "patch", "get", "list", "delete"];
 
 impl Handlers {
     pub async fn decide(&self, webhook: Webhook, req: &AdmissionRequest) -> Decision {
@@ -198,16 +200,25 @@ impl Handlers {
         |d: &str| self.appdomains.holders(d)
     }
 
-    /// SPEC 5.4 mutation: fill `spec.domain` and the default `spec.serviceRef` on CREATE.
+    /// SPEC 5.4 mutation: fill `spec.domain` and the default `spec.serviceRef` on CREATE;
+    /// restore an emptied `spec.domain` (and service name) from `oldObject` on UPDATE, so
+    /// re-applying the creating manifest is a no-op.
     fn mutate_appdomain(&self, req: &AdmissionRequest) -> Decision {
-        if !matches!(req.operation, Operation::Create) {
-            return Decision::allow("no_mutation");
-        }
         let Some(obj) = req.object.as_ref() else {
             return Decision::allow("no_object");
         };
         let ns = req.namespace.as_deref().unwrap_or_default();
-        match appdomain::mutate(obj, &self.domains, &self.holders(), (ns, req.name.as_str())) {
+        let myself = (ns, req.name.as_str());
+        let mutated = match (&req.operation, req.old_object.as_ref()) {
+            (Operation::Create, _) => {
+                appdomain::mutate(obj, &self.domains, &self.holders(), myself)
+            }
+            (Operation::Update, Some(old)) => {
+                appdomain::mutate_update(obj, old, &self.domains, &self.holders(), myself)
+            }
+            _ => return Decision::allow("no_mutation"),
+        };
+        match mutated {
             Ok(m) if m.is_empty() => Decision::allow("no_mutation"),
             Ok(m) => Decision::allow("domain_assigned")
                 .with_patch(m.patch)
@@ -244,6 +255,10 @@ impl Handlers {
             Outcome::Denied(v) => return deny_violations(&v),
             Outcome::Conflict(msg) => return Decision::conflict("domain_conflict", msg),
         };
+        // Spec unchanged (finalizers, labels): nothing new is asked of the user either.
+        if old.is_some_and(|o| appdomain::spec_unchanged(obj, o)) {
+            return Decision::allow("spec_unchanged");
+        }
         // Item 4: the user may create the DomainMapping tether will create on their behalf.
         let user = identity_of(req);
         let mapping = ResourceInfo {

@@ -13,11 +13,17 @@
 //!    the name from [`crate::naming::attached_name`]; labels `tether.dev/attached-resource`,
 //!    `tether.dev/workload`, `tether.dev/version` over the object's own; an owner reference to
 //!    the Deployment (so the garbage collector removes the copy with its version).
-//! 4. **Apply** with server-side apply (field manager `tether/<ns>/<atr>`, force), unless the
-//!    rendered object's hash ([`content_hash`]) equals the target's `lastAppliedHash` in
-//!    status, the copy exists, and the copy still carries every field we render (so drift
-//!    found by the periodic resync is repaired). Existence and drift come from one LIST of the
-//!    copies (label `tether.dev/attached-resource=<atr>`), not a GET per target.
+//! 4. **Apply** with server-side apply (field manager `tether/<ns>/<atr>`, force), the copy
+//!    annotated `tether.dev/applied-hash: <hash of the rendered object>` ([`content_hash`]),
+//!    unless the hash equals the target's `lastAppliedHash` in status and the live copy is
+//!    still what was applied ([`copy_up_to_date`]: same hash annotation, the
+//!    `metadata.generation` recorded in status after the apply, owner reference, labels).
+//!    Only what the API server preserves verbatim is compared — list items come back without
+//!    apiVersion/kind and with normalised values — so a no-op reconcile writes nothing, while
+//!    a spec edit by anyone (it moves the generation) is repaired on the next reconcile.
+//!    Existence and drift come from one LIST of the copies (label
+//!    `tether.dev/attached-resource=<atr>`, shortened like every label value, see
+//!    [`crate::naming::label_value`]), not a GET per target.
 //! 5. **Prune.** Copies whose Deployment is no longer a target are deleted. `spec.object`'s
 //!    kind may change (only `workloadRef` is immutable), and the status has no field for the
 //!    kind, so the kinds that may have copies are recorded in the annotation
@@ -69,6 +75,8 @@ pub const VERSION_LABEL: &str = "tether.dev/version";
 /// Annotation on the AttachedResource: the `apiVersion, Kind=Kind` pairs that may have copies
 /// (a JSON array of strings), so a kind change can find and delete the old kind's copies.
 pub const APPLIED_KINDS_ANNOTATION: &str = "tether.dev/applied-kinds";
+/// Annotation on every copy: the [`content_hash`] of the object tether rendered and applied.
+pub const APPLIED_HASH_ANNOTATION: &str = "tether.dev/applied-hash";
 /// The `Ready` condition's reasons (SPEC 3.1).
 pub const REASON_APPLIED: &str = "AllTargetsApplied";
 pub const REASON_FAILED: &str = "ApplyFailed";
@@ -264,6 +272,13 @@ pub fn render_copy(
     labels.insert(ATTACHED_LABEL.into(), Value::String(atr_name.to_string()));
     labels.insert(WORKLOAD_LABEL.into(), Value::String(workload.to_string()));
     labels.insert(VERSION_LABEL.into(), Value::String(target.version.clone()));
+    // Every label value must be valid, at most 63 characters (SPEC 6.1): names (up to 253)
+    // and placeholders rendered into labels are shortened with a hash suffix.
+    for v in labels.values_mut() {
+        if let Value::String(s) = v {
+            *s = crate::naming::label_value(s);
+        }
+    }
     meta.insert("labels".into(), Value::Object(labels));
     meta.insert(
         "ownerReferences".into(),
@@ -316,18 +331,57 @@ pub fn content_hash(v: &Value) -> String {
     hex::encode(Sha256::digest(s.as_bytes()))
 }
 
-/// Whether `live` still carries everything in `desired` (objects: every key, recursively;
-/// arrays: same length, element-wise; scalars: equal). Fields the API server adds (defaults,
-/// metadata) do not count as drift.
-pub fn contains_desired(live: &Value, desired: &Value) -> bool {
-    match (desired, live) {
-        (Value::Object(d), Value::Object(l)) => d
-            .iter()
-            .all(|(k, dv)| l.get(k).is_some_and(|lv| contains_desired(lv, dv))),
-        (Value::Array(d), Value::Array(l)) => {
-            d.len() == l.len() && d.iter().zip(l).all(|(dv, lv)| contains_desired(lv, dv))
-        }
-        (d, l) => d == l,
+/// Whether the live copy is still what tether applied for `hash`, judged only from what the
+/// API server preserves verbatim (SPEC 6): its [`APPLIED_HASH_ANNOTATION`], the generation
+/// recorded after the last apply (the server moves it on every spec change, by anyone), the
+/// owner reference to the target, and tether's labels. Never the copy's spec: list items of
+/// built-in kinds come back without apiVersion/kind, and values come back normalised
+/// (quantities, int-or-string, defaults), so comparing JSON would re-apply on every reconcile.
+pub fn copy_up_to_date(
+    live: &DynamicObject,
+    rendered: &Value,
+    hash: &str,
+    recorded_generation: Option<i64>,
+    owner_uid: &str,
+) -> bool {
+    let meta = &live.metadata;
+    if meta.deletion_timestamp.is_some() {
+        return false;
+    }
+    let annotated = live
+        .annotations()
+        .get(APPLIED_HASH_ANNOTATION)
+        .map(String::as_str)
+        == Some(hash);
+    let generation_ok = recorded_generation.is_some() && meta.generation == recorded_generation;
+    let owned = live
+        .owner_references()
+        .iter()
+        .any(|o| o.uid == owner_uid && o.controller == Some(true));
+    let labels_ok = rendered
+        .pointer("/metadata/labels")
+        .and_then(Value::as_object)
+        .is_none_or(|want| {
+            want.iter()
+                .all(|(k, v)| live.labels().get(k).map(String::as_str) == v.as_str())
+        });
+    annotated && generation_ok && owned && labels_ok
+}
+
+/// Sets `metadata.annotations[key]` on a rendered copy (whose `metadata` is an object);
+/// annotations that are not an object (invalid anyway) are replaced.
+fn set_annotation(body: &mut Value, key: &str, value: &str) {
+    let Some(meta) = body.get_mut("metadata").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let annotations = meta
+        .entry("annotations")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !annotations.is_object() {
+        *annotations = Value::Object(Map::new());
+    }
+    if let Some(a) = annotations.as_object_mut() {
+        a.insert(key.to_string(), Value::String(value.to_string()));
     }
 }
 
@@ -558,7 +612,10 @@ async fn list_copies(
     name: &str,
     ar: &ApiResource,
 ) -> Result<Vec<DynamicObject>, Error> {
-    let lp = ListParams::default().labels(&format!("{ATTACHED_LABEL}={name}"));
+    let lp = ListParams::default().labels(&format!(
+        "{ATTACHED_LABEL}={}",
+        crate::naming::label_value(name)
+    ));
     copies_api(ctx, ns, ar)
         .list(&lp)
         .await
@@ -680,10 +737,15 @@ async fn reconcile_inner(obj: &AttachedResource, ctx: &Context) -> Result<Action
     targets.sort_by(|a, b| a.deployment.cmp(&b.deployment));
 
     let old_status = obj.status.clone().unwrap_or_default();
-    let old_hash: HashMap<&str, &str> = old_status
+    let old_applied: HashMap<&str, (&str, Option<i64>)> = old_status
         .targets
         .iter()
-        .map(|t| (t.resource_name.as_str(), t.last_applied_hash.as_str()))
+        .map(|t| {
+            (
+                t.resource_name.as_str(),
+                (t.last_applied_hash.as_str(), t.copy_generation),
+            )
+        })
         .collect();
     let mut extra_failures: Vec<String> = Vec::new();
     let mut entries: Vec<TargetStatus> = Vec::with_capacity(targets.len());
@@ -704,6 +766,7 @@ async fn reconcile_inner(obj: &AttachedResource, ctx: &Context) -> Result<Action
                     applied: false,
                     message: msg.clone(),
                     last_applied_hash: String::new(),
+                    copy_generation: None,
                 });
             }
             if targets.is_empty() {
@@ -732,29 +795,33 @@ async fn reconcile_inner(obj: &AttachedResource, ctx: &Context) -> Result<Action
                     applied: false,
                     message: String::new(),
                     last_applied_hash: String::new(),
+                    copy_generation: None,
                 };
                 match render_copy(&obj.spec.object, &name, &ns, &workload, t) {
                     Err(e) => entry.message = e.to_string(),
                     Ok(rendered) => {
                         let hash = content_hash(&rendered);
-                        let live = existing.get(&resource_name);
-                        let unchanged = old_hash.get(resource_name.as_str())
-                            == Some(&hash.as_str())
-                            && live.is_some_and(|l| {
-                                serde_json::to_value(l)
-                                    .is_ok_and(|lv| contains_desired(&lv, &rendered))
-                            });
+                        let recorded = old_applied.get(resource_name.as_str());
+                        let unchanged = recorded.is_some_and(|(h, generation)| {
+                            *h == hash
+                                && existing.get(&resource_name).is_some_and(|live| {
+                                    copy_up_to_date(live, &rendered, &hash, *generation, &t.uid)
+                                })
+                        });
                         if unchanged {
                             entry.applied = true;
                             entry.last_applied_hash = hash;
+                            entry.copy_generation = recorded.and_then(|(_, g)| *g);
                         } else {
                             let mut body = rendered;
                             body["apiVersion"] = json!(kind.resource.api_version);
                             body["kind"] = json!(kind.resource.kind);
+                            set_annotation(&mut body, APPLIED_HASH_ANNOTATION, &hash);
                             match api.patch(&resource_name, &pp, &Patch::Apply(&body)).await {
-                                Ok(_) => {
+                                Ok(applied) => {
                                     entry.applied = true;
                                     entry.last_applied_hash = hash;
+                                    entry.copy_generation = applied.metadata.generation;
                                 }
                                 Err(e) => {
                                     entry.message = format!(
@@ -960,7 +1027,13 @@ pub async fn run(
     let deployments: Api<Deployment> = Api::all(ctx.client.clone());
     let controller = Controller::new(atrs, watcher::Config::default());
     let store = controller.store();
-    controller
+    let pruner = super::prune_backoff(
+        ctx.clone(),
+        controller.store(),
+        "AttachedResource/",
+        |a: &AttachedResource| backoff_key(a),
+    );
+    let running = controller
         .watches(
             deployments,
             watcher::Config::default().labels(WORKLOAD_LABEL),
@@ -988,6 +1061,9 @@ pub async fn run(
                 }
                 Err(e) => tracing::warn!(controller = NAME, error = %e, "controller error"),
             }
-        })
-        .await;
+        });
+    tokio::select! {
+        _ = running => {}
+        _ = pruner => {}
+    }
 }

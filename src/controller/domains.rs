@@ -979,13 +979,19 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         Api::<AppDomain>::all(client.clone()),
         watcher::Config::default(),
     );
+    let pruner = super::prune_backoff(
+        ctx.clone(),
+        controller.store(),
+        "AppDomain/",
+        |a: &AppDomain| backoff_key(a),
+    );
     let by_domain = controller.store();
     let by_service = controller.store();
     let dm = domain_mapping_resource();
     let cdc = cluster_domain_claim_resource();
     let ksvc = knative_service_resource();
     tracing::info!(controller = NAME, "starting");
-    controller
+    let running = controller
         .owns_with(
             Api::<DynamicObject>::all_with(client.clone(), &dm),
             dm,
@@ -1026,7 +1032,11 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
                 Ok((obj, _)) => tracing::debug!(controller = NAME, object = %obj, "reconciled"),
                 Err(e) => tracing::debug!(controller = NAME, error = %e, "controller event"),
             }
-        })
-        .await;
+        });
+    // The pruner only ends if the store's writer went away, i.e. the controller ended too.
+    tokio::select! {
+        _ = running => {}
+        _ = pruner => {}
+    }
     tracing::info!(controller = NAME, "stopped");
 }

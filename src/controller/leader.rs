@@ -1,9 +1,17 @@
 //! Leader election through a `coordination.k8s.io/v1` Lease (kube-lease-manager): every
 //! replica serves admission; only the lease holder reconciles. Losing the lease stops the
 //! reconcilers at once (their shutdown signal fires), and `tether_leader` shows who leads.
+//!
+//! Nothing stops quietly: when the reconcilers end (or panic) while this replica holds the
+//! Lease, or the lease manager fails, the replica logs an error, sets `tether_leader` to 0,
+//! releases the Lease (so another replica can take over), and starts over after a backoff
+//! (1 s, doubling, at most 30 s). Only shutdown ends [`lead`] and [`run_unelected`].
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use kube_lease_manager::{LeaseManagerBuilder, LeaseManagerError};
 
 use crate::metrics::Metrics;
@@ -21,8 +29,46 @@ pub struct LeaderConfig {
     pub grace_s: u64,
 }
 
+/// Why one round of leading ended without a shutdown.
+#[derive(Debug, thiserror::Error)]
+pub enum LeadError {
+    #[error("the lease manager failed: {0}")]
+    Manager(#[from] LeaseManagerError),
+    #[error("the lease manager stopped unexpectedly")]
+    ManagerStopped,
+    #[error("the reconcilers stopped while this replica held the lease")]
+    WorkEnded,
+    #[error("the reconcilers panicked")]
+    WorkPanicked,
+}
+
+const RESTART_MIN: Duration = Duration::from_secs(1);
+const RESTART_MAX: Duration = Duration::from_secs(30);
+/// A round that lasted this long was healthy: the next failure starts the backoff afresh.
+const RESTART_RESET: Duration = Duration::from_secs(120);
+
+/// Restart delays: doubling from [`RESTART_MIN`] to [`RESTART_MAX`], reset after a healthy run.
+struct Restarts(Duration);
+
+impl Restarts {
+    fn new() -> Self {
+        Restarts(RESTART_MIN)
+    }
+
+    fn next(&mut self, ran_for: Duration) -> Duration {
+        if ran_for >= RESTART_RESET {
+            self.0 = RESTART_MIN;
+        }
+        let d = self.0;
+        self.0 = (self.0 * 2).min(RESTART_MAX);
+        d
+    }
+}
+
 /// Runs `work(stop)` each time this replica becomes leader, firing `stop` when the lease is
-/// lost; returns (releasing the lease) when `shutdown` fires.
+/// lost; returns (releasing the lease) when `shutdown` fires. Failures are retried with
+/// backoff (see the module docs), so the only `Ok` comes with shutdown and no `Err` is
+/// returned today (the type is kept for callers that log one).
 pub async fn lead<F, Fut>(
     client: kube::Client,
     cfg: LeaderConfig,
@@ -34,7 +80,89 @@ where
     F: Fn(Signal) -> Fut,
     Fut: Future<Output = ()>,
 {
-    let manager = LeaseManagerBuilder::new(client, cfg.lease_name.clone())
+    let mut restarts = Restarts::new();
+    loop {
+        let started = Instant::now();
+        let result = lead_once(&client, &cfg, &metrics, &shutdown, &work).await;
+        metrics.leader.set(0);
+        let problem = match result {
+            Ok(()) => return Ok(()),
+            Err(p) => p,
+        };
+        if shutdown.is_fired() {
+            return Ok(());
+        }
+        let delay = restarts.next(started.elapsed());
+        tracing::error!(
+            identity = %cfg.identity,
+            lease = %cfg.lease_name,
+            error = %problem,
+            retry_in_ms = delay.as_millis() as u64,
+            "leader election stopped; this replica does not reconcile until it starts over"
+        );
+        tokio::select! {
+            _ = shutdown.wait() => return Ok(()),
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+/// Without leader election (`--leader-elect=false`): runs `work` until `shutdown`, starting
+/// it again with backoff whenever it ends (or panics) on its own; `tether_leader` is 1 only
+/// while it runs.
+pub async fn run_unelected<F, Fut>(metrics: Metrics, shutdown: Signal, work: F)
+where
+    F: Fn(Signal) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let mut restarts = Restarts::new();
+    loop {
+        let started = Instant::now();
+        metrics.leader.set(1);
+        let panicked = AssertUnwindSafe(work(shutdown.clone()))
+            .catch_unwind()
+            .await
+            .is_err();
+        metrics.leader.set(0);
+        if shutdown.is_fired() {
+            return;
+        }
+        let delay = restarts.next(started.elapsed());
+        let problem = if panicked {
+            LeadError::WorkPanicked
+        } else {
+            LeadError::WorkEnded
+        };
+        tracing::error!(error = %problem, retry_in_ms = delay.as_millis() as u64, "reconcilers stopped; starting them again");
+        tokio::select! {
+            _ = shutdown.wait() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+/// Why leading ended.
+enum Why {
+    Lost,
+    Shutdown,
+    ManagerStopped,
+    /// The reconcilers ended by themselves (`true`: they panicked).
+    WorkEnded(bool),
+}
+
+/// One lease manager's lifetime: `Ok` on shutdown, `Err` when something stopped.
+async fn lead_once<F, Fut>(
+    client: &kube::Client,
+    cfg: &LeaderConfig,
+    metrics: &Metrics,
+    shutdown: &Signal,
+    work: &F,
+) -> Result<(), LeadError>
+where
+    F: Fn(Signal) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let manager = LeaseManagerBuilder::new(client.clone(), cfg.lease_name.clone())
         .with_namespace(cfg.namespace.clone())
         .with_identity(cfg.identity.clone())
         .with_duration(cfg.duration_s)
@@ -49,43 +177,67 @@ where
             tokio::select! {
                 changed = rx.changed() => {
                     if changed.is_err() {
-                        return finish(task).await;
+                        finish(task).await?;
+                        return Err(LeadError::ManagerStopped);
                     }
                 }
                 _ = shutdown.wait() => {
+                    // Dropping the receiver makes the manager release the lease.
                     drop(rx);
-                    return finish(task).await;
+                    finish(task).await?;
+                    return Ok(());
                 }
             }
         }
         metrics.leader.set(1);
         tracing::info!(identity = %cfg.identity, lease = %cfg.lease_name, "acquired the controller lease; reconciling");
         let (trigger, stop) = shutdown::channel();
-        let work_fut = work(stop);
+        let work_fut = AssertUnwindSafe(work(stop)).catch_unwind();
         tokio::pin!(work_fut);
-        let mut work_done = false;
-        loop {
+        let why = loop {
             tokio::select! {
-                _ = &mut work_fut, if !work_done => { work_done = true; }
+                done = &mut work_fut => break Why::WorkEnded(done.is_err()),
                 changed = rx.changed() => {
-                    if changed.is_err() || !*rx.borrow_and_update() {
-                        tracing::warn!(identity = %cfg.identity, "lost the controller lease; stopping reconcilers");
-                        break;
+                    if changed.is_err() {
+                        break Why::ManagerStopped;
+                    }
+                    if !*rx.borrow_and_update() {
+                        break Why::Lost;
                     }
                 }
-                _ = shutdown.wait() => break,
+                _ = shutdown.wait() => break Why::Shutdown,
             }
-        }
+        };
         trigger.fire();
-        if !work_done {
-            work_fut.await;
+        if !matches!(why, Why::WorkEnded(_)) {
+            let _ = work_fut.await;
         }
         metrics.leader.set(0);
-        if shutdown.is_fired() {
-            // Dropping the receiver makes the manager release the lease: the next replica
-            // takes over at once instead of after the lease expires.
-            drop(rx);
-            return finish(task).await;
+        match why {
+            Why::Lost => {
+                tracing::warn!(identity = %cfg.identity, "lost the controller lease; reconcilers stopped");
+            }
+            Why::Shutdown => {
+                // Released at once: the next replica takes over without waiting for expiry.
+                drop(rx);
+                finish(task).await?;
+                return Ok(());
+            }
+            Why::ManagerStopped => {
+                drop(rx);
+                let _ = finish(task).await;
+                return Err(LeadError::ManagerStopped);
+            }
+            Why::WorkEnded(panicked) => {
+                // Release the lease so a healthy replica can lead while this one backs off.
+                drop(rx);
+                let _ = finish(task).await;
+                return Err(if panicked {
+                    LeadError::WorkPanicked
+                } else {
+                    LeadError::WorkEnded
+                });
+            }
         }
     }
 }
@@ -100,5 +252,20 @@ async fn finish(
             tracing::warn!(error = %e, "lease manager task ended abnormally");
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restarts_double_cap_and_reset_after_a_healthy_run() {
+        let mut r = Restarts::new();
+        let short = Duration::from_secs(1);
+        let got: Vec<u64> = (0..7).map(|_| r.next(short).as_secs()).collect();
+        assert_eq!(got, [1, 2, 4, 8, 16, 30, 30]);
+        assert_eq!(r.next(RESTART_RESET).as_secs(), 1);
+        assert_eq!(r.next(short).as_secs(), 2);
     }
 }

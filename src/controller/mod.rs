@@ -6,11 +6,12 @@ pub mod attached;
 pub mod domains;
 pub mod leader;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::Store;
 
 use crate::discovery::KindResolver;
 use crate::metrics::Metrics;
@@ -78,6 +79,8 @@ pub struct Settings {
     pub auto_create_domain_claims: bool,
     /// Periodic requeue of healthy objects, so drift in what we manage is repaired.
     pub resync: Duration,
+    /// How often backoff entries of objects that no longer exist are dropped.
+    pub prune_every: Duration,
 }
 
 impl Default for Settings {
@@ -85,6 +88,7 @@ impl Default for Settings {
         Self {
             auto_create_domain_claims: false,
             resync: Duration::from_secs(300),
+            prune_every: Duration::from_secs(30),
         }
     }
 }
@@ -113,6 +117,62 @@ impl Backoff {
 
     pub fn succeeded(&self, key: &str) {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+    }
+
+    /// Objects with a failure count.
+    pub fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Drops the entries whose key starts with `prefix` ("Kind/") but is not in `live`:
+    /// objects that were deleted while a retry was pending are never reconciled again, so
+    /// nothing else would clear them. Returns how many went.
+    pub fn retain_live(&self, prefix: &str, live: &HashSet<String>) -> usize {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let before = m.len();
+        m.retain(|k, _| !k.starts_with(prefix) || live.contains(k));
+        before - m.len()
+    }
+
+    pub fn contains(&self, key: &str) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(key)
+    }
+}
+
+/// Every `ctx.settings.prune_every`, drops the backoff entries of `prefix` ("Kind/") objects
+/// that are no longer in the controller's `store` (they were deleted). Runs until dropped.
+pub async fn prune_backoff<K>(
+    ctx: Arc<Context>,
+    store: Store<K>,
+    prefix: &'static str,
+    key: fn(&K) -> String,
+) where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    if store.wait_until_ready().await.is_err() {
+        return;
+    }
+    let mut tick = tokio::time::interval(ctx.settings.prune_every.max(Duration::from_millis(10)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let live: HashSet<String> = store.state().iter().map(|o| key(o)).collect();
+        let dropped = ctx.backoff.retain_live(prefix, &live);
+        if dropped > 0 {
+            tracing::debug!(
+                kind = prefix,
+                dropped,
+                "dropped backoff entries of deleted objects"
+            );
+        }
     }
 }
 
@@ -181,6 +241,18 @@ mod tests {
         assert_eq!(b.failed("other").as_secs(), 1);
         b.succeeded("k");
         assert_eq!(b.failed("k").as_secs(), 1);
+    }
+
+    #[test]
+    fn retain_live_drops_only_missing_objects_of_one_kind() {
+        let b = Backoff::new();
+        for k in ["A/ns/live", "A/ns/gone", "B/ns/gone"] {
+            b.failed(k);
+        }
+        let live = HashSet::from(["A/ns/live".to_string()]);
+        assert_eq!(b.retain_live("A/", &live), 1);
+        assert!(b.contains("A/ns/live") && !b.contains("A/ns/gone") && b.contains("B/ns/gone"));
+        assert_eq!(b.len(), 2);
     }
 
     #[test]

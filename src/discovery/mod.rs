@@ -1,8 +1,9 @@
 //! Resolving an apiVersion/kind to its resource plural and scope (SPEC 5.1 rule 7).
 //!
 //! In a cluster, [`ApiResolver`] asks API discovery for the group/version's resource list and
-//! caches it; a miss always asks again, so a CRD installed a minute ago is found on the next
-//! request. Offline, [`BuiltinResolver`] answers from a table of common resources.
+//! caches it (bounded, [`DiscoveryLimits`]); a miss is remembered only briefly, so a CRD
+//! installed a few seconds ago is found while a burst of reviews naming an unknown kind
+//! costs one discovery call. Offline, [`BuiltinResolver`] answers from a table of common resources.
 
 pub mod builtin;
 
@@ -61,30 +62,109 @@ impl KindResolver for BuiltinResolver {
     }
 }
 
-/// How long a group/version's resource list is trusted before a hit refreshes it too.
-const FRESH_FOR: Duration = Duration::from_secs(300);
+/// Bounds of [`ApiResolver`]'s cache.
+#[derive(Debug, Clone, Copy)]
+pub struct DiscoveryLimits {
+    /// How long a group/version's resource list answers a kind it contains.
+    pub fresh_for: Duration,
+    /// How long a miss (unknown group/version, or a kind its list lacks) is answered from
+    /// the cache. Short, so a CRD installed a moment ago is found soon; non-zero, so a burst
+    /// of reviews naming an unknown apiVersion costs one discovery call, not one each.
+    pub miss_ttl: Duration,
+    /// Most group/versions kept; the oldest is evicted beyond it. Every distinct apiVersion a
+    /// caller names would otherwise stay in memory forever.
+    pub max_group_versions: usize,
+}
 
-/// API discovery through the Kubernetes client, cached per group/version.
+impl Default for DiscoveryLimits {
+    fn default() -> Self {
+        Self {
+            fresh_for: Duration::from_secs(300),
+            miss_ttl: Duration::from_secs(5),
+            max_group_versions: 512,
+        }
+    }
+}
+
+/// Longest API group a cluster can serve (a DNS-1123 subdomain) and longest version (a
+/// DNS-1123 label). Anything longer is answered without asking the API server.
+const MAX_GROUP_LEN: usize = 253;
+const MAX_VERSION_LEN: usize = 63;
+/// Concurrent first lookups of one group/version wait for a single discovery call; the
+/// locks are striped by group/version so unrelated lookups rarely wait on each other.
+const FETCH_STRIPES: usize = 16;
+
+/// API discovery through the Kubernetes client, cached per group/version with a bound
+/// ([`DiscoveryLimits`]).
 pub struct ApiResolver {
     client: kube::Client,
     cache: RwLock<HashMap<String, (Vec<ResourceInfo>, Instant)>>,
+    fetching: [tokio::sync::Mutex<()>; FETCH_STRIPES],
+    limits: DiscoveryLimits,
+}
+
+/// What the cache knows about a kind.
+enum Cached {
+    Found(ResourceInfo),
+    /// A recent answer without the kind: (the list, for hints).
+    Missing(Vec<ResourceInfo>),
 }
 
 impl ApiResolver {
     pub fn new(client: kube::Client) -> Self {
+        Self::with_limits(client, DiscoveryLimits::default())
+    }
+
+    pub fn with_limits(client: kube::Client, limits: DiscoveryLimits) -> Self {
         Self {
             client,
             cache: RwLock::new(HashMap::new()),
+            fetching: std::array::from_fn(|_| tokio::sync::Mutex::new(())),
+            limits,
         }
     }
 
-    fn cached(&self, gv: &str, kind: &str) -> Option<ResourceInfo> {
+    /// Group/versions currently cached (at most `max_group_versions`).
+    pub fn cached_group_versions(&self) -> usize {
+        self.cache.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    fn cached(&self, gv: &str, kind: &str) -> Option<Cached> {
         let cache = self.cache.read().unwrap_or_else(|p| p.into_inner());
         let (list, at) = cache.get(gv)?;
-        if at.elapsed() > FRESH_FOR {
-            return None;
+        let age = at.elapsed();
+        match list.iter().find(|r| r.kind == kind) {
+            Some(hit) if age <= self.limits.fresh_for => Some(Cached::Found(hit.clone())),
+            None if age <= self.limits.miss_ttl => Some(Cached::Missing(list.clone())),
+            _ => None,
         }
-        list.iter().find(|r| r.kind == kind).cloned()
+    }
+
+    fn store(&self, gv: String, list: Vec<ResourceInfo>) {
+        let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
+        let max = self.limits.max_group_versions.max(1);
+        if !cache.contains_key(&gv) && cache.len() >= max {
+            let fresh_for = self.limits.fresh_for;
+            cache.retain(|_, (_, at)| at.elapsed() <= fresh_for);
+            while cache.len() >= max {
+                let Some(oldest) = cache
+                    .iter()
+                    .min_by_key(|(_, (_, at))| *at)
+                    .map(|(k, _)| k.clone())
+                else {
+                    break;
+                };
+                cache.remove(&oldest);
+            }
+        }
+        cache.insert(gv, (list, Instant::now()));
+    }
+
+    fn stripe(&self, gv: &str) -> &tokio::sync::Mutex<()> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        gv.hash(&mut h);
+        &self.fetching[(h.finish() as usize) % FETCH_STRIPES]
     }
 
     async fn fetch(&self, group: &str, version: &str) -> Result<Vec<ResourceInfo>, ResolveError> {
@@ -120,6 +200,27 @@ impl ApiResolver {
     }
 }
 
+/// The Unknown error for a kind missing from `list` (the group/version's resources).
+fn not_served(list: &[ResourceInfo], gv: &str, kind: &str) -> ResolveError {
+    let (kind_shown, gv_shown) = (quote_short(kind, 80), quote_short(gv, 80));
+    if list.is_empty() {
+        return ResolveError::Unknown(format!("the cluster does not serve apiVersion {gv_shown} (looked up kind {kind_shown} through API discovery); install the CRD or fix apiVersion"));
+    }
+    let hint = list
+        .iter()
+        .find(|r| r.kind.eq_ignore_ascii_case(kind))
+        .map(|r| {
+            format!(
+                "; did you mean kind {:?} (kinds are case-sensitive)?",
+                r.kind
+            )
+        });
+    ResolveError::Unknown(format!(
+        "the cluster serves no kind {kind_shown} in apiVersion {gv_shown} (looked up through API discovery){}",
+        hint.unwrap_or_default()
+    ))
+}
+
 #[async_trait]
 impl KindResolver for ApiResolver {
     async fn resolve(
@@ -129,35 +230,26 @@ impl KindResolver for ApiResolver {
         kind: &str,
     ) -> Result<ResourceInfo, ResolveError> {
         let gv = api_version(group, version);
-        let (kind_shown, gv_shown) = (quote_short(kind, 80), quote_short(&gv, 80));
-        if let Some(hit) = self.cached(&gv, kind) {
-            return Ok(hit);
+        if group.len() > MAX_GROUP_LEN || version.len() > MAX_VERSION_LEN {
+            // No cluster can serve it: answer without a discovery call or a cache entry.
+            return Err(not_served(&[], &gv, kind));
+        }
+        let answer = |c: Cached| match c {
+            Cached::Found(info) => Ok(info),
+            Cached::Missing(list) => Err(not_served(&list, &gv, kind)),
+        };
+        if let Some(c) = self.cached(&gv, kind) {
+            return answer(c);
+        }
+        // One discovery call per group/version at a time; whoever waited finds its answer.
+        let _fetching = self.stripe(&gv).lock().await;
+        if let Some(c) = self.cached(&gv, kind) {
+            return answer(c);
         }
         let list = self.fetch(group, version).await?;
         let found = list.iter().find(|r| r.kind == kind).cloned();
-        let hint = list
-            .iter()
-            .find(|r| r.kind.eq_ignore_ascii_case(kind))
-            .map(|r| {
-                format!(
-                    "; did you mean kind {:?} (kinds are case-sensitive)?",
-                    r.kind
-                )
-            });
-        let served = list.len();
-        self.cache
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(gv.clone(), (list, Instant::now()));
-        found.ok_or_else(|| {
-            ResolveError::Unknown(if served == 0 {
-                format!("the cluster does not serve apiVersion {gv_shown} (looked up kind {kind_shown} through API discovery); install the CRD or fix apiVersion")
-            } else {
-                format!(
-                    "the cluster serves no kind {kind_shown} in apiVersion {gv_shown} (looked up through API discovery){}",
-                    hint.unwrap_or_default()
-                )
-            })
-        })
+        let result = found.ok_or_else(|| not_served(&list, &gv, kind));
+        self.store(gv.clone(), list);
+        result
     }
 }

@@ -183,6 +183,66 @@ pub fn mutate(
     Ok(m)
 }
 
+/// Whether an UPDATE leaves `spec` as it was.
+pub fn spec_unchanged(obj: &Value, old: &Value) -> bool {
+    obj.get("spec") == old.get("spec")
+}
+
+/// `None`, `null` or `""`.
+fn is_unset(v: Option<&Value>) -> bool {
+    matches!(v, None | Some(Value::Null)) || v.and_then(Value::as_str) == Some("")
+}
+
+/// SPEC 5.4 mutation (UPDATE): an empty or absent `spec.domain` is restored from `old`, so
+/// re-applying the manifest that created the AppDomain (`domain: ""`, client- or server-side)
+/// changes nothing; likewise an empty `spec.serviceRef.name` (the stored name, else the
+/// default). The stored domain is never recomputed (the root may have changed since). A
+/// different non-empty domain is left alone for validation to refuse as immutable.
+pub fn mutate_update(
+    obj: &Value,
+    old: &Value,
+    settings: &DomainSettings,
+    holders_of: &dyn Fn(&str) -> Vec<Holder>,
+    myself: (&str, &str),
+) -> Result<Mutation, Vec<Violation>> {
+    if !obj.get("spec").is_some_and(Value::is_object) {
+        return Ok(Mutation::default());
+    }
+    let stored = |ptr: &str| {
+        old.pointer(ptr)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+    };
+    if is_unset(obj.pointer("/spec/domain")) && stored("/spec/domain").is_none() {
+        // Nothing to restore (never admitted with a domain): allocate as on CREATE.
+        return mutate(obj, settings, holders_of, myself);
+    }
+    let mut ops = Vec::new();
+    if is_unset(obj.pointer("/spec/domain")) {
+        if let Some(d) = stored("/spec/domain") {
+            ops.push(json!({"op": "add", "path": "/spec/domain", "value": d}));
+        }
+    }
+    let svc = obj.pointer("/spec/serviceRef");
+    if is_unset(svc.and_then(|s| s.get("name"))) {
+        let name =
+            stored("/spec/serviceRef/name").unwrap_or_else(|| settings.runner_kservice.clone());
+        match svc {
+            Some(Value::Object(_)) => {
+                ops.push(json!({"op": "add", "path": "/spec/serviceRef/name", "value": name}))
+            }
+            _ => {
+                ops.push(json!({"op": "add", "path": "/spec/serviceRef", "value": {"name": name}}))
+            }
+        }
+    }
+    Ok(Mutation {
+        patch: serde_json::from_value(Value::Array(ops)).unwrap_or_default(),
+        ..Mutation::default()
+    })
+}
+
 /// SPEC 5.4 validation items 1, 2, 3 and 5 (the access review, item 4, is the caller's).
 pub fn validate(
     obj: &Value,
@@ -204,6 +264,13 @@ pub fn validate(
                     "is immutable: delete this AppDomain and create a new one to change it",
                 ));
             }
+        }
+        // An UPDATE that leaves spec alone (tether's finalizer removal, labels, status)
+        // allocates nothing: re-checking it against a --domain-root or --reserved-names
+        // changed since, or against a holder that won a race, would only strand the object
+        // in Terminating. Immutability is all there is to check.
+        if violations.is_empty() && spec_unchanged(obj, old) {
+            return Outcome::Allowed { warnings: vec![] };
         }
     }
     let (tenant, extension) = match ids(obj) {
@@ -448,5 +515,96 @@ mod tests {
             Outcome::Allowed { warnings } => assert!(warnings[0].contains("63"), "{warnings:?}"),
             o => panic!("{o:?}"),
         }
+    }
+    /// Issue 11 defect 3: an UPDATE that leaves `spec` unchanged (tether's finalizer removal,
+    /// a label) gets the immutability checks only: not the domain computation (the root may
+    /// have changed), not the reserved names, not the holder check (a race may have let two
+    /// id pairs hold one domain). A spec change still gets every rule.
+    #[test]
+    fn an_update_that_leaves_spec_alone_is_checked_for_immutability_only() {
+        let plain = "3f2a9c1e--invoicing-pr.apps.example.com";
+        let old = apd("ns", "a", T, "invoicing-pro", plain);
+        let mut new = old.clone();
+        new["metadata"]["finalizers"] = json!([]);
+        let moved_root = DomainSettings {
+            root: Some(DomainRoot::parse("apps.example.net").unwrap()),
+            reserved: vec!["invoicing-pr".into()],
+            runner_kservice: "runner".into(),
+        };
+        let racer = |_: &str| {
+            vec![Holder {
+                namespace: "other-ns".into(),
+                name: "theirs".into(),
+                tenant_id: "3f2a9c1e-ffff-4fff-8fff-ffffffffffff".into(),
+                extension_id: "invoicing-pro".into(),
+            }]
+        };
+        let no_root = DomainSettings {
+            root: None,
+            ..settings()
+        };
+        for (what, s, holders) in [
+            (
+                "root and reserved names changed",
+                &moved_root,
+                &none as &dyn Fn(&str) -> Vec<Holder>,
+            ),
+            ("another id pair holds the domain", &settings(), &racer),
+            ("no root configured", &no_root, &none),
+        ] {
+            assert_eq!(
+                validate(&new, Some(&old), s, holders, ("ns", "a")),
+                Outcome::Allowed { warnings: vec![] },
+                "{what}"
+            );
+        }
+        // A spec change under the moved root meets every rule.
+        let mut changed = new.clone();
+        changed["spec"]["serviceRef"] = json!({"name": "runner-v2"});
+        let Outcome::Denied(v) = validate(&changed, Some(&old), &moved_root, &none, ("ns", "a"))
+        else {
+            panic!("a spec change must be validated in full")
+        };
+        let (_, msg) = crate::policy::summarize(&v);
+        assert!(msg.contains("not the domain computed"), "{msg}");
+        assert!(msg.contains("reserved"), "{msg}");
+    }
+
+    /// Issue 11 defect 2 (SPEC 5.4 Mutating UPDATE): an empty or absent `spec.domain` (and
+    /// `spec.serviceRef.name`) is restored from `oldObject`, so re-applying the manifest that
+    /// created the AppDomain is a no-op.
+    #[test]
+    fn update_mutation_restores_the_domain_from_the_old_object() {
+        let plain = "3f2a9c1e--invoicing-pr.apps.example.com";
+        let mut old = apd("ns", "a", T, "invoicing-pro", plain);
+        old["spec"]["serviceRef"] = json!({"name": "custom"});
+        let mut emptied = old.clone();
+        emptied["spec"]["domain"] = json!("");
+        emptied["spec"]["serviceRef"]["name"] = json!("");
+        let mut absent = old.clone();
+        absent["spec"].as_object_mut().unwrap().remove("domain");
+        absent["spec"].as_object_mut().unwrap().remove("serviceRef");
+        let mut nulled = old.clone();
+        nulled["spec"]["domain"] = Value::Null;
+        // Even under another root, the stored domain comes back: it is not recomputed.
+        let moved = DomainSettings {
+            root: Some(DomainRoot::parse("apps.example.net").unwrap()),
+            ..settings()
+        };
+        for (what, obj) in [("empty", emptied), ("absent", absent), ("null", nulled)] {
+            let m = mutate_update(&obj, &old, &moved, &none, ("ns", "a")).unwrap();
+            let mut out = obj.clone();
+            json_patch::patch(&mut out, &m.patch).unwrap();
+            assert_eq!(out["spec"], old["spec"], "{what}");
+        }
+        // Nothing to restore: no patch.
+        let m = mutate_update(&old, &old, &settings(), &none, ("ns", "a")).unwrap();
+        assert!(m.is_empty());
+        // A different domain is left for validation to refuse as immutable.
+        let mut other = old.clone();
+        other["spec"]["domain"] = json!("x--y.apps.example.com");
+        assert!(mutate_update(&other, &old, &settings(), &none, ("ns", "a"))
+            .unwrap()
+            .is_empty());
     }
 }
