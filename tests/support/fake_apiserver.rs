@@ -30,16 +30,27 @@
 //! * **Generation** bumps when anything outside `metadata` (and outside `status` for resources
 //!   with the status subresource) changes.
 //! * **Watch**: all history is kept (unless [`FakeApiServer::compact_watch_history`] is called,
-//!   after which older resourceVersions get a 410 `Expired` ERROR event). An object modified so
-//!   that it leaves a watch's selector is *not* turned into a DELETED event. No periodic
-//!   bookmarks; `sendInitialEvents=true` is supported (ADDED events, then the initial-events-end
-//!   BOOKMARK).
+//!   after which older resourceVersions get a 410 `Expired` ERROR event). A label-selector
+//!   watch sees an update that makes an object leave the selector as DELETED with the previous
+//!   state, and one that makes it enter as ADDED (as the watch cache does). No periodic
+//!   bookmarks; `sendInitialEvents=true` is supported (ADDED events, then the
+//!   initial-events-end BOOKMARK).
 //! * **Owner-reference GC**: when an object goes away, dependents none of whose owners still
 //!   exist are deleted (background propagation; `propagationPolicy: Orphan` skips it). No
 //!   foreground deletion, no `orphan` finalizer. Deleting a namespace does not empty it.
-//! * LIST ignores `limit`/`continue` (everything fits in one page) and `resourceVersionMatch`.
-//! * No admission, no validation beyond names/namespaces, no defaulting beyond metadata.
+//! * **LIST** pages with `limit`/`continue`; a later page continues after the last key in the
+//!   *current* store rather than a snapshot (a token older than a compaction gets 410).
+//!   `resourceVersionMatch` is ignored. Items of built-in kinds carry no apiVersion/kind.
+//! * **Decoding and validation** (`fake_apiserver/normalise.rs`): built-ins lose nulls and
+//!   empty metadata maps, quantities are canonicalised, int32/int-or-string fields must have
+//!   the right JSON type (400), HPA and Deployment defaults are filled in; names, label keys
+//!   and values, annotation keys, PDB/HPA/Deployment basics are validated (422 with causes).
+//!   Other kinds' defaults and validation rules are not modelled; CRD schemas are not applied.
+//! * **Admission**: webhook configurations are stored but not called.
 #![allow(dead_code)]
+
+#[path = "fake_apiserver/normalise.rs"]
+pub mod normalise;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;
@@ -153,6 +164,11 @@ pub struct ResourceDef {
     /// Has a `/status` subresource: main-resource writes keep the stored status and
     /// `/status` writes change only the status.
     pub status_subresource: bool,
+    /// Served by kube-apiserver itself (core and `*.k8s.io`-style groups such as apps,
+    /// autoscaling, policy), not a CRD: LIST items carry no apiVersion/kind and writes are
+    /// decoded, defaulted and canonicalised as typed objects (see `normalise.rs`).
+    /// Set from the group by [`ResourceDef::new`]; change with [`ResourceDef::custom`].
+    pub builtin: bool,
 }
 
 impl ResourceDef {
@@ -165,7 +181,15 @@ impl ResourceDef {
             namespaced,
             verbs: ALL_VERBS.iter().map(|v| v.to_string()).collect(),
             status_subresource: false,
+            builtin: normalise::is_builtin_group(group),
         }
+    }
+
+    /// Marks the resource as a custom resource (a CRD) whatever its group, e.g. VPA in
+    /// `autoscaling.k8s.io`.
+    pub fn custom(mut self) -> Self {
+        self.builtin = false;
+        self
     }
 
     pub fn with_status(mut self) -> Self {
@@ -903,6 +927,9 @@ struct WatchRec {
     namespace: String,
     kind: &'static str,
     object: Value,
+    /// For MODIFIED: the state before, so a selector watch can tell an object that left
+    /// (DELETED with this state) or entered (ADDED).
+    prev: Option<Value>,
 }
 
 struct State {
@@ -965,6 +992,24 @@ impl State {
             .cloned()
     }
 
+    /// Objects of one resource (optionally one namespace) in (namespace, name) order: a range
+    /// of the ordered store, not a scan of everything.
+    fn scan<'a>(
+        &'a self,
+        group: &str,
+        plural: &str,
+        namespace: Option<&str>,
+    ) -> impl Iterator<Item = (&'a ObjKey, &'a Stored)> + 'a {
+        let start = ObjKey::new(group, plural, namespace.unwrap_or(""), "");
+        let (group, plural) = (group.to_string(), plural.to_string());
+        let namespace = namespace.map(str::to_string);
+        self.objects.range(start..).take_while(move |(k, _)| {
+            k.group == group
+                && k.plural == plural
+                && namespace.as_ref().is_none_or(|ns| &k.namespace == ns)
+        })
+    }
+
     fn next_uid(&mut self) -> String {
         self.uid_counter += 1;
         format!("fa4e0000-0000-4000-8000-{:012x}", self.uid_counter)
@@ -976,12 +1021,12 @@ impl State {
         meta_mut(&mut stored.obj)
             .insert("resourceVersion".into(), Value::String(self.rv.to_string()));
         let obj = stored.obj.clone();
-        self.objects.insert(key.clone(), stored);
-        self.emit(&key, event, obj.clone());
+        let prev = self.objects.insert(key.clone(), stored).map(|s| s.obj);
+        self.emit(&key, event, obj.clone(), prev);
         obj
     }
 
-    fn emit(&mut self, key: &ObjKey, kind: &'static str, object: Value) {
+    fn emit(&mut self, key: &ObjKey, kind: &'static str, object: Value, prev: Option<Value>) {
         let rec = Arc::new(WatchRec {
             rv: self.rv,
             group: key.group.clone(),
@@ -989,6 +1034,7 @@ impl State {
             namespace: key.namespace.clone(),
             kind,
             object,
+            prev,
         });
         self.history.push(rec.clone());
         // No receivers is fine.
@@ -1001,7 +1047,7 @@ impl State {
         self.rv += 1;
         let mut obj = stored.obj;
         meta_mut(&mut obj).insert("resourceVersion".into(), Value::String(self.rv.to_string()));
-        self.emit(key, "DELETED", obj.clone());
+        self.emit(key, "DELETED", obj.clone(), None);
         if gc && self.gc_enabled {
             self.collect_garbage();
         }
@@ -1077,6 +1123,7 @@ impl State {
         if name.is_empty() {
             return Err("metadata.name is required".into());
         }
+        decode(&def, &mut obj).map_err(|e| e.message)?;
         let uid = self.next_uid();
         let m = meta_mut(&mut obj);
         let namespace = if def.namespaced {
@@ -1124,6 +1171,7 @@ impl State {
                 "the body of the request must be an object",
             ));
         }
+        decode(def, &mut obj)?;
         let m = meta_mut(&mut obj);
         if m.get("resourceVersion")
             .and_then(Value::as_str)
@@ -1147,13 +1195,6 @@ impl State {
                 ));
             };
             name = format!("{prefix}{}", generated_suffix(self.uid_counter + 1));
-        }
-        if !is_valid_name(&name) {
-            return Err(ApiError::invalid(
-                def,
-                &name,
-                &format!("metadata.name: Invalid value: {name:?}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.'"),
-            ));
         }
         let ns = match (def.namespaced, namespace) {
             (true, Some(ns)) => {
@@ -1190,6 +1231,7 @@ impl State {
         if def.status_subresource {
             ensure_object(&mut obj).remove("status");
         }
+        check_valid(def, &obj)?;
         if dry_run {
             return Ok(obj);
         }
@@ -1238,6 +1280,7 @@ impl State {
                 return Err(ApiError::conflict(def, &key.name));
             }
         }
+        decode(def, &mut new)?;
         if status_only {
             let mut merged = old.obj.clone();
             match new.get("status").cloned() {
@@ -1297,6 +1340,7 @@ impl State {
         if spec_part(&old.obj, def) != spec_part(&new, def) {
             meta_mut(&mut new).insert("generation".into(), json!(generation + 1));
         }
+        check_valid(def, &new)?;
         // A non-apply write (PUT, merge/strategic/JSON patch) takes ownership of what it
         // changed, as the apiserver's Update operation does: apply managers lose those fields,
         // so a later apply by another manager does not conflict on them.
@@ -1322,6 +1366,32 @@ impl State {
         }
         Ok(self.put(key.clone(), stored, "MODIFIED"))
     }
+}
+
+/// Decode + default + canonicalise, as the apiserver does before admission (400 when the
+/// body does not decode into the kind's type).
+fn decode(def: &ResourceDef, obj: &mut Value) -> Result<(), ApiError> {
+    if !def.builtin {
+        return Ok(());
+    }
+    normalise::normalise(&def.group, &def.kind, obj).map_err(|e| {
+        ApiError::bad_request(&format!(
+            "{kind} in version \"{v}\" cannot be handled as a {kind}: {msg}",
+            kind = def.kind,
+            v = def.version,
+            msg = e.0
+        ))
+    })
+}
+
+/// Strategy validation: 422 Invalid with `details.causes`.
+fn check_valid(def: &ResourceDef, obj: &Value) -> Result<(), ApiError> {
+    let errs = normalise::validate(&def.group, &def.kind, obj);
+    if errs.is_empty() {
+        return Ok(());
+    }
+    let name = meta_str(obj, "name").unwrap_or("");
+    Err(ApiError::invalid_fields(def, name, &errs))
 }
 
 /// Arguments of [`State::update`].
@@ -1403,13 +1473,41 @@ impl ApiError {
         .with_details(def, name)
     }
 
+    /// `<Kind>[.<group>] "<name>" is invalid: <message>` (apimachinery `NewInvalid`), details
+    /// naming the Kind (not the plural) as upstream does for Invalid.
     fn invalid(def: &ResourceDef, name: &str, message: &str) -> Self {
-        Self::new(
+        let qualified = if def.group.is_empty() {
+            def.kind.clone()
+        } else {
+            format!("{}.{}", def.kind, def.group)
+        };
+        let mut e = Self::new(
             422,
             "Invalid",
-            format!("{} {name:?} is invalid: {message}", def.kind),
-        )
-        .with_details(def, name)
+            format!("{qualified} {name:?} is invalid: {message}"),
+        );
+        e.details = Some(json!({"name": name, "group": def.group, "kind": def.kind}));
+        e
+    }
+
+    /// [`Self::invalid`] from field errors: one error is inlined, several are `[a, b]`, and
+    /// every error is a `details.causes` entry.
+    fn invalid_fields(def: &ResourceDef, name: &str, errs: &[normalise::FieldErr]) -> Self {
+        let lines: Vec<String> = errs.iter().map(normalise::FieldErr::line).collect();
+        let message = if lines.len() == 1 {
+            lines[0].clone()
+        } else {
+            format!("[{}]", lines.join(", "))
+        };
+        let mut e = Self::invalid(def, name, &message);
+        let causes: Vec<Value> = errs
+            .iter()
+            .map(|f| json!({"reason": f.reason, "message": f.message, "field": f.field}))
+            .collect();
+        if let Some(d) = e.details.as_mut() {
+            ensure_object(d).insert("causes".into(), Value::Array(causes));
+        }
+        e
     }
 
     fn method_not_allowed() -> Self {
@@ -1654,23 +1752,127 @@ fn access_review(st: &mut State, ctx: &Ctx, def: &ResourceDef) -> Outcome {
     Outcome::created(review)
 }
 
+/// LIST, with `limit`/`continue` paging. Items of built-in kinds carry no apiVersion/kind
+/// (kube-apiserver omits them; the list has them); custom resources keep them.
+///
+/// The continue token is base64 JSON `{"v":"meta.k8s.io/v1","rv":N,"start":"ns/name"}` like
+/// the apiserver's; later pages continue *after* `start` in the current store (not a
+/// snapshot at `rv`), and a token whose `rv` predates [`FakeApiServer::compact_watch_history`]
+/// gets 410 Expired.
 fn list(st: &State, ctx: &Ctx, def: &ResourceDef, ns: Option<&str>) -> Outcome {
     let filter = match Filter::from_ctx(ctx, def, ns) {
         Ok(f) => f,
         Err(e) => return e.into(),
     };
-    let items: Vec<Value> = st
-        .objects
-        .iter()
-        .filter(|(k, s)| filter.matches(&k.group, &k.plural, &k.namespace, &s.obj))
-        .map(|(_, s)| with_type(s.obj.clone(), def))
-        .collect();
+    let limit = match ctx.query.get("limit").map(|l| l.parse::<usize>()) {
+        None => None,
+        Some(Ok(0)) => None,
+        Some(Ok(n)) => Some(n),
+        Some(Err(_)) => {
+            return ApiError::bad_request("limit: Invalid value: must be a non-negative integer")
+                .into()
+        }
+    };
+    let (list_rv, after) = match ctx.query.get("continue").filter(|c| !c.is_empty()) {
+        None => (st.rv, None),
+        Some(token) => match decode_continue(token) {
+            None => {
+                return ApiError::bad_request("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)").into()
+            }
+            Some((rv, _)) if rv < st.compacted_rv => {
+                return ApiError::new(410, "Expired", "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.").into()
+            }
+            Some((rv, start)) => (rv, Some(start)),
+        },
+    };
+    let mut matching = st
+        .scan(&def.group, &def.plural, ns)
+        .filter(|(k, _)| {
+            after.as_ref().is_none_or(|a| {
+                (k.namespace.as_str(), k.name.as_str()) > (a.0.as_str(), a.1.as_str())
+            })
+        })
+        .filter(|(k, s)| filter.matches(&k.group, &k.plural, &k.namespace, &s.obj));
+    let mut items = Vec::new();
+    let mut last: Option<&ObjKey> = None;
+    for (k, s) in matching.by_ref() {
+        if limit.is_some_and(|l| items.len() >= l) {
+            // One more exists: hand out a continue token.
+            break;
+        }
+        items.push(list_item(s.obj.clone(), def));
+        last = Some(k);
+    }
+    let mut metadata = json!({"resourceVersion": list_rv.to_string()});
+    let more = limit.is_some_and(|l| items.len() >= l)
+        && st
+            .scan(&def.group, &def.plural, ns)
+            .filter(|(k, _)| {
+                last.is_some_and(|l| (&k.namespace, &k.name) > (&l.namespace, &l.name))
+            })
+            .any(|(k, s)| filter.matches(&k.group, &k.plural, &k.namespace, &s.obj));
+    if more {
+        if let Some(l) = last {
+            let m = ensure_object(&mut metadata);
+            m.insert(
+                "continue".into(),
+                json!(encode_continue(list_rv, &l.namespace, &l.name)),
+            );
+            if filter.labels.is_empty() && filter.fields.is_empty() {
+                let remaining = st
+                    .scan(&def.group, &def.plural, ns)
+                    .filter(|(k, _)| (&k.namespace, &k.name) > (&l.namespace, &l.name))
+                    .count();
+                m.insert("remainingItemCount".into(), json!(remaining));
+            }
+        }
+    }
     Outcome::ok(json!({
         "kind": format!("{}List", def.kind),
         "apiVersion": def.api_version(),
-        "metadata": {"resourceVersion": st.rv.to_string()},
+        "metadata": metadata,
         "items": items,
     }))
+}
+
+/// An object as a LIST item: built-ins lose apiVersion/kind, custom resources keep them.
+fn list_item(obj: Value, def: &ResourceDef) -> Value {
+    if def.builtin {
+        let mut obj = obj;
+        if let Value::Object(m) = &mut obj {
+            m.remove("apiVersion");
+            m.remove("kind");
+        }
+        obj
+    } else {
+        with_type(obj, def)
+    }
+}
+
+fn encode_continue(rv: u64, namespace: &str, name: &str) -> String {
+    let start = if namespace.is_empty() {
+        name.to_string()
+    } else {
+        format!("{namespace}/{name}")
+    };
+    let raw = json!({"v": "meta.k8s.io/v1", "rv": rv, "start": start}).to_string();
+    base64::engine::general_purpose::URL_SAFE.encode(raw)
+}
+
+/// `(rv, (namespace, name))` of a continue token.
+fn decode_continue(token: &str) -> Option<(u64, (String, String))> {
+    let raw = base64::engine::general_purpose::URL_SAFE
+        .decode(token)
+        .or_else(|_| base64::engine::general_purpose::STANDARD.decode(token))
+        .ok()?;
+    let v: Value = serde_json::from_slice(&raw).ok()?;
+    if v.get("v")? != "meta.k8s.io/v1" {
+        return None;
+    }
+    let rv = v.get("rv")?.as_u64()?;
+    let start = v.get("start")?.as_str()?;
+    let (ns, name) = start.split_once('/').unwrap_or(("", start));
+    Some((rv, (ns.to_string(), name.to_string())))
 }
 
 fn delete(st: &mut State, ctx: &Ctx, def: &ResourceDef, key: &ObjKey) -> Result<Value, ApiError> {
@@ -1709,8 +1911,7 @@ fn delete_collection(st: &mut State, ctx: &Ctx, def: &ResourceDef, ns: Option<&s
         Err(e) => return e.into(),
     };
     let keys: Vec<ObjKey> = st
-        .objects
-        .iter()
+        .scan(&def.group, &def.plural, ns)
         .filter(|(k, s)| filter.matches(&k.group, &k.plural, &k.namespace, &s.obj))
         .map(|(k, _)| k.clone())
         .collect();
@@ -2169,6 +2370,30 @@ impl Filter {
             && self.labels.iter().all(|r| label_matches(r, labels))
             && self.fields.iter().all(|r| field_matches(r, obj))
     }
+
+    /// The event a watch with this filter sees for a change, as the apiserver's watch cache
+    /// sends it: a MODIFIED that makes the object leave the selector is a DELETED carrying the
+    /// previous state (at the new resourceVersion), one that makes it enter is an ADDED.
+    fn event_for(&self, rec: &WatchRec) -> Option<(&'static str, Value)> {
+        let now = self.matches(&rec.group, &rec.plural, &rec.namespace, &rec.object);
+        let before = rec
+            .prev
+            .as_ref()
+            .map(|p| self.matches(&rec.group, &rec.plural, &rec.namespace, p));
+        match (now, before) {
+            (true, Some(false)) => Some(("ADDED", rec.object.clone())),
+            (true, _) => Some((rec.kind, rec.object.clone())),
+            (false, Some(true)) => {
+                let mut old = rec.prev.clone().unwrap_or(Value::Null);
+                let rv = meta_str(&rec.object, "resourceVersion")
+                    .unwrap_or("")
+                    .to_string();
+                meta_mut(&mut old).insert("resourceVersion".into(), Value::String(rv));
+                Some(("DELETED", old))
+            }
+            (false, _) => None,
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -2206,10 +2431,10 @@ impl WatchSetup {
             tokio::select! {
                 ev = self.rx.recv() => match ev {
                     Ok(rec) => {
-                        if rec.rv > self.after_rv
-                            && self.filter.matches(&rec.group, &rec.plural, &rec.namespace, &rec.object)
-                        {
-                            self.queue.push_back(event_line(rec.kind, with_type(rec.object.clone(), &self.def)));
+                        if rec.rv > self.after_rv {
+                            if let Some((kind, obj)) = self.filter.event_for(&rec) {
+                                self.queue.push_back(event_line(kind, with_type(obj, &self.def)));
+                            }
                         }
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => {
@@ -2248,8 +2473,7 @@ fn watch(st: &State, ctx: &Ctx, def: &ResourceDef, ns: Option<&str>) -> Outcome 
     let send_initial = ctx.flag("sendInitialEvents");
     let mut queue = VecDeque::new();
     let current: Vec<Value> = st
-        .objects
-        .iter()
+        .scan(&def.group, &def.plural, ns)
         .filter(|(k, s)| filter.matches(&k.group, &k.plural, &k.namespace, &s.obj))
         .map(|(_, s)| with_type(s.obj.clone(), def))
         .collect();
@@ -2278,10 +2502,9 @@ fn watch(st: &State, ctx: &Ctx, def: &ResourceDef, ns: Option<&str>) -> Outcome 
             Ok(from) => queue.extend(
                 st.history
                     .iter()
-                    .filter(|r| {
-                        r.rv > from && filter.matches(&r.group, &r.plural, &r.namespace, &r.object)
-                    })
-                    .map(|r| event_line(r.kind, with_type(r.object.clone(), def))),
+                    .filter(|r| r.rv > from)
+                    .filter_map(|r| filter.event_for(r))
+                    .map(|(kind, obj)| event_line(kind, with_type(obj, def))),
             ),
         }
     }
