@@ -12,6 +12,8 @@
 //!   field selectors), WATCH (newline-delimited JSON events from a resourceVersion), POST, PUT,
 //!   PATCH (merge, JSON, strategic-as-merge, server-side apply), DELETE (finalizers, owner GC),
 //!   DELETE collection, and the `/status` subresource;
+//! * bearer-token identities ([`FakeApiServer::add_token`], [`Identity`]) and the admission
+//!   chain (webhooks registered by stored webhook configurations, see below);
 //! * SubjectAccessReviews answered by a test-set rule ([`FakeApiServer::set_access_rule`]);
 //! * a request log and fault injection ([`FakeApiServer::fail`]).
 //!
@@ -46,11 +48,28 @@
 //!   the right JSON type (400), HPA and Deployment defaults are filled in; names, label keys
 //!   and values, annotation keys, PDB/HPA/Deployment basics are validated (422 with causes).
 //!   Other kinds' defaults and validation rules are not modelled; CRD schemas are not applied.
-//! * **Admission**: webhook configurations are stored but not called.
+//! * **Admission** (`fake_apiserver/admission.rs`): stored Mutating/ValidatingWebhookConfigurations
+//!   are called for create/update/patch/apply/delete (not delete-collection) of every
+//!   resource except admissionregistration and review objects: HTTPS, HTTP/1.1, caBundle as
+//!   the only root, `?timeout=Ns`, fresh uid, userInfo of the caller, CREATE/UPDATE/DELETE
+//!   objects and options, rules/namespaceSelector/objectSelector matching, JSON patch,
+//!   IfNeeded reinvocation, response checks, failurePolicy, denial codes, warnings as
+//!   headers, dryRun vs sideEffects. Services resolve only through
+//!   [`FakeApiServer::set_service_endpoint`]. Not modelled: `matchPolicy: Equivalent` across
+//!   versions (one version per resource here), `matchConditions` (a webhook having them
+//!   fails the request), v1beta1 reviews, CONNECT, Retry-After retries, audit annotations,
+//!   admission-kubeconfig credentials. Validating webhooks are called concurrently and the
+//!   first error *in list order* (not arrival order) wins, so results are deterministic. A
+//!   write that raced with another one between admission and storage gets 409 Conflict
+//!   (upstream retries PATCHes).
 #![allow(dead_code)]
 
+#[path = "fake_apiserver/admission.rs"]
+mod admission;
 #[path = "fake_apiserver/normalise.rs"]
 pub mod normalise;
+
+pub use admission::AdmissionCall;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;
@@ -68,8 +87,59 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{json, Map, Value};
 use tokio::sync::broadcast;
 
-/// The bearer token the fake accepts (and puts in its kubeconfig). Anything else gets 401.
+/// The admin bearer token (in [`FakeApiServer::kubeconfig_yaml`]): user `kubernetes-admin`
+/// in `system:masters`, which RBAC never restricts. Other tokens are added with
+/// [`FakeApiServer::add_token`]; an unknown token gets 401.
 pub const FAKE_TOKEN: &str = "fake-apiserver-token-0123456789";
+
+/// Who a request is from (`user.Info`): what admission reviews carry as `userInfo` and what
+/// RBAC evaluates.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Identity {
+    pub username: String,
+    pub uid: String,
+    pub groups: Vec<String>,
+    pub extra: BTreeMap<String, Vec<String>>,
+}
+
+impl Identity {
+    /// A user in `groups` plus `system:authenticated` (as every authenticator adds it).
+    pub fn user(username: &str, groups: &[&str]) -> Self {
+        let mut g: Vec<String> = groups.iter().map(|s| s.to_string()).collect();
+        g.push("system:authenticated".into());
+        Identity {
+            username: username.into(),
+            uid: format!("uid-{username}"),
+            groups: g,
+            extra: BTreeMap::new(),
+        }
+    }
+
+    /// `system:serviceaccount:<ns>:<name>` with groups `system:serviceaccounts`,
+    /// `system:serviceaccounts:<ns>` and `system:authenticated`.
+    pub fn service_account(namespace: &str, name: &str) -> Self {
+        Identity {
+            username: format!("system:serviceaccount:{namespace}:{name}"),
+            uid: format!("uid-sa-{namespace}-{name}"),
+            groups: vec![
+                "system:serviceaccounts".into(),
+                format!("system:serviceaccounts:{namespace}"),
+                "system:authenticated".into(),
+            ],
+            extra: BTreeMap::new(),
+        }
+    }
+
+    /// The identity of [`FAKE_TOKEN`].
+    pub fn admin() -> Self {
+        Identity::user("kubernetes-admin", &["system:masters"])
+    }
+
+    /// In `system:masters`: RBAC is not consulted (as the apiserver's superuser authorizer).
+    pub fn is_superuser(&self) -> bool {
+        self.groups.iter().any(|g| g == "system:masters")
+    }
+}
 
 /// Content type of aggregated discovery responses (what kube 5 asks for first in
 /// `Discovery::run_aggregated`).
@@ -90,6 +160,8 @@ pub struct Recorded {
     pub content_type: Option<String>,
     /// Body parsed as JSON; a non-JSON body is kept as a JSON string; `None` when empty.
     pub body: Option<Value>,
+    /// The authenticated username (`""` when the token was unknown).
+    pub user: String,
 }
 
 impl Recorded {
@@ -299,6 +371,20 @@ pub fn default_resources() -> Vec<ResourceDef> {
             true,
         ),
         rd("coordination.k8s.io", "v1", "Lease", "leases", true),
+        rd(
+            "admissionregistration.k8s.io",
+            "v1",
+            "MutatingWebhookConfiguration",
+            "mutatingwebhookconfigurations",
+            false,
+        ),
+        rd(
+            "admissionregistration.k8s.io",
+            "v1",
+            "ValidatingWebhookConfiguration",
+            "validatingwebhookconfigurations",
+            false,
+        ),
         rd("events.k8s.io", "v1", "Event", "events", true),
         rd(
             "authorization.k8s.io",
@@ -421,11 +507,85 @@ impl FakeApiServer {
     /// A kubeconfig (context `fake`, namespace `default`) with the CA embedded and
     /// [`FAKE_TOKEN`] as bearer token.
     pub fn kubeconfig_yaml(&self) -> String {
+        self.kubeconfig_yaml_for(FAKE_TOKEN)
+    }
+
+    /// A kubeconfig like [`Self::kubeconfig_yaml`] authenticating with `token` (see
+    /// [`Self::add_token`]).
+    pub fn kubeconfig_yaml_for(&self, token: &str) -> String {
         let ca = base64::engine::general_purpose::STANDARD.encode(self.ca_pem.as_bytes());
         format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {url}\n    certificate-authority-data: {ca}\nusers:\n- name: fake\n  user:\n    token: {FAKE_TOKEN}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n    namespace: default\ncurrent-context: fake\n",
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {url}\n    certificate-authority-data: {ca}\nusers:\n- name: fake\n  user:\n    token: {token}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n    namespace: default\ncurrent-context: fake\n",
             url = self.url()
         )
+    }
+
+    /// Writes [`Self::kubeconfig_yaml_for`] to `dir/<file>`.
+    pub fn write_kubeconfig_for(&self, dir: &Path, file: &str, token: &str) -> PathBuf {
+        let path = dir.join(file);
+        if let Err(e) = std::fs::write(&path, self.kubeconfig_yaml_for(token)) {
+            panic!("writing {}: {e}", path.display());
+        }
+        path
+    }
+
+    /// A `kube::Client` authenticating with `token`.
+    pub async fn client_for(&self, token: &str) -> kube::Client {
+        let kc = match kube::config::Kubeconfig::from_yaml(&self.kubeconfig_yaml_for(token)) {
+            Ok(kc) => kc,
+            Err(e) => panic!("fake kubeconfig does not parse: {e}"),
+        };
+        let config = match kube::Config::from_custom_kubeconfig(kc, &Default::default()).await {
+            Ok(c) => c,
+            Err(e) => panic!("fake kubeconfig gives no config: {e}"),
+        };
+        match kube::Client::try_from(config) {
+            Ok(c) => c,
+            Err(e) => panic!("kube client for the fake: {e}"),
+        }
+    }
+
+    // --- identities ------------------------------------------------------------------------
+
+    /// Accepts `token` as `identity` from now on (replacing what it meant before).
+    pub fn add_token(&self, token: &str, identity: Identity) {
+        self.shared
+            .lock()
+            .tokens
+            .insert(token.to_string(), identity);
+    }
+
+    // --- admission -------------------------------------------------------------------------
+
+    /// Where webhook calls to Service `namespace/name:port` go (a loopback address of the
+    /// webhook server under test). Unregistered services fail like an unresolvable host.
+    pub fn set_service_endpoint(&self, namespace: &str, name: &str, port: u16, addr: SocketAddr) {
+        assert!(
+            addr.ip().is_loopback(),
+            "webhook endpoints must be loopback, got {addr}"
+        );
+        self.shared
+            .lock()
+            .endpoints
+            .insert((namespace.to_string(), name.to_string(), port), addr);
+    }
+
+    /// Every admission webhook call made so far, in order.
+    pub fn admission_calls(&self) -> Vec<AdmissionCall> {
+        self.shared.lock().admission_log.clone()
+    }
+
+    pub fn clear_admission_calls(&self) {
+        self.shared.lock().admission_log.clear();
+    }
+
+    /// Stores every object of a multi-document YAML text (as [`Self::insert`]: no admission,
+    /// no RBAC), in order; empty documents are skipped. Returns the stored objects.
+    pub fn load_yaml(&self, yaml: &str) -> Vec<Value> {
+        parse_yaml_docs(yaml)
+            .into_iter()
+            .map(|doc| self.insert(doc))
+            .collect()
     }
 
     /// Writes [`Self::kubeconfig_yaml`] to `dir/kubeconfig` (for a `KUBECONFIG` env var).
@@ -801,20 +961,40 @@ async fn handle(
                     .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&raw).into_owned())),
             )
         },
+        plan: false,
+        user: Identity::default(),
     };
-    let authorized = header(hyper::header::AUTHORIZATION).as_deref()
-        == Some(format!("Bearer {FAKE_TOKEN}").as_str());
-
-    let fault = {
+    let mut ctx = ctx;
+    let token = header(hyper::header::AUTHORIZATION)
+        .and_then(|h| h.strip_prefix("Bearer ").map(str::to_string));
+    let (fault, identity, has_webhooks) = {
         let mut st = shared.lock();
+        let identity = token.and_then(|t| st.tokens.get(&t).cloned());
         st.requests.push(Recorded {
             method: ctx.method.clone(),
             path: ctx.path.clone(),
             query: parts.uri.query().unwrap_or("").to_string(),
             content_type: header(hyper::header::CONTENT_TYPE),
             body: ctx.body.clone(),
+            user: identity
+                .as_ref()
+                .map(|i| i.username.clone())
+                .unwrap_or_default(),
         });
-        st.take_fault(&ctx.path)
+        let has_webhooks = st
+            .scan(
+                "admissionregistration.k8s.io",
+                "mutatingwebhookconfigurations",
+                None,
+            )
+            .chain(st.scan(
+                "admissionregistration.k8s.io",
+                "validatingwebhookconfigurations",
+                None,
+            ))
+            .next()
+            .is_some();
+        (st.take_fault(&ctx.path), identity, has_webhooks)
     };
     match fault {
         Some(Fault::Close) => return Err(FakeClose),
@@ -826,16 +1006,37 @@ async fn handle(
         }
         None => {}
     }
-    if !authorized {
+    let Some(identity) = identity else {
         return Ok(outcome_response(
             ApiError::new(401, "Unauthorized", "Unauthorized").into(),
         ));
+    };
+    ctx.user = identity;
+    if has_webhooks && ctx.method != "GET" {
+        if let Some((outcome, warnings)) = admission::admit(&shared, &ctx).await {
+            return Ok(outcome_response_with(outcome, &warnings));
+        }
     }
     let outcome = route(&mut shared.lock(), &ctx);
     Ok(outcome_response(outcome))
 }
 
 fn outcome_response(outcome: Outcome) -> Response<RespBody> {
+    outcome_response_with(outcome, &[])
+}
+
+/// The HTTP response, with one `Warning: 299 - "..."` header per admission warning.
+fn outcome_response_with(outcome: Outcome, warnings: &[String]) -> Response<RespBody> {
+    let mut resp = outcome_response_plain(outcome);
+    for w in warnings {
+        if let Ok(v) = hyper::header::HeaderValue::from_str(&admission::warning_header(w)) {
+            resp.headers_mut().append(hyper::header::WARNING, v);
+        }
+    }
+    resp
+}
+
+fn outcome_response_plain(outcome: Outcome) -> Response<RespBody> {
     match outcome {
         Outcome::Json {
             code,
@@ -946,6 +1147,14 @@ struct State {
     events_tx: broadcast::Sender<Arc<WatchRec>>,
     /// Owner-reference garbage collection on (default) or off.
     gc_enabled: bool,
+    /// The write the last `Mode::Plan`/`Mode::Finalise` request computed.
+    plan: Option<Planned>,
+    /// Bearer token -> identity.
+    tokens: BTreeMap<String, Identity>,
+    /// Where a Service (namespace, name, port) is reached, for webhook calls.
+    endpoints: BTreeMap<(String, String, u16), SocketAddr>,
+    /// Every admission webhook call, in order.
+    admission_log: Vec<AdmissionCall>,
 }
 
 impl State {
@@ -962,6 +1171,10 @@ impl State {
             access_rule: Arc::new(|_| AccessAnswer::allow("fake-apiserver: allow-all")),
             events_tx,
             gc_enabled: true,
+            plan: None,
+            tokens: BTreeMap::from([(FAKE_TOKEN.to_string(), Identity::admin())]),
+            endpoints: BTreeMap::new(),
+            admission_log: Vec::new(),
         }
     }
 
@@ -1163,7 +1376,7 @@ impl State {
         def: &ResourceDef,
         namespace: Option<&str>,
         mut obj: Value,
-        dry_run: bool,
+        mode: Mode,
         applied: BTreeMap<String, Value>,
     ) -> Result<Value, ApiError> {
         if !obj.is_object() {
@@ -1231,19 +1444,102 @@ impl State {
         if def.status_subresource {
             ensure_object(&mut obj).remove("status");
         }
-        check_valid(def, &obj)?;
-        if dry_run {
-            return Ok(obj);
+        if mode != Mode::Plan {
+            check_valid(def, &obj)?;
         }
-        Ok(self.put(
+        let stored = Stored {
+            obj,
+            applied,
+            applied_status: BTreeMap::new(),
+        };
+        match mode {
+            Mode::DryRun => Ok(stored.obj),
+            Mode::Plan | Mode::Finalise => Ok(self.record_plan(Planned {
+                op: Op::Create,
+                def: def.clone(),
+                key,
+                stored,
+                old: None,
+                orphan: false,
+                status_only: false,
+            })),
+            Mode::Commit => self.commit_create(def, key, stored),
+        }
+    }
+
+    /// Stores a planned new object (AlreadyExists if the name was taken meanwhile).
+    fn commit_create(
+        &mut self,
+        def: &ResourceDef,
+        key: ObjKey,
+        stored: Stored,
+    ) -> Result<Value, ApiError> {
+        if self.objects.contains_key(&key) {
+            return Err(ApiError::already_exists(def, &key.name));
+        }
+        Ok(self.put(key, stored, "ADDED"))
+    }
+
+    fn record_plan(&mut self, plan: Planned) -> Value {
+        let obj = plan.stored.obj.clone();
+        self.plan = Some(plan);
+        obj
+    }
+
+    /// Stores a planned write: the object must still be the one the plan started from
+    /// (else 409 Conflict, as a guaranteed update whose precondition failed).
+    fn commit(&mut self, plan: Planned) -> Result<Value, ApiError> {
+        let Planned {
+            op,
+            def,
             key,
-            Stored {
-                obj,
-                applied,
-                applied_status: BTreeMap::new(),
-            },
-            "ADDED",
-        ))
+            stored,
+            old,
+            orphan,
+            ..
+        } = plan;
+        if op == Op::Create {
+            return self.commit_create(&def, key, stored);
+        }
+        let Some(current) = self.objects.get(&key).cloned() else {
+            return Err(ApiError::not_found(&def, &key.name));
+        };
+        let old = old.unwrap_or_default();
+        if meta_str(&current.obj, "resourceVersion") != meta_str(&old.obj, "resourceVersion") {
+            return Err(ApiError::conflict(&def, &key.name));
+        }
+        match op {
+            Op::Delete => self
+                .delete_or_mark(&key, !orphan)
+                .map(|o| with_type(o, &def))
+                .ok_or_else(|| ApiError::not_found(&def, &key.name)),
+            _ => self.commit_update(&def, &key, stored, current),
+        }
+    }
+
+    /// The tail of an update: removal when the last finalizer goes, no-op detection, store.
+    fn commit_update(
+        &mut self,
+        def: &ResourceDef,
+        key: &ObjKey,
+        stored: Stored,
+        old: Stored,
+    ) -> Result<Value, ApiError> {
+        let deleting = meta(&old.obj)
+            .and_then(|m| m.get("deletionTimestamp"))
+            .is_some();
+        if deleting && finalizers(&stored.obj).is_empty() {
+            self.objects.insert(key.clone(), stored);
+            return self
+                .remove(key, true)
+                .ok_or_else(|| ApiError::not_found(def, &key.name));
+        }
+        if stored.obj == old.obj {
+            // A no-op write changes nothing, not even the resourceVersion (as the apiserver).
+            self.objects.insert(key.clone(), stored);
+            return Ok(old.obj);
+        }
+        Ok(self.put(key.clone(), stored, "MODIFIED"))
     }
 
     /// PUT/PATCH/apply on an existing object: `new` is the full intended object.
@@ -1252,7 +1548,7 @@ impl State {
             def,
             key,
             status_only,
-            dry_run,
+            mode,
             applied,
             applied_status,
         } = upd;
@@ -1340,7 +1636,9 @@ impl State {
         if spec_part(&old.obj, def) != spec_part(&new, def) {
             meta_mut(&mut new).insert("generation".into(), json!(generation + 1));
         }
-        check_valid(def, &new)?;
+        if mode != Mode::Plan {
+            check_valid(def, &new)?;
+        }
         // A non-apply write (PUT, merge/strategic/JSON patch) takes ownership of what it
         // changed, as the apiserver's Update operation does: apply managers lose those fields,
         // so a later apply by another manager does not conflict on them.
@@ -1350,22 +1648,56 @@ impl State {
                 .unwrap_or_else(|| disown_changed(&old.applied_status, &new)),
             obj: new,
         };
-        if dry_run {
-            return Ok(stored.obj);
+        match mode {
+            Mode::DryRun => Ok(stored.obj),
+            Mode::Plan | Mode::Finalise => Ok(self.record_plan(Planned {
+                op: Op::Update,
+                def: def.clone(),
+                key: key.clone(),
+                stored,
+                old: Some(old),
+                orphan: false,
+                status_only,
+            })),
+            Mode::Commit => self.commit_update(def, key, stored, old),
         }
-        if deleting && finalizers(&stored.obj).is_empty() {
-            self.objects.insert(key.clone(), stored);
-            return self
-                .remove(key, true)
-                .ok_or_else(|| ApiError::not_found(def, &key.name));
-        }
-        if stored.obj == old.obj {
-            // A no-op write changes nothing, not even the resourceVersion (as the apiserver).
-            self.objects.insert(key.clone(), stored);
-            return Ok(old.obj);
-        }
-        Ok(self.put(key.clone(), stored, "MODIFIED"))
     }
+}
+
+/// How far a write goes. Writes that admission webhooks see run twice: in `Plan` (decode,
+/// default, no validation, nothing stored: the object mutating webhooks get) and, with the
+/// mutated object, in `Finalise` (validated, nothing stored: what validating webhooks get);
+/// then [`State::commit`] stores the plan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Commit,
+    /// `?dryRun=All`: everything but storing.
+    DryRun,
+    Plan,
+    Finalise,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Op {
+    Create,
+    Update,
+    Delete,
+}
+
+/// A write computed but not stored (see [`Mode`]).
+#[derive(Clone, Debug)]
+struct Planned {
+    op: Op,
+    def: ResourceDef,
+    key: ObjKey,
+    /// The object to store (for Delete: the stored object).
+    stored: Stored,
+    /// The stored object the write started from (Update, Delete).
+    old: Option<Stored>,
+    /// Delete with `propagationPolicy: Orphan`.
+    orphan: bool,
+    /// A write to the `/status` subresource.
+    status_only: bool,
 }
 
 /// Decode + default + canonicalise, as the apiserver does before admission (400 when the
@@ -1399,7 +1731,7 @@ struct Update<'a> {
     def: &'a ResourceDef,
     key: &'a ObjKey,
     status_only: bool,
-    dry_run: bool,
+    mode: Mode,
     applied: Option<BTreeMap<String, Value>>,
     applied_status: Option<BTreeMap<String, Value>>,
 }
@@ -1412,6 +1744,8 @@ struct Update<'a> {
 struct ApiError {
     code: u16,
     reason: &'static str,
+    /// A reason passed through from elsewhere (a webhook's denial); wins over `reason`.
+    reason_text: Option<String>,
     message: String,
     details: Option<Value>,
 }
@@ -1421,6 +1755,7 @@ impl ApiError {
         ApiError {
             code,
             reason,
+            reason_text: None,
             message: message.into(),
             details: None,
         }
@@ -1525,9 +1860,12 @@ impl ApiError {
             "metadata": {},
             "status": "Failure",
             "message": self.message,
-            "reason": self.reason,
+            "reason": self.reason_text.as_deref().unwrap_or(self.reason),
             "code": self.code,
         });
+        if s["reason"] == "" {
+            ensure_object(&mut s).remove("reason");
+        }
         if let Some(d) = &self.details {
             ensure_object(&mut s).insert("details".into(), d.clone());
         }
@@ -1558,6 +1896,7 @@ fn reason_for_code(code: u16) -> &'static str {
 // Routing
 // ---------------------------------------------------------------------------------------------
 
+#[derive(Clone)]
 struct Ctx {
     method: String,
     path: String,
@@ -1565,9 +1904,22 @@ struct Ctx {
     content_type: String,
     accept: String,
     body: Option<Value>,
+    /// Set by the admission path to plan a write instead of storing it.
+    plan: bool,
+    /// Who sent it.
+    user: Identity,
 }
 
 impl Ctx {
+    fn mode(&self) -> Mode {
+        if self.plan {
+            Mode::Plan
+        } else if self.dry_run() {
+            Mode::DryRun
+        } else {
+            Mode::Commit
+        }
+    }
     fn flag(&self, key: &str) -> bool {
         matches!(self.query.get(key).map(String::as_str), Some("true" | "1"))
     }
@@ -1698,7 +2050,7 @@ fn resource_request(
         ("deletecollection", _) => delete_collection(st, ctx, def, ns),
         ("create", _) => {
             let body = ctx.body.clone().unwrap_or(Value::Null);
-            match st.create(def, ns, body, ctx.dry_run(), BTreeMap::new()) {
+            match st.create(def, ns, body, ctx.mode(), BTreeMap::new()) {
                 Ok(obj) => Outcome::created(obj),
                 Err(e) => e.into(),
             }
@@ -1716,7 +2068,7 @@ fn resource_request(
                         def,
                         key: &key,
                         status_only,
-                        dry_run: ctx.dry_run(),
+                        mode: ctx.mode(),
                         applied: None,
                         applied_status: None,
                     };
@@ -1887,7 +2239,7 @@ fn delete(st: &mut State, ctx: &Ctx, def: &ResourceDef, key: &ObjKey) -> Result<
             }
         }
     }
-    if ctx.dry_run() {
+    if ctx.dry_run() && !ctx.plan {
         return Ok(with_type(stored.obj.clone(), def));
     }
     let orphan = ctx
@@ -1900,6 +2252,18 @@ fn delete(st: &mut State, ctx: &Ctx, def: &ResourceDef, key: &ObjKey) -> Result<
             .query
             .get("propagationPolicy")
             .is_some_and(|p| p == "Orphan");
+    if ctx.plan {
+        let old = stored.clone();
+        return Ok(st.record_plan(Planned {
+            op: Op::Delete,
+            def: def.clone(),
+            key: key.clone(),
+            stored: old.clone(),
+            old: Some(old),
+            orphan,
+            status_only: false,
+        }));
+    }
     st.delete_or_mark(key, !orphan)
         .map(|o| with_type(o, def))
         .ok_or_else(|| ApiError::not_found(def, &key.name))
@@ -1982,7 +2346,7 @@ fn patch(st: &mut State, ctx: &Ctx, def: &ResourceDef, key: &ObjKey, status_only
         def,
         key,
         status_only,
-        dry_run: ctx.dry_run(),
+        mode: ctx.mode(),
         applied: None,
         applied_status: None,
     };
@@ -2035,7 +2399,7 @@ fn apply(
         m.remove("resourceVersion");
         let ns = def.namespaced.then_some(key.namespace.as_str());
         let applied = BTreeMap::from([(manager, owned_part(&cfg))]);
-        return match st.create(def, ns, obj, ctx.dry_run(), applied) {
+        return match st.create(def, ns, obj, ctx.mode(), applied) {
             Ok(o) => Outcome::created(o),
             Err(e) => e.into(),
         };
@@ -2111,7 +2475,7 @@ fn apply(
         def,
         key,
         status_only,
-        dry_run: ctx.dry_run(),
+        mode: ctx.mode(),
         applied,
         applied_status,
     };
@@ -2643,6 +3007,19 @@ fn aggregated_discovery(st: &State, core: bool) -> Outcome {
 // ---------------------------------------------------------------------------------------------
 // Small JSON and text helpers
 // ---------------------------------------------------------------------------------------------
+
+/// The objects of a multi-document YAML text (empty documents skipped). Panics on bad YAML
+/// (test support: a broken fixture is a failed test).
+pub fn parse_yaml_docs(yaml: &str) -> Vec<Value> {
+    use serde::Deserialize as _;
+    serde_yaml_ng::Deserializer::from_str(yaml)
+        .map(|doc| match Value::deserialize(doc) {
+            Ok(v) => v,
+            Err(e) => panic!("bad YAML document: {e}"),
+        })
+        .filter(|v| !v.is_null())
+        .collect()
+}
 
 fn split_api_version(api_version: &str) -> (&str, &str) {
     api_version.split_once('/').unwrap_or(("", api_version))

@@ -480,6 +480,17 @@ pub fn normalise(group: &str, kind: &str, obj: &mut Value) -> Result<(), DecodeE
         return Err(DecodeErr(p));
     }
     match kind {
+        "Namespace" if group.is_empty() => {
+            // SetDefaults_Namespace: every namespace is labelled with its name.
+            let name = obj
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            let meta = obj_at(obj, "metadata");
+            let labels = ensure_map(meta.entry("labels").or_insert(Value::Null));
+            labels.insert("kubernetes.io/metadata.name".into(), json!(name));
+        }
         "HorizontalPodAutoscaler" => default_hpa(obj),
         "Deployment" => default_deployment(obj),
         _ => {}
