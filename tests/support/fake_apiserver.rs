@@ -14,7 +14,12 @@
 //!   DELETE collection, and the `/status` subresource;
 //! * bearer-token identities ([`FakeApiServer::add_token`], [`Identity`]) and the admission
 //!   chain (webhooks registered by stored webhook configurations, see below);
-//! * SubjectAccessReviews answered by a test-set rule ([`FakeApiServer::set_access_rule`]);
+//! * RBAC (`fake_apiserver/rbac.rs`): every request of an identity outside `system:masters`
+//!   is authorised from the stored Role/ClusterRole/(Cluster)RoleBinding objects (403 with
+//!   upstream's wording otherwise, see [`FakeApiServer::forbidden`]);
+//! * SubjectAccessReviews answered by a test-set rule ([`FakeApiServer::set_access_rule`];
+//!   allow-all by default) or from the RBAC objects
+//!   ([`FakeApiServer::answer_access_reviews_from_rbac`]);
 //! * a request log and fault injection ([`FakeApiServer::fail`]).
 //!
 //! Errors are real `metav1.Status` bodies so `kube::Error::Api` parses them.
@@ -48,6 +53,10 @@
 //!   the right JSON type (400), HPA and Deployment defaults are filled in; names, label keys
 //!   and values, annotation keys, PDB/HPA/Deployment basics are validated (422 with causes).
 //!   Other kinds' defaults and validation rules are not modelled; CRD schemas are not applied.
+//! * **RBAC**: no `nonResourceURLs` beyond discovery/health paths (granted to every
+//!   authenticated identity, as bootstrap policy does), no impersonation, no ABAC/webhook
+//!   authorizers, no escalation checks on writes of roles/bindings, aggregation one level
+//!   deep and computed at request time (no controller writes aggregated rules back).
 //! * **Admission** (`fake_apiserver/admission.rs`): stored Mutating/ValidatingWebhookConfigurations
 //!   are called for create/update/patch/apply/delete (not delete-collection) of every
 //!   resource except admissionregistration and review objects: HTTPS, HTTP/1.1, caBundle as
@@ -68,6 +77,8 @@
 mod admission;
 #[path = "fake_apiserver/normalise.rs"]
 pub mod normalise;
+#[path = "fake_apiserver/rbac.rs"]
+pub mod rbac;
 
 pub use admission::AdmissionCall;
 
@@ -706,12 +717,51 @@ impl FakeApiServer {
     // --- access reviews and faults -------------------------------------------------------
 
     /// Sets how SubjectAccessReviews (and self/local ones) are answered; the closure gets the
-    /// review's `spec`. Default: allow everything.
+    /// review's `spec`. Default: allow everything (so tests that do not care about access
+    /// need no RBAC objects); [`Self::answer_access_reviews_from_rbac`] undoes it.
     pub fn set_access_rule<F>(&self, rule: F)
     where
         F: Fn(&Value) -> AccessAnswer + Send + Sync + 'static,
     {
-        self.shared.lock().access_rule = Arc::new(rule);
+        self.shared.lock().access_rule = Some(Arc::new(rule));
+    }
+
+    /// Drops the test rule: SubjectAccessReviews are answered from the stored RBAC objects
+    /// (`status.allowed` and an upstream-style `reason`; 422 for a spec naming nobody or not
+    /// exactly one kind of attributes), as kube-apiserver's RBAC authorizer would.
+    pub fn answer_access_reviews_from_rbac(&self) {
+        self.shared.lock().access_rule = None;
+    }
+
+    /// What RBAC over the stored objects decides for `identity` (superusers always allowed).
+    /// `namespace`/`name` may be `""`; `resource` may be `plural/subresource`.
+    pub fn rbac_allows(
+        &self,
+        identity: &Identity,
+        verb: &str,
+        group: &str,
+        resource: &str,
+        namespace: &str,
+        name: &str,
+    ) -> bool {
+        let (resource, subresource) = resource.split_once('/').unwrap_or((resource, ""));
+        let req = rbac::Request {
+            verb: verb.into(),
+            resource: Some(rbac::ResourceAttrs {
+                group: group.into(),
+                resource: resource.into(),
+                subresource: subresource.into(),
+                namespace: namespace.into(),
+                name: name.into(),
+            }),
+            path: String::new(),
+        };
+        rbac::authorize(&self.shared.lock().rbac_objects(), identity, &req).allowed
+    }
+
+    /// Requests answered 403 by RBAC so far (method, path, message), in order.
+    pub fn forbidden(&self) -> Vec<(String, String, String)> {
+        self.shared.lock().forbidden_log.clone()
     }
 
     /// Injects `fault` for requests whose path starts with `path_prefix`, `times` times
@@ -1012,6 +1062,14 @@ async fn handle(
         ));
     };
     ctx.user = identity;
+    {
+        let mut st = shared.lock();
+        if let Err(e) = authorize_request(&st, &ctx) {
+            st.forbidden_log
+                .push((ctx.method.clone(), ctx.path.clone(), e.message.clone()));
+            return Ok(outcome_response(e.into()));
+        }
+    }
     if has_webhooks && ctx.method != "GET" {
         if let Some((outcome, warnings)) = admission::admit(&shared, &ctx).await {
             return Ok(outcome_response_with(outcome, &warnings));
@@ -1143,7 +1201,8 @@ struct State {
     compacted_rv: u64,
     requests: Vec<Recorded>,
     faults: Vec<FaultRule>,
-    access_rule: AccessRule,
+    /// `None`: access reviews are answered from the stored RBAC objects.
+    access_rule: Option<AccessRule>,
     events_tx: broadcast::Sender<Arc<WatchRec>>,
     /// Owner-reference garbage collection on (default) or off.
     gc_enabled: bool,
@@ -1155,6 +1214,8 @@ struct State {
     endpoints: BTreeMap<(String, String, u16), SocketAddr>,
     /// Every admission webhook call, in order.
     admission_log: Vec<AdmissionCall>,
+    /// Requests RBAC refused: (method, path, message).
+    forbidden_log: Vec<(String, String, String)>,
 }
 
 impl State {
@@ -1168,13 +1229,16 @@ impl State {
             compacted_rv: 0,
             requests: Vec::new(),
             faults: Vec::new(),
-            access_rule: Arc::new(|_| AccessAnswer::allow("fake-apiserver: allow-all")),
+            access_rule: Some(Arc::new(|_| {
+                AccessAnswer::allow("fake-apiserver: allow-all")
+            })),
             events_tx,
             gc_enabled: true,
             plan: None,
             tokens: BTreeMap::from([(FAKE_TOKEN.to_string(), Identity::admin())]),
             endpoints: BTreeMap::new(),
             admission_log: Vec::new(),
+            forbidden_log: Vec::new(),
         }
     }
 
@@ -1221,6 +1285,20 @@ impl State {
                 && k.plural == plural
                 && namespace.as_ref().is_none_or(|ns| &k.namespace == ns)
         })
+    }
+
+    /// Every stored Role, ClusterRole, RoleBinding and ClusterRoleBinding.
+    fn rbac_objects(&self) -> Vec<Value> {
+        [
+            "roles",
+            "clusterroles",
+            "rolebindings",
+            "clusterrolebindings",
+        ]
+        .iter()
+        .flat_map(|p| self.scan("rbac.authorization.k8s.io", p, None))
+        .map(|(_, s)| s.obj.clone())
+        .collect()
     }
 
     fn next_uid(&mut self) -> String {
@@ -2091,7 +2169,13 @@ fn access_review(st: &mut State, ctx: &Ctx, def: &ResourceDef) -> Outcome {
         return ApiError::bad_request("the body of the request must be a review object").into();
     };
     let spec = review.get("spec").cloned().unwrap_or(Value::Null);
-    let answer = (st.access_rule.clone())(&spec);
+    let answer = match st.access_rule.clone() {
+        Some(rule) => rule(&spec),
+        None => match rbac_review(st, ctx, def, &spec) {
+            Ok(a) => a,
+            Err(e) => return e.into(),
+        },
+    };
     let mut status = json!({"allowed": answer.allowed});
     if answer.denied {
         ensure_object(&mut status).insert("denied".into(), json!(true));
@@ -2102,6 +2186,174 @@ fn access_review(st: &mut State, ctx: &Ctx, def: &ResourceDef) -> Outcome {
     set_type(&mut review, def);
     ensure_object(&mut review).insert("status".into(), status);
     Outcome::created(review)
+}
+
+/// Answers a (self/local) SubjectAccessReview from the stored RBAC objects, validating the
+/// spec as the apiserver does (422 when it asks about nobody or not exactly one kind of
+/// attributes).
+fn rbac_review(
+    st: &State,
+    ctx: &Ctx,
+    def: &ResourceDef,
+    spec: &Value,
+) -> Result<AccessAnswer, ApiError> {
+    let self_review = def.plural == "selfsubjectaccessreviews";
+    let ra = spec.get("resourceAttributes").filter(|v| v.is_object());
+    let nra = spec.get("nonResourceAttributes").filter(|v| v.is_object());
+    let invalid = |m: &str| ApiError::invalid(def, "", m);
+    if ra.is_some() == nra.is_some() {
+        return Err(invalid(
+            "spec.resourceAttributes: Invalid value: exactly one of nonResourceAttributes or resourceAttributes must be specified",
+        ));
+    }
+    let user = if self_review {
+        ctx.user.clone()
+    } else {
+        let username = spec
+            .get("user")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let groups: Vec<String> = spec
+            .get("groups")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
+        if username.is_empty() && groups.is_empty() {
+            return Err(invalid(
+                "spec.user: Invalid value: \"\": at least one of user or group must be specified",
+            ));
+        }
+        Identity {
+            username,
+            uid: spec
+                .get("uid")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
+            groups,
+            extra: BTreeMap::new(),
+        }
+    };
+    let s = |v: Option<&Value>, f: &str| {
+        v.and_then(|x| x.get(f))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    let req = match ra {
+        Some(_) => rbac::Request {
+            verb: s(ra, "verb"),
+            resource: Some(rbac::ResourceAttrs {
+                group: s(ra, "group"),
+                resource: s(ra, "resource"),
+                subresource: s(ra, "subresource"),
+                namespace: s(ra, "namespace"),
+                name: s(ra, "name"),
+            }),
+            path: String::new(),
+        },
+        None => rbac::Request {
+            verb: s(nra, "verb"),
+            resource: None,
+            path: s(nra, "path"),
+        },
+    };
+    let d = rbac::authorize(&st.rbac_objects(), &user, &req);
+    Ok(AccessAnswer {
+        allowed: d.allowed,
+        denied: false,
+        reason: d.reason,
+    })
+}
+
+/// The RBAC request a REST call makes (`RequestInfo`), `None` when the path is not one the
+/// fake serves (it then 404s anyway).
+fn request_attributes(st: &State, ctx: &Ctx) -> Option<rbac::Request> {
+    let segs: Vec<&str> = ctx.path.split('/').filter(|s| !s.is_empty()).collect();
+    let (group, version, rest) = match segs.as_slice() {
+        ["api", v, rest @ ..] if !rest.is_empty() => ("", *v, rest),
+        ["apis", g, v, rest @ ..] if !rest.is_empty() => (*g, *v, rest),
+        _ => {
+            return Some(rbac::Request {
+                verb: ctx.method.to_lowercase(),
+                resource: None,
+                path: ctx.path.clone(),
+            })
+        }
+    };
+    let t = parse_target(st, group, version, rest)?;
+    let verb = match (ctx.method.as_str(), &t.name) {
+        ("GET", None) if ctx.flag("watch") => "watch",
+        ("GET", None) => "list",
+        ("POST", _) => "create",
+        ("DELETE", None) => "deletecollection",
+        ("GET", Some(_)) => "get",
+        ("PUT", Some(_)) => "update",
+        ("PATCH", Some(_)) => "patch",
+        ("DELETE", Some(_)) => "delete",
+        (m, _) => {
+            return Some(rbac::Request {
+                verb: m.to_lowercase(),
+                ..Default::default()
+            })
+        }
+    };
+    // A namespace's own requests are in that namespace.
+    let namespace = if t.def.group.is_empty() && t.def.plural == "namespaces" {
+        t.name.clone().unwrap_or_default()
+    } else {
+        t.namespace.clone().unwrap_or_default()
+    };
+    Some(rbac::Request {
+        verb: verb.into(),
+        resource: Some(rbac::ResourceAttrs {
+            group: t.def.group.clone(),
+            resource: t.def.plural.clone(),
+            subresource: t.sub.clone().unwrap_or_default(),
+            namespace,
+            name: t.name.clone().unwrap_or_default(),
+        }),
+        path: ctx.path.clone(),
+    })
+}
+
+/// RBAC for a request by a non-superuser: 403 Forbidden as the apiserver writes it. A
+/// server-side apply that would create the object also needs `create`.
+fn authorize_request(st: &State, ctx: &Ctx) -> Result<(), ApiError> {
+    if ctx.user.is_superuser() {
+        return Ok(());
+    }
+    let Some(req) = request_attributes(st, ctx) else {
+        return Ok(());
+    };
+    let objects = st.rbac_objects();
+    let mut checks = vec![req.clone()];
+    let applies = ctx.content_type.starts_with("application/apply-patch");
+    if let (true, "patch", Some(r)) = (applies, req.verb.as_str(), &req.resource) {
+        let key = ObjKey::new(&r.group, &r.resource, &r.namespace, &r.name);
+        if r.subresource.is_empty() && !st.objects.contains_key(&key) {
+            checks.push(rbac::Request {
+                verb: "create".into(),
+                ..req.clone()
+            });
+        }
+    }
+    for check in checks {
+        if !rbac::authorize(&objects, &ctx.user, &check).allowed {
+            let mut e = ApiError::new(403, "Forbidden", rbac::forbidden_message(&ctx.user, &check));
+            if let Some(r) = &check.resource {
+                e.details = Some(json!({"name": r.name, "group": r.group, "kind": r.resource}));
+            }
+            return Err(e);
+        }
+    }
+    Ok(())
 }
 
 /// LIST, with `limit`/`continue` paging. Items of built-in kinds carry no apiVersion/kind
