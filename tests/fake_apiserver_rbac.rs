@@ -277,3 +277,86 @@ async fn subject_access_reviews_are_answered_from_rbac_when_no_rule_is_set() {
         .unwrap();
     assert_eq!(r.status.unwrap().denied, Some(true));
 }
+
+#[tokio::test]
+async fn owner_references_permission_enforcement_needs_finalizers_on_the_owner() {
+    let fake = chart_rbac().await;
+    let owner = fake.insert(json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "worker-v1", "namespace": "payments"},
+        "spec": {"selector": {"matchLabels": {"app": "w"}}, "template": {"metadata": {"labels": {"app": "w"}}, "spec": {"containers": [{"name": "c", "image": "i:1"}]}}}}));
+    let uid = owner["metadata"]["uid"].as_str().unwrap().to_string();
+    let pdb = |name: &str, block: bool| -> DynamicObject {
+        serde_json::from_value(json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+            "metadata": {"name": name, "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "worker-v1",
+                "uid": uid, "controller": true, "blockOwnerDeletion": block}]},
+            "spec": {"maxUnavailable": 1}})).unwrap()
+    };
+    let pdbs = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("policy", "v1", "PodDisruptionBudget"),
+        "poddisruptionbudgets",
+    );
+    let api =
+        Api::<DynamicObject>::namespaced_with(fake.client_for(SA_TOKEN).await, "payments", &pdbs);
+
+    // Off (the kube-apiserver default): the chart's grants suffice.
+    api.create(&PostParams::default(), &pdb("off", true))
+        .await
+        .unwrap();
+
+    fake.enforce_owner_references_permission(true);
+    let s = status_of(
+        api.create(&PostParams::default(), &pdb("on", true))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((s.code, s.reason.as_str()), (403, "Forbidden"));
+    assert_eq!(s.message, format!("poddisruptionbudgets.policy \"on\" is forbidden: cannot set blockOwnerDeletion if an ownerReference refers to a resource you can't set finalizers on: &OwnerReference{{Kind:Deployment,Name:worker-v1,UID:{uid},APIVersion:apps/v1,Controller:*true,BlockOwnerDeletion:*true,}}"));
+    // Without blockOwnerDeletion the owner's finalizers do not matter.
+    api.create(&PostParams::default(), &pdb("nonblocking", false))
+        .await
+        .unwrap();
+    // Server-side apply goes through the same check.
+    let applied = api
+        .patch(
+            "applied",
+            &PatchParams::apply("tether").force(),
+            &Patch::Apply(serde_json::to_value(pdb("applied", true)).unwrap()),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(status_of(applied).code, 403);
+
+    // Granting update on deployments/finalizers makes it pass.
+    fake.load_yaml("apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: fin}\nrules: [{apiGroups: [apps], resources: [deployments/finalizers], verbs: [update]}]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {name: fin}\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: fin}\nsubjects: [{kind: ServiceAccount, name: tether, namespace: tether-system}]\n");
+    api.create(&PostParams::default(), &pdb("on", true))
+        .await
+        .unwrap();
+
+    // Changing ownerReferences at all needs delete on the object: the chart's Role has no
+    // delete on Leases.
+    let leases: Api<Lease> = Api::namespaced(fake.client_for(SA_TOKEN).await, "tether-system");
+    leases
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "tether-controller"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let s = status_of(
+        leases
+            .patch(
+                "tether-controller",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"ownerReferences": [
+        {"apiVersion": "v1", "kind": "ConfigMap", "name": "x", "uid": "u"}]}})),
+            )
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(s.message, "leases.coordination.k8s.io \"tether-controller\" is forbidden: cannot set an ownerRef on a resource you can't delete: , <nil>");
+    // The admin is never restricted.
+    Api::<DynamicObject>::namespaced_with(fake.client().await, "payments", &pdbs)
+        .create(&PostParams::default(), &pdb("admin", true))
+        .await
+        .unwrap();
+}

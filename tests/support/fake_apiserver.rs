@@ -57,6 +57,10 @@
 //!   authenticated identity, as bootstrap policy does), no impersonation, no ABAC/webhook
 //!   authorizers, no escalation checks on writes of roles/bindings, aggregation one level
 //!   deep and computed at request time (no controller writes aggregated rules back).
+//! * **In-tree admission plugins**: only OwnerReferencesPermissionEnforcement, off by default
+//!   ([`FakeApiServer::enforce_owner_references_permission`]); no NamespaceLifecycle (writes
+//!   into a namespace that does not exist succeed unless a matching webhook needs its
+//!   labels), no LimitRanger/ResourceQuota/PodSecurity.
 //! * **Admission** (`fake_apiserver/admission.rs`): stored Mutating/ValidatingWebhookConfigurations
 //!   are called for create/update/patch/apply/delete (not delete-collection) of every
 //!   resource except admissionregistration and review objects: HTTPS, HTTP/1.1, caBundle as
@@ -759,6 +763,15 @@ impl FakeApiServer {
         rbac::authorize(&self.shared.lock().rbac_objects(), identity, &req).allowed
     }
 
+    /// Turns the OwnerReferencesPermissionEnforcement admission plugin on or off (off by
+    /// default, as in kube-apiserver; on in OpenShift). With it, a non-admin identity that
+    /// sets `blockOwnerDeletion: true` on an owner reference needs `update` on the owner's
+    /// `<plural>/finalizers`, and one that changes ownerReferences at all needs `delete` on
+    /// the object.
+    pub fn enforce_owner_references_permission(&self, on: bool) {
+        self.shared.lock().owner_refs_enforced = on;
+    }
+
     /// Requests answered 403 by RBAC so far (method, path, message), in order.
     pub fn forbidden(&self) -> Vec<(String, String, String)> {
         self.shared.lock().forbidden_log.clone()
@@ -1075,7 +1088,7 @@ async fn handle(
             return Ok(outcome_response_with(outcome, &warnings));
         }
     }
-    let outcome = route(&mut shared.lock(), &ctx);
+    let outcome = route_as(&mut shared.lock(), &ctx);
     Ok(outcome_response(outcome))
 }
 
@@ -1216,6 +1229,10 @@ struct State {
     admission_log: Vec<AdmissionCall>,
     /// Requests RBAC refused: (method, path, message).
     forbidden_log: Vec<(String, String, String)>,
+    /// Who the write being routed is from (`None` for seeding).
+    actor: Option<Identity>,
+    /// The OwnerReferencesPermissionEnforcement admission plugin is on.
+    owner_refs_enforced: bool,
 }
 
 impl State {
@@ -1239,6 +1256,8 @@ impl State {
             endpoints: BTreeMap::new(),
             admission_log: Vec::new(),
             forbidden_log: Vec::new(),
+            actor: None,
+            owner_refs_enforced: false,
         }
     }
 
@@ -1285,6 +1304,106 @@ impl State {
                 && k.plural == plural
                 && namespace.as_ref().is_none_or(|ns| &k.namespace == ns)
         })
+    }
+
+    /// The OwnerReferencesPermissionEnforcement admission plugin
+    /// (plugin/pkg/admission/gc): a non-superuser who changes an object's ownerReferences
+    /// must be allowed to delete the object, and one who sets `blockOwnerDeletion: true` on a
+    /// reference must be allowed to `update` the owner's `finalizers` subresource. 403
+    /// Forbidden otherwise, worded as upstream.
+    fn check_owner_references(
+        &self,
+        def: &ResourceDef,
+        namespace: &str,
+        name: &str,
+        old: Option<&Value>,
+        new: &Value,
+    ) -> Result<(), ApiError> {
+        let Some(user) = self
+            .actor
+            .as_ref()
+            .filter(|u| self.owner_refs_enforced && !u.is_superuser())
+        else {
+            return Ok(());
+        };
+        let refs = |o: Option<&Value>| -> Vec<Value> {
+            o.and_then(meta)
+                .and_then(|m| m.get("ownerReferences"))
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default()
+        };
+        let (old_refs, new_refs) = (refs(old), refs(Some(new)));
+        if old_refs == new_refs {
+            return Ok(());
+        }
+        let objects = self.rbac_objects();
+        let forbidden = |msg: String| {
+            let qualified = def.qualified();
+            let mut e = ApiError::new(
+                403,
+                "Forbidden",
+                format!("{qualified} {name:?} is forbidden: {msg}"),
+            );
+            e.details = Some(json!({"name": name, "group": def.group, "kind": def.plural}));
+            e
+        };
+        let may = |verb: &str, group: &str, resource: &str, sub: &str, ns: &str, n: &str| {
+            let req = rbac::Request {
+                verb: verb.into(),
+                resource: Some(rbac::ResourceAttrs {
+                    group: group.into(),
+                    resource: resource.into(),
+                    subresource: sub.into(),
+                    namespace: ns.into(),
+                    name: n.into(),
+                }),
+                path: String::new(),
+            };
+            rbac::authorize(&objects, user, &req).allowed
+        };
+        if !may("delete", &def.group, &def.plural, "", namespace, name) {
+            return Err(forbidden(
+                "cannot set an ownerRef on a resource you can't delete: , <nil>".into(),
+            ));
+        }
+        let blocking = |r: &Value| r.get("blockOwnerDeletion") == Some(&json!(true));
+        let newly_blocking: Vec<&Value> = new_refs
+            .iter()
+            .filter(|r| blocking(r))
+            .filter(|r| {
+                !old_refs
+                    .iter()
+                    .any(|o| o.get("uid") == r.get("uid") && blocking(o))
+            })
+            .collect();
+        if newly_blocking.is_empty() || may("update", "*", "*", "finalizers", "", "") {
+            return Ok(());
+        }
+        for r in newly_blocking {
+            let s = |f: &str| r.get(f).and_then(Value::as_str).unwrap_or("").to_string();
+            let (api_version, kind) = (s("apiVersion"), s("kind"));
+            let Some(owner) = self.find_kind(&api_version, &kind) else {
+                return Err(forbidden(format!(
+                    "cannot set blockOwnerDeletion in this case because cannot find RESTMapping for APIVersion {api_version} Kind {kind}: no matches for kind {kind:?} in version {api_version:?}"
+                )));
+            };
+            let owner_ns = if owner.namespaced { namespace } else { "" };
+            if !may(
+                "update",
+                &owner.group,
+                &owner.plural,
+                "finalizers",
+                owner_ns,
+                &s("name"),
+            ) {
+                return Err(forbidden(format!(
+                    "cannot set blockOwnerDeletion if an ownerReference refers to a resource you can't set finalizers on: {}",
+                    go_owner_reference(r)
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Every stored Role, ClusterRole, RoleBinding and ClusterRoleBinding.
@@ -1511,7 +1630,7 @@ impl State {
         }
         let uid = self.next_uid();
         let m = meta_mut(&mut obj);
-        m.insert("name".into(), Value::String(name));
+        m.insert("name".into(), Value::String(name.clone()));
         m.insert("uid".into(), Value::String(uid));
         m.insert("creationTimestamp".into(), Value::String(now_rfc3339()));
         m.insert("generation".into(), json!(1));
@@ -1524,6 +1643,7 @@ impl State {
         }
         if mode != Mode::Plan {
             check_valid(def, &obj)?;
+            self.check_owner_references(def, &ns, &name, None, &obj)?;
         }
         let stored = Stored {
             obj,
@@ -1716,6 +1836,7 @@ impl State {
         }
         if mode != Mode::Plan {
             check_valid(def, &new)?;
+            self.check_owner_references(def, &key.namespace, &key.name, Some(&old.obj), &new)?;
         }
         // A non-apply write (PUT, merge/strategic/JSON patch) takes ownership of what it
         // changed, as the apiserver's Update operation does: apply managers lose those fields,
@@ -2004,6 +2125,15 @@ impl Ctx {
     fn dry_run(&self) -> bool {
         self.query.get("dryRun").is_some_and(|v| v == "All")
     }
+}
+
+/// [`route`] with the caller recorded as the acting identity (for in-tree admission checks
+/// such as [`State::check_owner_references`]).
+fn route_as(st: &mut State, ctx: &Ctx) -> Outcome {
+    st.actor = Some(ctx.user.clone());
+    let outcome = route(st, ctx);
+    st.actor = None;
+    outcome
 }
 
 fn route(st: &mut State, ctx: &Ctx) -> Outcome {
@@ -2354,6 +2484,24 @@ fn authorize_request(st: &State, ctx: &Ctx) -> Result<(), ApiError> {
         }
     }
     Ok(())
+}
+
+/// An OwnerReference as Go's generated `String()` prints it.
+fn go_owner_reference(r: &Value) -> String {
+    let s = |f: &str| r.get(f).and_then(Value::as_str).unwrap_or("").to_string();
+    let b = |f: &str| match r.get(f).and_then(Value::as_bool) {
+        Some(v) => format!("*{v}"),
+        None => "nil".to_string(),
+    };
+    format!(
+        "&OwnerReference{{Kind:{},Name:{},UID:{},APIVersion:{},Controller:{},BlockOwnerDeletion:{},}}",
+        s("kind"),
+        s("name"),
+        s("uid"),
+        s("apiVersion"),
+        b("controller"),
+        b("blockOwnerDeletion")
+    )
 }
 
 /// LIST, with `limit`/`continue` paging. Items of built-in kinds carry no apiVersion/kind

@@ -23,8 +23,8 @@ use rustls_pki_types::pem::PemObject;
 use serde_json::{json, Map, Value};
 
 use super::{
-    meta, meta_str, route, with_type, ApiError, Ctx, Identity, Mode, Op, Outcome, Planned, Shared,
-    State, Update,
+    meta, meta_str, with_type, ApiError, Ctx, Identity, Mode, Op, Outcome, Planned, Shared, State,
+    Update,
 };
 
 /// One admission webhook call, as recorded by the fake (see
@@ -663,7 +663,7 @@ pub(super) async fn admit(shared: &Arc<Shared>, ctx: &Ctx) -> Option<(Outcome, V
     let (outcome, planned, mutating, validating) = {
         let mut st = shared.lock();
         st.plan = None;
-        let outcome = route(&mut st, &plan_ctx);
+        let outcome = super::route_as(&mut st, &plan_ctx);
         let planned = st.plan.take();
         (
             outcome,
@@ -786,7 +786,10 @@ pub(super) async fn admit(shared: &Arc<Shared>, ctx: &Ctx) -> Option<(Outcome, V
     // --- validation (422) on the mutated object ------------------------------------------
     let planned = {
         let mut st = shared.lock();
-        match finalise(&mut st, &planned, obj.clone()) {
+        st.actor = Some(ctx.user.clone());
+        let finalised = finalise(&mut st, &planned, obj.clone());
+        st.actor = None;
+        match finalised {
             Ok(p) => p,
             Err(e) => return Some((e.into(), warnings)),
         }
