@@ -64,19 +64,32 @@ impl Server {
     }
 
     pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Server {
-        Self::launch(None, extra, env)
+        Self::launch(None, extra, env, &[])
     }
 
     /// Starts `tether serve` against a (fake) cluster: KUBECONFIG points at it, the serving
     /// certificate comes from `tether certs`.
     pub fn start_cluster(kubeconfig: &Path, extra: &[&str]) -> Server {
-        Self::launch(Some(kubeconfig), extra, &[])
+        Self::launch(Some(kubeconfig), extra, &[], &[])
     }
 
-    fn launch(kubeconfig: Option<&Path>, extra: &[&str], env: &[(&str, &str)]) -> Server {
+    /// [`Self::start_cluster`] with more DNS names on the serving certificate, e.g.
+    /// `tether.tether-system.svc` for an API server that calls it as a Service.
+    pub fn start_cluster_with_dns(kubeconfig: &Path, dns: &[&str], extra: &[&str]) -> Server {
+        Self::launch(Some(kubeconfig), extra, &[], dns)
+    }
+
+    fn launch(
+        kubeconfig: Option<&Path>,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        more_dns: &[&str],
+    ) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let certs = dir.path().join("certs");
-        let ca = make_certs(&certs, &["localhost", "127.0.0.1"]);
+        let mut names = vec!["localhost", "127.0.0.1"];
+        names.extend_from_slice(more_dns);
+        let ca = make_certs(&certs, &names);
         let port = free_port();
         let mport = free_port();
         let log = dir.path().join("tether.log");

@@ -12,7 +12,14 @@
 //!   field selectors), WATCH (newline-delimited JSON events from a resourceVersion), POST, PUT,
 //!   PATCH (merge, JSON, strategic-as-merge, server-side apply), DELETE (finalizers, owner GC),
 //!   DELETE collection, and the `/status` subresource;
-//! * SubjectAccessReviews answered by a test-set rule ([`FakeApiServer::set_access_rule`]);
+//! * bearer-token identities ([`FakeApiServer::add_token`], [`Identity`]) and the admission
+//!   chain (webhooks registered by stored webhook configurations, see below);
+//! * RBAC (`fake_apiserver/rbac.rs`): every request of an identity outside `system:masters`
+//!   is authorised from the stored Role/ClusterRole/(Cluster)RoleBinding objects (403 with
+//!   upstream's wording otherwise, see [`FakeApiServer::forbidden`]);
+//! * SubjectAccessReviews answered by a test-set rule ([`FakeApiServer::set_access_rule`];
+//!   allow-all by default) or from the RBAC objects
+//!   ([`FakeApiServer::answer_access_reviews_from_rbac`]);
 //! * a request log and fault injection ([`FakeApiServer::fail`]).
 //!
 //! Errors are real `metav1.Status` bodies so `kube::Error::Api` parses them.
@@ -30,16 +37,54 @@
 //! * **Generation** bumps when anything outside `metadata` (and outside `status` for resources
 //!   with the status subresource) changes.
 //! * **Watch**: all history is kept (unless [`FakeApiServer::compact_watch_history`] is called,
-//!   after which older resourceVersions get a 410 `Expired` ERROR event). An object modified so
-//!   that it leaves a watch's selector is *not* turned into a DELETED event. No periodic
-//!   bookmarks; `sendInitialEvents=true` is supported (ADDED events, then the initial-events-end
-//!   BOOKMARK).
+//!   after which older resourceVersions get a 410 `Expired` ERROR event). A label-selector
+//!   watch sees an update that makes an object leave the selector as DELETED with the previous
+//!   state, and one that makes it enter as ADDED (as the watch cache does). No periodic
+//!   bookmarks; `sendInitialEvents=true` is supported (ADDED events, then the
+//!   initial-events-end BOOKMARK).
 //! * **Owner-reference GC**: when an object goes away, dependents none of whose owners still
 //!   exist are deleted (background propagation; `propagationPolicy: Orphan` skips it). No
 //!   foreground deletion, no `orphan` finalizer. Deleting a namespace does not empty it.
-//! * LIST ignores `limit`/`continue` (everything fits in one page) and `resourceVersionMatch`.
-//! * No admission, no validation beyond names/namespaces, no defaulting beyond metadata.
+//! * **LIST** pages with `limit`/`continue`; a later page continues after the last key in the
+//!   *current* store rather than a snapshot (a token older than a compaction gets 410).
+//!   `resourceVersionMatch` is ignored. Items of built-in kinds carry no apiVersion/kind.
+//! * **Decoding and validation** (`fake_apiserver/normalise.rs`): built-ins lose nulls and
+//!   empty metadata maps, quantities are canonicalised, int32/int-or-string fields must have
+//!   the right JSON type (400), HPA and Deployment defaults are filled in; names, label keys
+//!   and values, annotation keys, PDB/HPA/Deployment basics are validated (422 with causes).
+//!   Other kinds' defaults and validation rules are not modelled; CRD schemas are not applied.
+//! * **RBAC**: no `nonResourceURLs` beyond discovery/health paths (granted to every
+//!   authenticated identity, as bootstrap policy does), no impersonation, no ABAC/webhook
+//!   authorizers, no escalation checks on writes of roles/bindings, aggregation one level
+//!   deep and computed at request time (no controller writes aggregated rules back).
+//! * **In-tree admission plugins**: only OwnerReferencesPermissionEnforcement, off by default
+//!   ([`FakeApiServer::enforce_owner_references_permission`]); no NamespaceLifecycle (writes
+//!   into a namespace that does not exist succeed unless a matching webhook needs its
+//!   labels), no LimitRanger/ResourceQuota/PodSecurity.
+//! * **Admission** (`fake_apiserver/admission.rs`): stored Mutating/ValidatingWebhookConfigurations
+//!   are called for create/update/patch/apply/delete (not delete-collection) of every
+//!   resource except admissionregistration and review objects: HTTPS, HTTP/1.1, caBundle as
+//!   the only root, `?timeout=Ns`, fresh uid, userInfo of the caller, CREATE/UPDATE/DELETE
+//!   objects and options, rules/namespaceSelector/objectSelector matching, JSON patch,
+//!   IfNeeded reinvocation, response checks, failurePolicy, denial codes, warnings as
+//!   headers, dryRun vs sideEffects. Services resolve only through
+//!   [`FakeApiServer::set_service_endpoint`]. Not modelled: `matchPolicy: Equivalent` across
+//!   versions (one version per resource here), `matchConditions` (a webhook having them
+//!   fails the request), v1beta1 reviews, CONNECT, Retry-After retries, audit annotations,
+//!   admission-kubeconfig credentials. Validating webhooks are called concurrently and the
+//!   first error *in list order* (not arrival order) wins, so results are deterministic. A
+//!   write that raced with another one between admission and storage gets 409 Conflict
+//!   (upstream retries PATCHes).
 #![allow(dead_code)]
+
+#[path = "fake_apiserver/admission.rs"]
+mod admission;
+#[path = "fake_apiserver/normalise.rs"]
+pub mod normalise;
+#[path = "fake_apiserver/rbac.rs"]
+pub mod rbac;
+
+pub use admission::AdmissionCall;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;
@@ -57,8 +102,59 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{json, Map, Value};
 use tokio::sync::broadcast;
 
-/// The bearer token the fake accepts (and puts in its kubeconfig). Anything else gets 401.
+/// The admin bearer token (in [`FakeApiServer::kubeconfig_yaml`]): user `kubernetes-admin`
+/// in `system:masters`, which RBAC never restricts. Other tokens are added with
+/// [`FakeApiServer::add_token`]; an unknown token gets 401.
 pub const FAKE_TOKEN: &str = "fake-apiserver-token-0123456789";
+
+/// Who a request is from (`user.Info`): what admission reviews carry as `userInfo` and what
+/// RBAC evaluates.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Identity {
+    pub username: String,
+    pub uid: String,
+    pub groups: Vec<String>,
+    pub extra: BTreeMap<String, Vec<String>>,
+}
+
+impl Identity {
+    /// A user in `groups` plus `system:authenticated` (as every authenticator adds it).
+    pub fn user(username: &str, groups: &[&str]) -> Self {
+        let mut g: Vec<String> = groups.iter().map(|s| s.to_string()).collect();
+        g.push("system:authenticated".into());
+        Identity {
+            username: username.into(),
+            uid: format!("uid-{username}"),
+            groups: g,
+            extra: BTreeMap::new(),
+        }
+    }
+
+    /// `system:serviceaccount:<ns>:<name>` with groups `system:serviceaccounts`,
+    /// `system:serviceaccounts:<ns>` and `system:authenticated`.
+    pub fn service_account(namespace: &str, name: &str) -> Self {
+        Identity {
+            username: format!("system:serviceaccount:{namespace}:{name}"),
+            uid: format!("uid-sa-{namespace}-{name}"),
+            groups: vec![
+                "system:serviceaccounts".into(),
+                format!("system:serviceaccounts:{namespace}"),
+                "system:authenticated".into(),
+            ],
+            extra: BTreeMap::new(),
+        }
+    }
+
+    /// The identity of [`FAKE_TOKEN`].
+    pub fn admin() -> Self {
+        Identity::user("kubernetes-admin", &["system:masters"])
+    }
+
+    /// In `system:masters`: RBAC is not consulted (as the apiserver's superuser authorizer).
+    pub fn is_superuser(&self) -> bool {
+        self.groups.iter().any(|g| g == "system:masters")
+    }
+}
 
 /// Content type of aggregated discovery responses (what kube 5 asks for first in
 /// `Discovery::run_aggregated`).
@@ -79,6 +175,8 @@ pub struct Recorded {
     pub content_type: Option<String>,
     /// Body parsed as JSON; a non-JSON body is kept as a JSON string; `None` when empty.
     pub body: Option<Value>,
+    /// The authenticated username (`""` when the token was unknown).
+    pub user: String,
 }
 
 impl Recorded {
@@ -153,6 +251,11 @@ pub struct ResourceDef {
     /// Has a `/status` subresource: main-resource writes keep the stored status and
     /// `/status` writes change only the status.
     pub status_subresource: bool,
+    /// Served by kube-apiserver itself (core and `*.k8s.io`-style groups such as apps,
+    /// autoscaling, policy), not a CRD: LIST items carry no apiVersion/kind and writes are
+    /// decoded, defaulted and canonicalised as typed objects (see `normalise.rs`).
+    /// Set from the group by [`ResourceDef::new`]; change with [`ResourceDef::custom`].
+    pub builtin: bool,
 }
 
 impl ResourceDef {
@@ -165,7 +268,15 @@ impl ResourceDef {
             namespaced,
             verbs: ALL_VERBS.iter().map(|v| v.to_string()).collect(),
             status_subresource: false,
+            builtin: normalise::is_builtin_group(group),
         }
+    }
+
+    /// Marks the resource as a custom resource (a CRD) whatever its group, e.g. VPA in
+    /// `autoscaling.k8s.io`.
+    pub fn custom(mut self) -> Self {
+        self.builtin = false;
+        self
     }
 
     pub fn with_status(mut self) -> Self {
@@ -275,6 +386,20 @@ pub fn default_resources() -> Vec<ResourceDef> {
             true,
         ),
         rd("coordination.k8s.io", "v1", "Lease", "leases", true),
+        rd(
+            "admissionregistration.k8s.io",
+            "v1",
+            "MutatingWebhookConfiguration",
+            "mutatingwebhookconfigurations",
+            false,
+        ),
+        rd(
+            "admissionregistration.k8s.io",
+            "v1",
+            "ValidatingWebhookConfiguration",
+            "validatingwebhookconfigurations",
+            false,
+        ),
         rd("events.k8s.io", "v1", "Event", "events", true),
         rd(
             "authorization.k8s.io",
@@ -397,11 +522,85 @@ impl FakeApiServer {
     /// A kubeconfig (context `fake`, namespace `default`) with the CA embedded and
     /// [`FAKE_TOKEN`] as bearer token.
     pub fn kubeconfig_yaml(&self) -> String {
+        self.kubeconfig_yaml_for(FAKE_TOKEN)
+    }
+
+    /// A kubeconfig like [`Self::kubeconfig_yaml`] authenticating with `token` (see
+    /// [`Self::add_token`]).
+    pub fn kubeconfig_yaml_for(&self, token: &str) -> String {
         let ca = base64::engine::general_purpose::STANDARD.encode(self.ca_pem.as_bytes());
         format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {url}\n    certificate-authority-data: {ca}\nusers:\n- name: fake\n  user:\n    token: {FAKE_TOKEN}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n    namespace: default\ncurrent-context: fake\n",
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {url}\n    certificate-authority-data: {ca}\nusers:\n- name: fake\n  user:\n    token: {token}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n    namespace: default\ncurrent-context: fake\n",
             url = self.url()
         )
+    }
+
+    /// Writes [`Self::kubeconfig_yaml_for`] to `dir/<file>`.
+    pub fn write_kubeconfig_for(&self, dir: &Path, file: &str, token: &str) -> PathBuf {
+        let path = dir.join(file);
+        if let Err(e) = std::fs::write(&path, self.kubeconfig_yaml_for(token)) {
+            panic!("writing {}: {e}", path.display());
+        }
+        path
+    }
+
+    /// A `kube::Client` authenticating with `token`.
+    pub async fn client_for(&self, token: &str) -> kube::Client {
+        let kc = match kube::config::Kubeconfig::from_yaml(&self.kubeconfig_yaml_for(token)) {
+            Ok(kc) => kc,
+            Err(e) => panic!("fake kubeconfig does not parse: {e}"),
+        };
+        let config = match kube::Config::from_custom_kubeconfig(kc, &Default::default()).await {
+            Ok(c) => c,
+            Err(e) => panic!("fake kubeconfig gives no config: {e}"),
+        };
+        match kube::Client::try_from(config) {
+            Ok(c) => c,
+            Err(e) => panic!("kube client for the fake: {e}"),
+        }
+    }
+
+    // --- identities ------------------------------------------------------------------------
+
+    /// Accepts `token` as `identity` from now on (replacing what it meant before).
+    pub fn add_token(&self, token: &str, identity: Identity) {
+        self.shared
+            .lock()
+            .tokens
+            .insert(token.to_string(), identity);
+    }
+
+    // --- admission -------------------------------------------------------------------------
+
+    /// Where webhook calls to Service `namespace/name:port` go (a loopback address of the
+    /// webhook server under test). Unregistered services fail like an unresolvable host.
+    pub fn set_service_endpoint(&self, namespace: &str, name: &str, port: u16, addr: SocketAddr) {
+        assert!(
+            addr.ip().is_loopback(),
+            "webhook endpoints must be loopback, got {addr}"
+        );
+        self.shared
+            .lock()
+            .endpoints
+            .insert((namespace.to_string(), name.to_string(), port), addr);
+    }
+
+    /// Every admission webhook call made so far, in order.
+    pub fn admission_calls(&self) -> Vec<AdmissionCall> {
+        self.shared.lock().admission_log.clone()
+    }
+
+    pub fn clear_admission_calls(&self) {
+        self.shared.lock().admission_log.clear();
+    }
+
+    /// Stores every object of a multi-document YAML text (as [`Self::insert`]: no admission,
+    /// no RBAC), in order; empty documents are skipped. Returns the stored objects.
+    pub fn load_yaml(&self, yaml: &str) -> Vec<Value> {
+        parse_yaml_docs(yaml)
+            .into_iter()
+            .map(|doc| self.insert(doc))
+            .collect()
     }
 
     /// Writes [`Self::kubeconfig_yaml`] to `dir/kubeconfig` (for a `KUBECONFIG` env var).
@@ -522,12 +721,60 @@ impl FakeApiServer {
     // --- access reviews and faults -------------------------------------------------------
 
     /// Sets how SubjectAccessReviews (and self/local ones) are answered; the closure gets the
-    /// review's `spec`. Default: allow everything.
+    /// review's `spec`. Default: allow everything (so tests that do not care about access
+    /// need no RBAC objects); [`Self::answer_access_reviews_from_rbac`] undoes it.
     pub fn set_access_rule<F>(&self, rule: F)
     where
         F: Fn(&Value) -> AccessAnswer + Send + Sync + 'static,
     {
-        self.shared.lock().access_rule = Arc::new(rule);
+        self.shared.lock().access_rule = Some(Arc::new(rule));
+    }
+
+    /// Drops the test rule: SubjectAccessReviews are answered from the stored RBAC objects
+    /// (`status.allowed` and an upstream-style `reason`; 422 for a spec naming nobody or not
+    /// exactly one kind of attributes), as kube-apiserver's RBAC authorizer would.
+    pub fn answer_access_reviews_from_rbac(&self) {
+        self.shared.lock().access_rule = None;
+    }
+
+    /// What RBAC over the stored objects decides for `identity` (superusers always allowed).
+    /// `namespace`/`name` may be `""`; `resource` may be `plural/subresource`.
+    pub fn rbac_allows(
+        &self,
+        identity: &Identity,
+        verb: &str,
+        group: &str,
+        resource: &str,
+        namespace: &str,
+        name: &str,
+    ) -> bool {
+        let (resource, subresource) = resource.split_once('/').unwrap_or((resource, ""));
+        let req = rbac::Request {
+            verb: verb.into(),
+            resource: Some(rbac::ResourceAttrs {
+                group: group.into(),
+                resource: resource.into(),
+                subresource: subresource.into(),
+                namespace: namespace.into(),
+                name: name.into(),
+            }),
+            path: String::new(),
+        };
+        rbac::authorize(&self.shared.lock().rbac_objects(), identity, &req).allowed
+    }
+
+    /// Turns the OwnerReferencesPermissionEnforcement admission plugin on or off (off by
+    /// default, as in kube-apiserver; on in OpenShift). With it, a non-admin identity that
+    /// sets `blockOwnerDeletion: true` on an owner reference needs `update` on the owner's
+    /// `<plural>/finalizers`, and one that changes ownerReferences at all needs `delete` on
+    /// the object.
+    pub fn enforce_owner_references_permission(&self, on: bool) {
+        self.shared.lock().owner_refs_enforced = on;
+    }
+
+    /// Requests answered 403 by RBAC so far (method, path, message), in order.
+    pub fn forbidden(&self) -> Vec<(String, String, String)> {
+        self.shared.lock().forbidden_log.clone()
     }
 
     /// Injects `fault` for requests whose path starts with `path_prefix`, `times` times
@@ -777,20 +1024,40 @@ async fn handle(
                     .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&raw).into_owned())),
             )
         },
+        plan: false,
+        user: Identity::default(),
     };
-    let authorized = header(hyper::header::AUTHORIZATION).as_deref()
-        == Some(format!("Bearer {FAKE_TOKEN}").as_str());
-
-    let fault = {
+    let mut ctx = ctx;
+    let token = header(hyper::header::AUTHORIZATION)
+        .and_then(|h| h.strip_prefix("Bearer ").map(str::to_string));
+    let (fault, identity, has_webhooks) = {
         let mut st = shared.lock();
+        let identity = token.and_then(|t| st.tokens.get(&t).cloned());
         st.requests.push(Recorded {
             method: ctx.method.clone(),
             path: ctx.path.clone(),
             query: parts.uri.query().unwrap_or("").to_string(),
             content_type: header(hyper::header::CONTENT_TYPE),
             body: ctx.body.clone(),
+            user: identity
+                .as_ref()
+                .map(|i| i.username.clone())
+                .unwrap_or_default(),
         });
-        st.take_fault(&ctx.path)
+        let has_webhooks = st
+            .scan(
+                "admissionregistration.k8s.io",
+                "mutatingwebhookconfigurations",
+                None,
+            )
+            .chain(st.scan(
+                "admissionregistration.k8s.io",
+                "validatingwebhookconfigurations",
+                None,
+            ))
+            .next()
+            .is_some();
+        (st.take_fault(&ctx.path), identity, has_webhooks)
     };
     match fault {
         Some(Fault::Close) => return Err(FakeClose),
@@ -802,16 +1069,45 @@ async fn handle(
         }
         None => {}
     }
-    if !authorized {
+    let Some(identity) = identity else {
         return Ok(outcome_response(
             ApiError::new(401, "Unauthorized", "Unauthorized").into(),
         ));
+    };
+    ctx.user = identity;
+    {
+        let mut st = shared.lock();
+        if let Err(e) = authorize_request(&st, &ctx) {
+            st.forbidden_log
+                .push((ctx.method.clone(), ctx.path.clone(), e.message.clone()));
+            return Ok(outcome_response(e.into()));
+        }
     }
-    let outcome = route(&mut shared.lock(), &ctx);
+    if has_webhooks && ctx.method != "GET" {
+        if let Some((outcome, warnings)) = admission::admit(&shared, &ctx).await {
+            return Ok(outcome_response_with(outcome, &warnings));
+        }
+    }
+    let outcome = route_as(&mut shared.lock(), &ctx);
     Ok(outcome_response(outcome))
 }
 
 fn outcome_response(outcome: Outcome) -> Response<RespBody> {
+    outcome_response_with(outcome, &[])
+}
+
+/// The HTTP response, with one `Warning: 299 - "..."` header per admission warning.
+fn outcome_response_with(outcome: Outcome, warnings: &[String]) -> Response<RespBody> {
+    let mut resp = outcome_response_plain(outcome);
+    for w in warnings {
+        if let Ok(v) = hyper::header::HeaderValue::from_str(&admission::warning_header(w)) {
+            resp.headers_mut().append(hyper::header::WARNING, v);
+        }
+    }
+    resp
+}
+
+fn outcome_response_plain(outcome: Outcome) -> Response<RespBody> {
     match outcome {
         Outcome::Json {
             code,
@@ -903,6 +1199,9 @@ struct WatchRec {
     namespace: String,
     kind: &'static str,
     object: Value,
+    /// For MODIFIED: the state before, so a selector watch can tell an object that left
+    /// (DELETED with this state) or entered (ADDED).
+    prev: Option<Value>,
 }
 
 struct State {
@@ -915,10 +1214,25 @@ struct State {
     compacted_rv: u64,
     requests: Vec<Recorded>,
     faults: Vec<FaultRule>,
-    access_rule: AccessRule,
+    /// `None`: access reviews are answered from the stored RBAC objects.
+    access_rule: Option<AccessRule>,
     events_tx: broadcast::Sender<Arc<WatchRec>>,
     /// Owner-reference garbage collection on (default) or off.
     gc_enabled: bool,
+    /// The write the last `Mode::Plan`/`Mode::Finalise` request computed.
+    plan: Option<Planned>,
+    /// Bearer token -> identity.
+    tokens: BTreeMap<String, Identity>,
+    /// Where a Service (namespace, name, port) is reached, for webhook calls.
+    endpoints: BTreeMap<(String, String, u16), SocketAddr>,
+    /// Every admission webhook call, in order.
+    admission_log: Vec<AdmissionCall>,
+    /// Requests RBAC refused: (method, path, message).
+    forbidden_log: Vec<(String, String, String)>,
+    /// Who the write being routed is from (`None` for seeding).
+    actor: Option<Identity>,
+    /// The OwnerReferencesPermissionEnforcement admission plugin is on.
+    owner_refs_enforced: bool,
 }
 
 impl State {
@@ -932,9 +1246,18 @@ impl State {
             compacted_rv: 0,
             requests: Vec::new(),
             faults: Vec::new(),
-            access_rule: Arc::new(|_| AccessAnswer::allow("fake-apiserver: allow-all")),
+            access_rule: Some(Arc::new(|_| {
+                AccessAnswer::allow("fake-apiserver: allow-all")
+            })),
             events_tx,
             gc_enabled: true,
+            plan: None,
+            tokens: BTreeMap::from([(FAKE_TOKEN.to_string(), Identity::admin())]),
+            endpoints: BTreeMap::new(),
+            admission_log: Vec::new(),
+            forbidden_log: Vec::new(),
+            actor: None,
+            owner_refs_enforced: false,
         }
     }
 
@@ -965,6 +1288,138 @@ impl State {
             .cloned()
     }
 
+    /// Objects of one resource (optionally one namespace) in (namespace, name) order: a range
+    /// of the ordered store, not a scan of everything.
+    fn scan<'a>(
+        &'a self,
+        group: &str,
+        plural: &str,
+        namespace: Option<&str>,
+    ) -> impl Iterator<Item = (&'a ObjKey, &'a Stored)> + 'a {
+        let start = ObjKey::new(group, plural, namespace.unwrap_or(""), "");
+        let (group, plural) = (group.to_string(), plural.to_string());
+        let namespace = namespace.map(str::to_string);
+        self.objects.range(start..).take_while(move |(k, _)| {
+            k.group == group
+                && k.plural == plural
+                && namespace.as_ref().is_none_or(|ns| &k.namespace == ns)
+        })
+    }
+
+    /// The OwnerReferencesPermissionEnforcement admission plugin
+    /// (plugin/pkg/admission/gc): a non-superuser who changes an object's ownerReferences
+    /// must be allowed to delete the object, and one who sets `blockOwnerDeletion: true` on a
+    /// reference must be allowed to `update` the owner's `finalizers` subresource. 403
+    /// Forbidden otherwise, worded as upstream.
+    fn check_owner_references(
+        &self,
+        def: &ResourceDef,
+        namespace: &str,
+        name: &str,
+        old: Option<&Value>,
+        new: &Value,
+    ) -> Result<(), ApiError> {
+        let Some(user) = self
+            .actor
+            .as_ref()
+            .filter(|u| self.owner_refs_enforced && !u.is_superuser())
+        else {
+            return Ok(());
+        };
+        let refs = |o: Option<&Value>| -> Vec<Value> {
+            o.and_then(meta)
+                .and_then(|m| m.get("ownerReferences"))
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default()
+        };
+        let (old_refs, new_refs) = (refs(old), refs(Some(new)));
+        if old_refs == new_refs {
+            return Ok(());
+        }
+        let objects = self.rbac_objects();
+        let forbidden = |msg: String| {
+            let qualified = def.qualified();
+            let mut e = ApiError::new(
+                403,
+                "Forbidden",
+                format!("{qualified} {name:?} is forbidden: {msg}"),
+            );
+            e.details = Some(json!({"name": name, "group": def.group, "kind": def.plural}));
+            e
+        };
+        let may = |verb: &str, group: &str, resource: &str, sub: &str, ns: &str, n: &str| {
+            let req = rbac::Request {
+                verb: verb.into(),
+                resource: Some(rbac::ResourceAttrs {
+                    group: group.into(),
+                    resource: resource.into(),
+                    subresource: sub.into(),
+                    namespace: ns.into(),
+                    name: n.into(),
+                }),
+                path: String::new(),
+            };
+            rbac::authorize(&objects, user, &req).allowed
+        };
+        if !may("delete", &def.group, &def.plural, "", namespace, name) {
+            return Err(forbidden(
+                "cannot set an ownerRef on a resource you can't delete: , <nil>".into(),
+            ));
+        }
+        let blocking = |r: &Value| r.get("blockOwnerDeletion") == Some(&json!(true));
+        let newly_blocking: Vec<&Value> = new_refs
+            .iter()
+            .filter(|r| blocking(r))
+            .filter(|r| {
+                !old_refs
+                    .iter()
+                    .any(|o| o.get("uid") == r.get("uid") && blocking(o))
+            })
+            .collect();
+        if newly_blocking.is_empty() || may("update", "*", "*", "finalizers", "", "") {
+            return Ok(());
+        }
+        for r in newly_blocking {
+            let s = |f: &str| r.get(f).and_then(Value::as_str).unwrap_or("").to_string();
+            let (api_version, kind) = (s("apiVersion"), s("kind"));
+            let Some(owner) = self.find_kind(&api_version, &kind) else {
+                return Err(forbidden(format!(
+                    "cannot set blockOwnerDeletion in this case because cannot find RESTMapping for APIVersion {api_version} Kind {kind}: no matches for kind {kind:?} in version {api_version:?}"
+                )));
+            };
+            let owner_ns = if owner.namespaced { namespace } else { "" };
+            if !may(
+                "update",
+                &owner.group,
+                &owner.plural,
+                "finalizers",
+                owner_ns,
+                &s("name"),
+            ) {
+                return Err(forbidden(format!(
+                    "cannot set blockOwnerDeletion if an ownerReference refers to a resource you can't set finalizers on: {}",
+                    go_owner_reference(r)
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every stored Role, ClusterRole, RoleBinding and ClusterRoleBinding.
+    fn rbac_objects(&self) -> Vec<Value> {
+        [
+            "roles",
+            "clusterroles",
+            "rolebindings",
+            "clusterrolebindings",
+        ]
+        .iter()
+        .flat_map(|p| self.scan("rbac.authorization.k8s.io", p, None))
+        .map(|(_, s)| s.obj.clone())
+        .collect()
+    }
+
     fn next_uid(&mut self) -> String {
         self.uid_counter += 1;
         format!("fa4e0000-0000-4000-8000-{:012x}", self.uid_counter)
@@ -976,12 +1431,12 @@ impl State {
         meta_mut(&mut stored.obj)
             .insert("resourceVersion".into(), Value::String(self.rv.to_string()));
         let obj = stored.obj.clone();
-        self.objects.insert(key.clone(), stored);
-        self.emit(&key, event, obj.clone());
+        let prev = self.objects.insert(key.clone(), stored).map(|s| s.obj);
+        self.emit(&key, event, obj.clone(), prev);
         obj
     }
 
-    fn emit(&mut self, key: &ObjKey, kind: &'static str, object: Value) {
+    fn emit(&mut self, key: &ObjKey, kind: &'static str, object: Value, prev: Option<Value>) {
         let rec = Arc::new(WatchRec {
             rv: self.rv,
             group: key.group.clone(),
@@ -989,6 +1444,7 @@ impl State {
             namespace: key.namespace.clone(),
             kind,
             object,
+            prev,
         });
         self.history.push(rec.clone());
         // No receivers is fine.
@@ -1001,7 +1457,7 @@ impl State {
         self.rv += 1;
         let mut obj = stored.obj;
         meta_mut(&mut obj).insert("resourceVersion".into(), Value::String(self.rv.to_string()));
-        self.emit(key, "DELETED", obj.clone());
+        self.emit(key, "DELETED", obj.clone(), None);
         if gc && self.gc_enabled {
             self.collect_garbage();
         }
@@ -1077,6 +1533,7 @@ impl State {
         if name.is_empty() {
             return Err("metadata.name is required".into());
         }
+        decode(&def, &mut obj).map_err(|e| e.message)?;
         let uid = self.next_uid();
         let m = meta_mut(&mut obj);
         let namespace = if def.namespaced {
@@ -1116,7 +1573,7 @@ impl State {
         def: &ResourceDef,
         namespace: Option<&str>,
         mut obj: Value,
-        dry_run: bool,
+        mode: Mode,
         applied: BTreeMap<String, Value>,
     ) -> Result<Value, ApiError> {
         if !obj.is_object() {
@@ -1124,6 +1581,7 @@ impl State {
                 "the body of the request must be an object",
             ));
         }
+        decode(def, &mut obj)?;
         let m = meta_mut(&mut obj);
         if m.get("resourceVersion")
             .and_then(Value::as_str)
@@ -1147,13 +1605,6 @@ impl State {
                 ));
             };
             name = format!("{prefix}{}", generated_suffix(self.uid_counter + 1));
-        }
-        if !is_valid_name(&name) {
-            return Err(ApiError::invalid(
-                def,
-                &name,
-                &format!("metadata.name: Invalid value: {name:?}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.'"),
-            ));
         }
         let ns = match (def.namespaced, namespace) {
             (true, Some(ns)) => {
@@ -1179,7 +1630,7 @@ impl State {
         }
         let uid = self.next_uid();
         let m = meta_mut(&mut obj);
-        m.insert("name".into(), Value::String(name));
+        m.insert("name".into(), Value::String(name.clone()));
         m.insert("uid".into(), Value::String(uid));
         m.insert("creationTimestamp".into(), Value::String(now_rfc3339()));
         m.insert("generation".into(), json!(1));
@@ -1190,18 +1641,103 @@ impl State {
         if def.status_subresource {
             ensure_object(&mut obj).remove("status");
         }
-        if dry_run {
-            return Ok(obj);
+        if mode != Mode::Plan {
+            check_valid(def, &obj)?;
+            self.check_owner_references(def, &ns, &name, None, &obj)?;
         }
-        Ok(self.put(
+        let stored = Stored {
+            obj,
+            applied,
+            applied_status: BTreeMap::new(),
+        };
+        match mode {
+            Mode::DryRun => Ok(stored.obj),
+            Mode::Plan | Mode::Finalise => Ok(self.record_plan(Planned {
+                op: Op::Create,
+                def: def.clone(),
+                key,
+                stored,
+                old: None,
+                orphan: false,
+                status_only: false,
+            })),
+            Mode::Commit => self.commit_create(def, key, stored),
+        }
+    }
+
+    /// Stores a planned new object (AlreadyExists if the name was taken meanwhile).
+    fn commit_create(
+        &mut self,
+        def: &ResourceDef,
+        key: ObjKey,
+        stored: Stored,
+    ) -> Result<Value, ApiError> {
+        if self.objects.contains_key(&key) {
+            return Err(ApiError::already_exists(def, &key.name));
+        }
+        Ok(self.put(key, stored, "ADDED"))
+    }
+
+    fn record_plan(&mut self, plan: Planned) -> Value {
+        let obj = plan.stored.obj.clone();
+        self.plan = Some(plan);
+        obj
+    }
+
+    /// Stores a planned write: the object must still be the one the plan started from
+    /// (else 409 Conflict, as a guaranteed update whose precondition failed).
+    fn commit(&mut self, plan: Planned) -> Result<Value, ApiError> {
+        let Planned {
+            op,
+            def,
             key,
-            Stored {
-                obj,
-                applied,
-                applied_status: BTreeMap::new(),
-            },
-            "ADDED",
-        ))
+            stored,
+            old,
+            orphan,
+            ..
+        } = plan;
+        if op == Op::Create {
+            return self.commit_create(&def, key, stored);
+        }
+        let Some(current) = self.objects.get(&key).cloned() else {
+            return Err(ApiError::not_found(&def, &key.name));
+        };
+        let old = old.unwrap_or_default();
+        if meta_str(&current.obj, "resourceVersion") != meta_str(&old.obj, "resourceVersion") {
+            return Err(ApiError::conflict(&def, &key.name));
+        }
+        match op {
+            Op::Delete => self
+                .delete_or_mark(&key, !orphan)
+                .map(|o| with_type(o, &def))
+                .ok_or_else(|| ApiError::not_found(&def, &key.name)),
+            _ => self.commit_update(&def, &key, stored, current),
+        }
+    }
+
+    /// The tail of an update: removal when the last finalizer goes, no-op detection, store.
+    fn commit_update(
+        &mut self,
+        def: &ResourceDef,
+        key: &ObjKey,
+        stored: Stored,
+        old: Stored,
+    ) -> Result<Value, ApiError> {
+        let deleting = meta(&old.obj)
+            .and_then(|m| m.get("deletionTimestamp"))
+            .is_some();
+        if deleting && finalizers(&stored.obj).is_empty() {
+            self.objects.insert(key.clone(), stored);
+            return self
+                .remove(key, true)
+                .ok_or_else(|| ApiError::not_found(def, &key.name));
+        }
+        if stored.obj == old.obj {
+            // A no-op write changes nothing, not even the resourceVersion (as the apiserver).
+            self.objects.insert(key.clone(), stored);
+            return Ok(old.obj);
+        }
+        Ok(self.put(key.clone(), stored, "MODIFIED"))
     }
 
     /// PUT/PATCH/apply on an existing object: `new` is the full intended object.
@@ -1210,7 +1746,7 @@ impl State {
             def,
             key,
             status_only,
-            dry_run,
+            mode,
             applied,
             applied_status,
         } = upd;
@@ -1238,6 +1774,7 @@ impl State {
                 return Err(ApiError::conflict(def, &key.name));
             }
         }
+        decode(def, &mut new)?;
         if status_only {
             let mut merged = old.obj.clone();
             match new.get("status").cloned() {
@@ -1297,6 +1834,10 @@ impl State {
         if spec_part(&old.obj, def) != spec_part(&new, def) {
             meta_mut(&mut new).insert("generation".into(), json!(generation + 1));
         }
+        if mode != Mode::Plan {
+            check_valid(def, &new)?;
+            self.check_owner_references(def, &key.namespace, &key.name, Some(&old.obj), &new)?;
+        }
         // A non-apply write (PUT, merge/strategic/JSON patch) takes ownership of what it
         // changed, as the apiserver's Update operation does: apply managers lose those fields,
         // so a later apply by another manager does not conflict on them.
@@ -1306,22 +1847,82 @@ impl State {
                 .unwrap_or_else(|| disown_changed(&old.applied_status, &new)),
             obj: new,
         };
-        if dry_run {
-            return Ok(stored.obj);
+        match mode {
+            Mode::DryRun => Ok(stored.obj),
+            Mode::Plan | Mode::Finalise => Ok(self.record_plan(Planned {
+                op: Op::Update,
+                def: def.clone(),
+                key: key.clone(),
+                stored,
+                old: Some(old),
+                orphan: false,
+                status_only,
+            })),
+            Mode::Commit => self.commit_update(def, key, stored, old),
         }
-        if deleting && finalizers(&stored.obj).is_empty() {
-            self.objects.insert(key.clone(), stored);
-            return self
-                .remove(key, true)
-                .ok_or_else(|| ApiError::not_found(def, &key.name));
-        }
-        if stored.obj == old.obj {
-            // A no-op write changes nothing, not even the resourceVersion (as the apiserver).
-            self.objects.insert(key.clone(), stored);
-            return Ok(old.obj);
-        }
-        Ok(self.put(key.clone(), stored, "MODIFIED"))
     }
+}
+
+/// How far a write goes. Writes that admission webhooks see run twice: in `Plan` (decode,
+/// default, no validation, nothing stored: the object mutating webhooks get) and, with the
+/// mutated object, in `Finalise` (validated, nothing stored: what validating webhooks get);
+/// then [`State::commit`] stores the plan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Commit,
+    /// `?dryRun=All`: everything but storing.
+    DryRun,
+    Plan,
+    Finalise,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Op {
+    Create,
+    Update,
+    Delete,
+}
+
+/// A write computed but not stored (see [`Mode`]).
+#[derive(Clone, Debug)]
+struct Planned {
+    op: Op,
+    def: ResourceDef,
+    key: ObjKey,
+    /// The object to store (for Delete: the stored object).
+    stored: Stored,
+    /// The stored object the write started from (Update, Delete).
+    old: Option<Stored>,
+    /// Delete with `propagationPolicy: Orphan`.
+    orphan: bool,
+    /// A write to the `/status` subresource.
+    status_only: bool,
+}
+
+/// Decode + default + canonicalise, as the apiserver does before admission (400 when the
+/// body does not decode into the kind's type).
+fn decode(def: &ResourceDef, obj: &mut Value) -> Result<(), ApiError> {
+    if !def.builtin {
+        return Ok(());
+    }
+    normalise::normalise(&def.group, &def.kind, obj).map_err(|e| {
+        ApiError::bad_request(&format!(
+            "{kind} in version \"{v}\" cannot be handled as a {kind}: {msg}",
+            kind = def.kind,
+            v = def.version,
+            msg = e.0
+        ))
+    })
+}
+
+/// Strategy validation: 422 Invalid with `details.causes`.
+fn check_valid(def: &ResourceDef, obj: &Value) -> Result<(), ApiError> {
+    let errs = normalise::validate(&def.group, &def.kind, obj);
+    if errs.is_empty() {
+        return Ok(());
+    }
+    let name = meta_str(obj, "name").unwrap_or("");
+    Err(ApiError::invalid_fields(def, name, &errs))
 }
 
 /// Arguments of [`State::update`].
@@ -1329,7 +1930,7 @@ struct Update<'a> {
     def: &'a ResourceDef,
     key: &'a ObjKey,
     status_only: bool,
-    dry_run: bool,
+    mode: Mode,
     applied: Option<BTreeMap<String, Value>>,
     applied_status: Option<BTreeMap<String, Value>>,
 }
@@ -1342,6 +1943,8 @@ struct Update<'a> {
 struct ApiError {
     code: u16,
     reason: &'static str,
+    /// A reason passed through from elsewhere (a webhook's denial); wins over `reason`.
+    reason_text: Option<String>,
     message: String,
     details: Option<Value>,
 }
@@ -1351,6 +1954,7 @@ impl ApiError {
         ApiError {
             code,
             reason,
+            reason_text: None,
             message: message.into(),
             details: None,
         }
@@ -1403,13 +2007,41 @@ impl ApiError {
         .with_details(def, name)
     }
 
+    /// `<Kind>[.<group>] "<name>" is invalid: <message>` (apimachinery `NewInvalid`), details
+    /// naming the Kind (not the plural) as upstream does for Invalid.
     fn invalid(def: &ResourceDef, name: &str, message: &str) -> Self {
-        Self::new(
+        let qualified = if def.group.is_empty() {
+            def.kind.clone()
+        } else {
+            format!("{}.{}", def.kind, def.group)
+        };
+        let mut e = Self::new(
             422,
             "Invalid",
-            format!("{} {name:?} is invalid: {message}", def.kind),
-        )
-        .with_details(def, name)
+            format!("{qualified} {name:?} is invalid: {message}"),
+        );
+        e.details = Some(json!({"name": name, "group": def.group, "kind": def.kind}));
+        e
+    }
+
+    /// [`Self::invalid`] from field errors: one error is inlined, several are `[a, b]`, and
+    /// every error is a `details.causes` entry.
+    fn invalid_fields(def: &ResourceDef, name: &str, errs: &[normalise::FieldErr]) -> Self {
+        let lines: Vec<String> = errs.iter().map(normalise::FieldErr::line).collect();
+        let message = if lines.len() == 1 {
+            lines[0].clone()
+        } else {
+            format!("[{}]", lines.join(", "))
+        };
+        let mut e = Self::invalid(def, name, &message);
+        let causes: Vec<Value> = errs
+            .iter()
+            .map(|f| json!({"reason": f.reason, "message": f.message, "field": f.field}))
+            .collect();
+        if let Some(d) = e.details.as_mut() {
+            ensure_object(d).insert("causes".into(), Value::Array(causes));
+        }
+        e
     }
 
     fn method_not_allowed() -> Self {
@@ -1427,9 +2059,12 @@ impl ApiError {
             "metadata": {},
             "status": "Failure",
             "message": self.message,
-            "reason": self.reason,
+            "reason": self.reason_text.as_deref().unwrap_or(self.reason),
             "code": self.code,
         });
+        if s["reason"] == "" {
+            ensure_object(&mut s).remove("reason");
+        }
         if let Some(d) = &self.details {
             ensure_object(&mut s).insert("details".into(), d.clone());
         }
@@ -1460,6 +2095,7 @@ fn reason_for_code(code: u16) -> &'static str {
 // Routing
 // ---------------------------------------------------------------------------------------------
 
+#[derive(Clone)]
 struct Ctx {
     method: String,
     path: String,
@@ -1467,15 +2103,37 @@ struct Ctx {
     content_type: String,
     accept: String,
     body: Option<Value>,
+    /// Set by the admission path to plan a write instead of storing it.
+    plan: bool,
+    /// Who sent it.
+    user: Identity,
 }
 
 impl Ctx {
+    fn mode(&self) -> Mode {
+        if self.plan {
+            Mode::Plan
+        } else if self.dry_run() {
+            Mode::DryRun
+        } else {
+            Mode::Commit
+        }
+    }
     fn flag(&self, key: &str) -> bool {
         matches!(self.query.get(key).map(String::as_str), Some("true" | "1"))
     }
     fn dry_run(&self) -> bool {
         self.query.get("dryRun").is_some_and(|v| v == "All")
     }
+}
+
+/// [`route`] with the caller recorded as the acting identity (for in-tree admission checks
+/// such as [`State::check_owner_references`]).
+fn route_as(st: &mut State, ctx: &Ctx) -> Outcome {
+    st.actor = Some(ctx.user.clone());
+    let outcome = route(st, ctx);
+    st.actor = None;
+    outcome
 }
 
 fn route(st: &mut State, ctx: &Ctx) -> Outcome {
@@ -1600,7 +2258,7 @@ fn resource_request(
         ("deletecollection", _) => delete_collection(st, ctx, def, ns),
         ("create", _) => {
             let body = ctx.body.clone().unwrap_or(Value::Null);
-            match st.create(def, ns, body, ctx.dry_run(), BTreeMap::new()) {
+            match st.create(def, ns, body, ctx.mode(), BTreeMap::new()) {
                 Ok(obj) => Outcome::created(obj),
                 Err(e) => e.into(),
             }
@@ -1618,7 +2276,7 @@ fn resource_request(
                         def,
                         key: &key,
                         status_only,
-                        dry_run: ctx.dry_run(),
+                        mode: ctx.mode(),
                         applied: None,
                         applied_status: None,
                     };
@@ -1641,7 +2299,13 @@ fn access_review(st: &mut State, ctx: &Ctx, def: &ResourceDef) -> Outcome {
         return ApiError::bad_request("the body of the request must be a review object").into();
     };
     let spec = review.get("spec").cloned().unwrap_or(Value::Null);
-    let answer = (st.access_rule.clone())(&spec);
+    let answer = match st.access_rule.clone() {
+        Some(rule) => rule(&spec),
+        None => match rbac_review(st, ctx, def, &spec) {
+            Ok(a) => a,
+            Err(e) => return e.into(),
+        },
+    };
     let mut status = json!({"allowed": answer.allowed});
     if answer.denied {
         ensure_object(&mut status).insert("denied".into(), json!(true));
@@ -1654,23 +2318,313 @@ fn access_review(st: &mut State, ctx: &Ctx, def: &ResourceDef) -> Outcome {
     Outcome::created(review)
 }
 
+/// Answers a (self/local) SubjectAccessReview from the stored RBAC objects, validating the
+/// spec as the apiserver does (422 when it asks about nobody or not exactly one kind of
+/// attributes).
+fn rbac_review(
+    st: &State,
+    ctx: &Ctx,
+    def: &ResourceDef,
+    spec: &Value,
+) -> Result<AccessAnswer, ApiError> {
+    let self_review = def.plural == "selfsubjectaccessreviews";
+    let ra = spec.get("resourceAttributes").filter(|v| v.is_object());
+    let nra = spec.get("nonResourceAttributes").filter(|v| v.is_object());
+    let invalid = |m: &str| ApiError::invalid(def, "", m);
+    if ra.is_some() == nra.is_some() {
+        return Err(invalid(
+            "spec.resourceAttributes: Invalid value: exactly one of nonResourceAttributes or resourceAttributes must be specified",
+        ));
+    }
+    let user = if self_review {
+        ctx.user.clone()
+    } else {
+        let username = spec
+            .get("user")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let groups: Vec<String> = spec
+            .get("groups")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
+        if username.is_empty() && groups.is_empty() {
+            return Err(invalid(
+                "spec.user: Invalid value: \"\": at least one of user or group must be specified",
+            ));
+        }
+        Identity {
+            username,
+            uid: spec
+                .get("uid")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
+            groups,
+            extra: BTreeMap::new(),
+        }
+    };
+    let s = |v: Option<&Value>, f: &str| {
+        v.and_then(|x| x.get(f))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    let req = match ra {
+        Some(_) => rbac::Request {
+            verb: s(ra, "verb"),
+            resource: Some(rbac::ResourceAttrs {
+                group: s(ra, "group"),
+                resource: s(ra, "resource"),
+                subresource: s(ra, "subresource"),
+                namespace: s(ra, "namespace"),
+                name: s(ra, "name"),
+            }),
+            path: String::new(),
+        },
+        None => rbac::Request {
+            verb: s(nra, "verb"),
+            resource: None,
+            path: s(nra, "path"),
+        },
+    };
+    let d = rbac::authorize(&st.rbac_objects(), &user, &req);
+    Ok(AccessAnswer {
+        allowed: d.allowed,
+        denied: false,
+        reason: d.reason,
+    })
+}
+
+/// The RBAC request a REST call makes (`RequestInfo`), `None` when the path is not one the
+/// fake serves (it then 404s anyway).
+fn request_attributes(st: &State, ctx: &Ctx) -> Option<rbac::Request> {
+    let segs: Vec<&str> = ctx.path.split('/').filter(|s| !s.is_empty()).collect();
+    let (group, version, rest) = match segs.as_slice() {
+        ["api", v, rest @ ..] if !rest.is_empty() => ("", *v, rest),
+        ["apis", g, v, rest @ ..] if !rest.is_empty() => (*g, *v, rest),
+        _ => {
+            return Some(rbac::Request {
+                verb: ctx.method.to_lowercase(),
+                resource: None,
+                path: ctx.path.clone(),
+            })
+        }
+    };
+    let t = parse_target(st, group, version, rest)?;
+    let verb = match (ctx.method.as_str(), &t.name) {
+        ("GET", None) if ctx.flag("watch") => "watch",
+        ("GET", None) => "list",
+        ("POST", _) => "create",
+        ("DELETE", None) => "deletecollection",
+        ("GET", Some(_)) => "get",
+        ("PUT", Some(_)) => "update",
+        ("PATCH", Some(_)) => "patch",
+        ("DELETE", Some(_)) => "delete",
+        (m, _) => {
+            return Some(rbac::Request {
+                verb: m.to_lowercase(),
+                ..Default::default()
+            })
+        }
+    };
+    // A namespace's own requests are in that namespace.
+    let namespace = if t.def.group.is_empty() && t.def.plural == "namespaces" {
+        t.name.clone().unwrap_or_default()
+    } else {
+        t.namespace.clone().unwrap_or_default()
+    };
+    Some(rbac::Request {
+        verb: verb.into(),
+        resource: Some(rbac::ResourceAttrs {
+            group: t.def.group.clone(),
+            resource: t.def.plural.clone(),
+            subresource: t.sub.clone().unwrap_or_default(),
+            namespace,
+            name: t.name.clone().unwrap_or_default(),
+        }),
+        path: ctx.path.clone(),
+    })
+}
+
+/// RBAC for a request by a non-superuser: 403 Forbidden as the apiserver writes it. A
+/// server-side apply that would create the object also needs `create`.
+fn authorize_request(st: &State, ctx: &Ctx) -> Result<(), ApiError> {
+    if ctx.user.is_superuser() {
+        return Ok(());
+    }
+    let Some(req) = request_attributes(st, ctx) else {
+        return Ok(());
+    };
+    let objects = st.rbac_objects();
+    let mut checks = vec![req.clone()];
+    let applies = ctx.content_type.starts_with("application/apply-patch");
+    if let (true, "patch", Some(r)) = (applies, req.verb.as_str(), &req.resource) {
+        let key = ObjKey::new(&r.group, &r.resource, &r.namespace, &r.name);
+        if r.subresource.is_empty() && !st.objects.contains_key(&key) {
+            checks.push(rbac::Request {
+                verb: "create".into(),
+                ..req.clone()
+            });
+        }
+    }
+    for check in checks {
+        if !rbac::authorize(&objects, &ctx.user, &check).allowed {
+            let mut e = ApiError::new(403, "Forbidden", rbac::forbidden_message(&ctx.user, &check));
+            if let Some(r) = &check.resource {
+                e.details = Some(json!({"name": r.name, "group": r.group, "kind": r.resource}));
+            }
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// An OwnerReference as Go's generated `String()` prints it.
+fn go_owner_reference(r: &Value) -> String {
+    let s = |f: &str| r.get(f).and_then(Value::as_str).unwrap_or("").to_string();
+    let b = |f: &str| match r.get(f).and_then(Value::as_bool) {
+        Some(v) => format!("*{v}"),
+        None => "nil".to_string(),
+    };
+    format!(
+        "&OwnerReference{{Kind:{},Name:{},UID:{},APIVersion:{},Controller:{},BlockOwnerDeletion:{},}}",
+        s("kind"),
+        s("name"),
+        s("uid"),
+        s("apiVersion"),
+        b("controller"),
+        b("blockOwnerDeletion")
+    )
+}
+
+/// LIST, with `limit`/`continue` paging. Items of built-in kinds carry no apiVersion/kind
+/// (kube-apiserver omits them; the list has them); custom resources keep them.
+///
+/// The continue token is base64 JSON `{"v":"meta.k8s.io/v1","rv":N,"start":"ns/name"}` like
+/// the apiserver's; later pages continue *after* `start` in the current store (not a
+/// snapshot at `rv`), and a token whose `rv` predates [`FakeApiServer::compact_watch_history`]
+/// gets 410 Expired.
 fn list(st: &State, ctx: &Ctx, def: &ResourceDef, ns: Option<&str>) -> Outcome {
     let filter = match Filter::from_ctx(ctx, def, ns) {
         Ok(f) => f,
         Err(e) => return e.into(),
     };
-    let items: Vec<Value> = st
-        .objects
-        .iter()
-        .filter(|(k, s)| filter.matches(&k.group, &k.plural, &k.namespace, &s.obj))
-        .map(|(_, s)| with_type(s.obj.clone(), def))
-        .collect();
+    let limit = match ctx.query.get("limit").map(|l| l.parse::<usize>()) {
+        None => None,
+        Some(Ok(0)) => None,
+        Some(Ok(n)) => Some(n),
+        Some(Err(_)) => {
+            return ApiError::bad_request("limit: Invalid value: must be a non-negative integer")
+                .into()
+        }
+    };
+    let (list_rv, after) = match ctx.query.get("continue").filter(|c| !c.is_empty()) {
+        None => (st.rv, None),
+        Some(token) => match decode_continue(token) {
+            None => {
+                return ApiError::bad_request("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)").into()
+            }
+            Some((rv, _)) if rv < st.compacted_rv => {
+                return ApiError::new(410, "Expired", "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.").into()
+            }
+            Some((rv, start)) => (rv, Some(start)),
+        },
+    };
+    let mut matching = st
+        .scan(&def.group, &def.plural, ns)
+        .filter(|(k, _)| {
+            after.as_ref().is_none_or(|a| {
+                (k.namespace.as_str(), k.name.as_str()) > (a.0.as_str(), a.1.as_str())
+            })
+        })
+        .filter(|(k, s)| filter.matches(&k.group, &k.plural, &k.namespace, &s.obj));
+    let mut items = Vec::new();
+    let mut last: Option<&ObjKey> = None;
+    for (k, s) in matching.by_ref() {
+        if limit.is_some_and(|l| items.len() >= l) {
+            // One more exists: hand out a continue token.
+            break;
+        }
+        items.push(list_item(s.obj.clone(), def));
+        last = Some(k);
+    }
+    let mut metadata = json!({"resourceVersion": list_rv.to_string()});
+    let more = limit.is_some_and(|l| items.len() >= l)
+        && st
+            .scan(&def.group, &def.plural, ns)
+            .filter(|(k, _)| {
+                last.is_some_and(|l| (&k.namespace, &k.name) > (&l.namespace, &l.name))
+            })
+            .any(|(k, s)| filter.matches(&k.group, &k.plural, &k.namespace, &s.obj));
+    if more {
+        if let Some(l) = last {
+            let m = ensure_object(&mut metadata);
+            m.insert(
+                "continue".into(),
+                json!(encode_continue(list_rv, &l.namespace, &l.name)),
+            );
+            if filter.labels.is_empty() && filter.fields.is_empty() {
+                let remaining = st
+                    .scan(&def.group, &def.plural, ns)
+                    .filter(|(k, _)| (&k.namespace, &k.name) > (&l.namespace, &l.name))
+                    .count();
+                m.insert("remainingItemCount".into(), json!(remaining));
+            }
+        }
+    }
     Outcome::ok(json!({
         "kind": format!("{}List", def.kind),
         "apiVersion": def.api_version(),
-        "metadata": {"resourceVersion": st.rv.to_string()},
+        "metadata": metadata,
         "items": items,
     }))
+}
+
+/// An object as a LIST item: built-ins lose apiVersion/kind, custom resources keep them.
+fn list_item(obj: Value, def: &ResourceDef) -> Value {
+    if def.builtin {
+        let mut obj = obj;
+        if let Value::Object(m) = &mut obj {
+            m.remove("apiVersion");
+            m.remove("kind");
+        }
+        obj
+    } else {
+        with_type(obj, def)
+    }
+}
+
+fn encode_continue(rv: u64, namespace: &str, name: &str) -> String {
+    let start = if namespace.is_empty() {
+        name.to_string()
+    } else {
+        format!("{namespace}/{name}")
+    };
+    let raw = json!({"v": "meta.k8s.io/v1", "rv": rv, "start": start}).to_string();
+    base64::engine::general_purpose::URL_SAFE.encode(raw)
+}
+
+/// `(rv, (namespace, name))` of a continue token.
+fn decode_continue(token: &str) -> Option<(u64, (String, String))> {
+    let raw = base64::engine::general_purpose::URL_SAFE
+        .decode(token)
+        .or_else(|_| base64::engine::general_purpose::STANDARD.decode(token))
+        .ok()?;
+    let v: Value = serde_json::from_slice(&raw).ok()?;
+    if v.get("v")? != "meta.k8s.io/v1" {
+        return None;
+    }
+    let rv = v.get("rv")?.as_u64()?;
+    let start = v.get("start")?.as_str()?;
+    let (ns, name) = start.split_once('/').unwrap_or(("", start));
+    Some((rv, (ns.to_string(), name.to_string())))
 }
 
 fn delete(st: &mut State, ctx: &Ctx, def: &ResourceDef, key: &ObjKey) -> Result<Value, ApiError> {
@@ -1685,7 +2639,7 @@ fn delete(st: &mut State, ctx: &Ctx, def: &ResourceDef, key: &ObjKey) -> Result<
             }
         }
     }
-    if ctx.dry_run() {
+    if ctx.dry_run() && !ctx.plan {
         return Ok(with_type(stored.obj.clone(), def));
     }
     let orphan = ctx
@@ -1698,6 +2652,18 @@ fn delete(st: &mut State, ctx: &Ctx, def: &ResourceDef, key: &ObjKey) -> Result<
             .query
             .get("propagationPolicy")
             .is_some_and(|p| p == "Orphan");
+    if ctx.plan {
+        let old = stored.clone();
+        return Ok(st.record_plan(Planned {
+            op: Op::Delete,
+            def: def.clone(),
+            key: key.clone(),
+            stored: old.clone(),
+            old: Some(old),
+            orphan,
+            status_only: false,
+        }));
+    }
     st.delete_or_mark(key, !orphan)
         .map(|o| with_type(o, def))
         .ok_or_else(|| ApiError::not_found(def, &key.name))
@@ -1709,8 +2675,7 @@ fn delete_collection(st: &mut State, ctx: &Ctx, def: &ResourceDef, ns: Option<&s
         Err(e) => return e.into(),
     };
     let keys: Vec<ObjKey> = st
-        .objects
-        .iter()
+        .scan(&def.group, &def.plural, ns)
         .filter(|(k, s)| filter.matches(&k.group, &k.plural, &k.namespace, &s.obj))
         .map(|(k, _)| k.clone())
         .collect();
@@ -1781,7 +2746,7 @@ fn patch(st: &mut State, ctx: &Ctx, def: &ResourceDef, key: &ObjKey, status_only
         def,
         key,
         status_only,
-        dry_run: ctx.dry_run(),
+        mode: ctx.mode(),
         applied: None,
         applied_status: None,
     };
@@ -1834,7 +2799,7 @@ fn apply(
         m.remove("resourceVersion");
         let ns = def.namespaced.then_some(key.namespace.as_str());
         let applied = BTreeMap::from([(manager, owned_part(&cfg))]);
-        return match st.create(def, ns, obj, ctx.dry_run(), applied) {
+        return match st.create(def, ns, obj, ctx.mode(), applied) {
             Ok(o) => Outcome::created(o),
             Err(e) => e.into(),
         };
@@ -1910,7 +2875,7 @@ fn apply(
         def,
         key,
         status_only,
-        dry_run: ctx.dry_run(),
+        mode: ctx.mode(),
         applied,
         applied_status,
     };
@@ -2169,6 +3134,30 @@ impl Filter {
             && self.labels.iter().all(|r| label_matches(r, labels))
             && self.fields.iter().all(|r| field_matches(r, obj))
     }
+
+    /// The event a watch with this filter sees for a change, as the apiserver's watch cache
+    /// sends it: a MODIFIED that makes the object leave the selector is a DELETED carrying the
+    /// previous state (at the new resourceVersion), one that makes it enter is an ADDED.
+    fn event_for(&self, rec: &WatchRec) -> Option<(&'static str, Value)> {
+        let now = self.matches(&rec.group, &rec.plural, &rec.namespace, &rec.object);
+        let before = rec
+            .prev
+            .as_ref()
+            .map(|p| self.matches(&rec.group, &rec.plural, &rec.namespace, p));
+        match (now, before) {
+            (true, Some(false)) => Some(("ADDED", rec.object.clone())),
+            (true, _) => Some((rec.kind, rec.object.clone())),
+            (false, Some(true)) => {
+                let mut old = rec.prev.clone().unwrap_or(Value::Null);
+                let rv = meta_str(&rec.object, "resourceVersion")
+                    .unwrap_or("")
+                    .to_string();
+                meta_mut(&mut old).insert("resourceVersion".into(), Value::String(rv));
+                Some(("DELETED", old))
+            }
+            (false, _) => None,
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -2206,10 +3195,10 @@ impl WatchSetup {
             tokio::select! {
                 ev = self.rx.recv() => match ev {
                     Ok(rec) => {
-                        if rec.rv > self.after_rv
-                            && self.filter.matches(&rec.group, &rec.plural, &rec.namespace, &rec.object)
-                        {
-                            self.queue.push_back(event_line(rec.kind, with_type(rec.object.clone(), &self.def)));
+                        if rec.rv > self.after_rv {
+                            if let Some((kind, obj)) = self.filter.event_for(&rec) {
+                                self.queue.push_back(event_line(kind, with_type(obj, &self.def)));
+                            }
                         }
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => {
@@ -2248,8 +3237,7 @@ fn watch(st: &State, ctx: &Ctx, def: &ResourceDef, ns: Option<&str>) -> Outcome 
     let send_initial = ctx.flag("sendInitialEvents");
     let mut queue = VecDeque::new();
     let current: Vec<Value> = st
-        .objects
-        .iter()
+        .scan(&def.group, &def.plural, ns)
         .filter(|(k, s)| filter.matches(&k.group, &k.plural, &k.namespace, &s.obj))
         .map(|(_, s)| with_type(s.obj.clone(), def))
         .collect();
@@ -2278,10 +3266,9 @@ fn watch(st: &State, ctx: &Ctx, def: &ResourceDef, ns: Option<&str>) -> Outcome 
             Ok(from) => queue.extend(
                 st.history
                     .iter()
-                    .filter(|r| {
-                        r.rv > from && filter.matches(&r.group, &r.plural, &r.namespace, &r.object)
-                    })
-                    .map(|r| event_line(r.kind, with_type(r.object.clone(), def))),
+                    .filter(|r| r.rv > from)
+                    .filter_map(|r| filter.event_for(r))
+                    .map(|(kind, obj)| event_line(kind, with_type(obj, def))),
             ),
         }
     }
@@ -2420,6 +3407,19 @@ fn aggregated_discovery(st: &State, core: bool) -> Outcome {
 // ---------------------------------------------------------------------------------------------
 // Small JSON and text helpers
 // ---------------------------------------------------------------------------------------------
+
+/// The objects of a multi-document YAML text (empty documents skipped). Panics on bad YAML
+/// (test support: a broken fixture is a failed test).
+pub fn parse_yaml_docs(yaml: &str) -> Vec<Value> {
+    use serde::Deserialize as _;
+    serde_yaml_ng::Deserializer::from_str(yaml)
+        .map(|doc| match Value::deserialize(doc) {
+            Ok(v) => v,
+            Err(e) => panic!("bad YAML document: {e}"),
+        })
+        .filter(|v| !v.is_null())
+        .collect()
+}
 
 fn split_api_version(api_version: &str) -> (&str, &str) {
     api_version.split_once('/').unwrap_or(("", api_version))
