@@ -280,7 +280,25 @@ async fn subject_access_reviews_are_answered_from_rbac_when_no_rule_is_set() {
 
 #[tokio::test]
 async fn owner_references_permission_enforcement_needs_finalizers_on_the_owner() {
-    let fake = chart_rbac().await;
+    // The chart grants update on deployments/finalizers (issue 11 defect 5); to see the
+    // plugin refuse, tether's account starts here without that one rule, and gets it back
+    // below.
+    let fake = FakeApiServer::start().await;
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/webhook-config/");
+    for f in ["clusterrole.yaml", "role.yaml"] {
+        for mut doc in
+            fake_apiserver::parse_yaml_docs(&std::fs::read_to_string(format!("{dir}{f}")).unwrap())
+        {
+            if let Some(rules) = doc.get_mut("rules").and_then(|r| r.as_array_mut()) {
+                rules.retain(|r| r["resources"] != json!(["deployments/finalizers"]));
+            }
+            fake.insert(doc);
+        }
+    }
+    fake.add_token(
+        SA_TOKEN,
+        Identity::service_account("tether-system", "tether"),
+    );
     let owner = fake.insert(json!({"apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": "worker-v1", "namespace": "payments"},
         "spec": {"selector": {"matchLabels": {"app": "w"}}, "template": {"metadata": {"labels": {"app": "w"}}, "spec": {"containers": [{"name": "c", "image": "i:1"}]}}}}));

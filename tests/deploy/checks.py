@@ -75,7 +75,8 @@ EXPECTED_WEBHOOKS: dict[str, dict[str, dict[str, Any]]] = {
         },
         "appdomains.mutate.tether.dev": {
             "path": "/mutate",
-            "routes": _routes([("tether.dev", "v1alpha1", "appdomains")], ["CREATE"]),
+            # UPDATE: an emptied spec.domain is restored from oldObject (SPEC 5.4).
+            "routes": _routes([("tether.dev", "v1alpha1", "appdomains")], ["CREATE", "UPDATE"]),
             "objectSelector": None,
         },
         "targets.mutate.tether.dev": {
@@ -198,7 +199,8 @@ def raw_objects(include_crds: bool = True) -> list[tuple[Path, dict[str, Any]]]:
 
 RENDERS: dict[str, helm.Rendered] = {}
 VALUE_SETS = {
-    "default": None,
+    # Defaults plus the required domainRoot (the default controllers include domains).
+    "default": "values-default.yaml",
     "all-on": "values-all-on.yaml",
     "byo-tls": "values-byo-tls.yaml",
 }
@@ -275,10 +277,15 @@ SCHEMA_REJECTS = [
      {"attachableKinds": [{"apiGroup": "policy"}]}, "resources"),
     ("bool given as string", {"attachAnyKind": "yes"}, "attachAnyKind"),
     ("BYO TLS without a secret",
-     {"certManager": {"enabled": False}, "tls": {"caBundle": "Y2E="}},
+     {"certManager": {"enabled": False}, "tls": {"caBundle": "Y2E="},
+      "domainRoot": "apps.example.com"},
      "tls.existingSecret is required"),
+    ("the domains controller without domainRoot (default controllers)", {}, "domainRoot"),
+    ("the domains controller without domainRoot (explicit)",
+     {"controllers": "domains", "domainRoot": ""}, "domainRoot"),
     ("BYO TLS without a caBundle",
-     {"certManager": {"enabled": False}, "tls": {"existingSecret": "s"}},
+     {"certManager": {"enabled": False}, "tls": {"existingSecret": "s"},
+      "domainRoot": "apps.example.com"},
      "tls.caBundle is required"),
 ]
 
@@ -300,6 +307,11 @@ def check_schema_rejects() -> None:
         except helm.HelmError as e:
             if expect not in str(e):
                 problems.append(f"{what}: rejected, but the message lacks {expect!r}: {e}")
+    # Without the domains controller no root is needed.
+    try:
+        helm.render(CHART, {"controllers": "attached"}, RELEASE, NAMESPACE)
+    except helm.HelmError as e:
+        problems.append(f"controllers=attached without domainRoot: rejected: {e}")
     assert not problems, "; ".join(problems)
     note(f"{len(SCHEMA_REJECTS)} bad value sets rejected by Helm")
 
@@ -440,10 +452,11 @@ def check_deployment_default() -> None:
         "RUNNER_KSERVICE": "runner", "KNATIVE_AUTO_CREATE_CDC": "false",
         "TETHER_CONTROLLERS": "attached,domains", "TETHER_LEADER_ELECT": "true",
         "TETHER_LOG_FORMAT": "json", "TETHER_ACCESS_REVIEW_CACHE_TTL": "10s",
+        "EXT_DOMAIN_ROOT": "apps.example.com",
     }
     got = {k: env.get(k) for k in expect}
     assert got == expect, f"env {got}"
-    for absent in ("ALLOWED_KINDS", "EXT_DOMAIN_ROOT", "TETHER_RESERVED_NAMES"):
+    for absent in ("ALLOWED_KINDS", "TETHER_RESERVED_NAMES"):
         assert absent not in env, f"{absent} set by default"
     image = one(objs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["image"]
     app_version = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
@@ -469,22 +482,28 @@ def _grants(items: list[tuple[str, list[str], list[str]]]) -> set[tuple[str, str
     return {(g, r, v) for g, rs, vs in items for r in rs for v in vs}
 
 
-COPY_VERBS = ["create", "get", "list", "watch", "patch", "delete"]
+# Exactly the verbs tether's own access review checks (SPEC 5.1 step 8): copies are
+# never watched.
+COPY_VERBS = ["create", "get", "list", "patch", "delete"]
 BASE_GRANTS = _grants([
     ("authorization.k8s.io", ["subjectaccessreviews"], ["create"]),
-    ("apps", ["deployments"], ["get", "list", "watch"]),
-    ("tether.dev", ["attachedresources", "appdomains"],
-     ["get", "list", "watch", "patch", "update"]),
-    ("tether.dev", ["attachedresources/status", "appdomains/status"], ["patch", "update"]),
-    ("tether.dev", ["attachedresources/finalizers", "appdomains/finalizers"], ["update"]),
+    ("apps", ["deployments"], ["list", "watch"]),
+    ("tether.dev", ["attachedresources", "appdomains"], ["get", "list", "watch", "patch"]),
+    ("tether.dev", ["attachedresources/status", "appdomains/status"], ["patch"]),
     ("events.k8s.io", ["events"], ["create", "patch"]),
+])
+# The attached controller's copies are owned by their Deployment with blockOwnerDeletion
+# (OwnerReferencesPermissionEnforcement needs update on the owner's finalizers).
+ATTACHED_GRANTS = _grants([
+    ("apps", ["deployments/finalizers"], ["update"]),
 ])
 KNATIVE_GRANTS = _grants([
     ("serving.knative.dev", ["services"], ["get", "list", "watch"]),
-    ("serving.knative.dev", ["domainmappings"],
-     ["get", "list", "watch", "create", "patch", "delete"]),
+    ("serving.knative.dev", ["domainmappings"], ["get", "list", "watch", "create", "patch"]),
     ("networking.internal.knative.dev", ["clusterdomainclaims"],
      ["get", "list", "watch", "create", "delete"]),
+    # DomainMappings are owned by their AppDomain with blockOwnerDeletion.
+    ("tether.dev", ["appdomains/finalizers"], ["update"]),
 ])
 
 
@@ -520,7 +539,7 @@ def check_bindings(objs: list[dict[str, Any]], leases: bool) -> None:
         names = rule.get("resourceNames")
         assert names in (None, ["tether-controller"]), f"lease names {names}"
         grants |= {(v, bool(names)) for v in rule["verbs"]}
-    assert {v for v, _ in grants} == {"get", "create", "update", "patch"}, f"lease verbs {grants}"
+    assert {v for v, _ in grants} == {"get", "create", "patch"}, f"lease verbs {grants}"
     rb = one(objs, "RoleBinding", "tether-leader-election")
     assert rb["roleRef"]["kind"] == "Role" and rb["subjects"][0]["name"] == "tether"
 
@@ -529,7 +548,7 @@ def check_rbac_default() -> None:
     objs = rendered("default")
     defaults = yaml.safe_load((CHART / "values.yaml").read_text())
     got = cluster_grants(objs)
-    want = BASE_GRANTS | KNATIVE_GRANTS | attachable_grants(defaults)
+    want = BASE_GRANTS | ATTACHED_GRANTS | KNATIVE_GRANTS | attachable_grants(defaults)
     assert got == want, f"ClusterRole extra {sorted(got - want)}, missing {sorted(want - got)}"
     assert not any(g == "*" or r == "*" for g, r, _ in got), "wildcard without attachAnyKind"
     assert not any(g == "coordination.k8s.io" for g, _, _ in got), "leases in the ClusterRole"
@@ -544,7 +563,7 @@ def check_rbac_default() -> None:
 
 def check_rbac_all_on() -> None:
     got = cluster_grants(rendered("all-on"))
-    want = BASE_GRANTS | KNATIVE_GRANTS | _grants([("*", ["*"], COPY_VERBS)])
+    want = BASE_GRANTS | ATTACHED_GRANTS | KNATIVE_GRANTS | _grants([("*", ["*"], COPY_VERBS)])
     assert got == want, f"ClusterRole extra {sorted(got - want)}, missing {sorted(want - got)}"
     check_bindings(rendered("all-on"), leases=True)
 
@@ -679,8 +698,9 @@ def check_certs_gitignore() -> None:
 
 
 def regen_raw() -> int:
-    """Write webhook-config/<template>.yaml from the chart rendered with defaults."""
-    r = helm.render(CHART, None, RELEASE, NAMESPACE)
+    """Write webhook-config/<template>.yaml from the chart rendered with the default
+    value set (defaults plus the required domainRoot)."""
+    r = helm.render(CHART, values_file(VALUE_SETS["default"]), RELEASE, NAMESPACE)
     chunks: dict[str, list[str]] = {}
     for doc in re.split(r"^---\s*$", r.manifest, flags=re.M):
         m = re.search(r"^# Source: tether/templates/(\S+)$", doc, re.M)
@@ -694,7 +714,7 @@ def regen_raw() -> int:
         old.unlink()
     for name, docs in sorted(chunks.items()):
         header = (f"# Generated from charts/tether/templates/{name} (release {RELEASE}, "
-                  f"namespace {NAMESPACE}, default values)\n"
+                  f"namespace {NAMESPACE}, default values, domainRoot apps.example.com)\n"
                   "# by `bash tests/deploy/check.sh --regen-raw`; do not edit by hand.\n")
         (RAW / name).write_text(header + "---\n" + "\n---\n".join(docs) + "\n")
         print(f"wrote webhook-config/{name}")

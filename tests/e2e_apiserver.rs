@@ -1,0 +1,407 @@
+//! Issue 11, end to end: tether's real `serve`, running as its service account under the
+//! chart's RBAC (`webhook-config/`), behind the faithful fake API server, which calls
+//! tether's webhooks as the chart registers them, returns LIST items of built-in kinds
+//! without apiVersion/kind, normalises values (quantities, int-or-string) and can enforce
+//! OwnerReferencesPermissionEnforcement. Users write with the kube client, as kubectl would.
+//!
+//! - defect 1: after convergence, Deployment status patches, label-only edits and resyncs
+//!   cause zero write calls by tether (prints the write calls per no-op reconcile);
+//! - defect 2: the SPEC 3.2 AppDomain manifest (`domain: ""`) is applied twice, client-side
+//!   (merge patch) and server-side (apply patch), through the webhooks;
+//! - defect 3: tether's finalizer can be removed after `--domain-root` and
+//!   `--reserved-names` changed;
+//! - defect 5: with OwnerReferencesPermissionEnforcement on, the copies (blockOwnerDeletion
+//!   on their Deployment) are allowed by the chart's RBAC.
+
+mod common;
+#[path = "support/fake_apiserver.rs"]
+mod fake_apiserver;
+#[path = "support/tether_cluster.rs"]
+mod tether_cluster;
+
+use std::time::{Duration, Instant};
+
+use common::metric_value;
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use serde_json::{json, Value};
+use tether_cluster::*;
+
+const NS: &str = "payments";
+const RECONCILED: &str = r#"tether_reconcile_total{controller="attached",result="success"}"#;
+
+fn resource(group: &str, version: &str, kind: &str, plural: &str) -> ApiResource {
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural)
+}
+
+fn deployment(name: &str, version: &str) -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "namespace": NS,
+                     "labels": {"tether.dev/workload": "worker", "tether.dev/version": version}},
+        "spec": {"selector": {"matchLabels": {"app": name}},
+                 "template": {"metadata": {"labels": {"app": name}},
+                              "spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]}}}
+    })
+}
+
+async fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn reconciled(c: &TetherCluster) -> f64 {
+    metric_value(&c.tether.metrics(), RECONCILED).unwrap_or(0.0)
+}
+
+/// Waits until tether has finished `n` more successful AttachedResource reconciles.
+async fn reconciles(c: &TetherCluster, n: f64, what: &str) {
+    let start = reconciled(c);
+    wait_for(what, Duration::from_secs(30), || reconciled(c) >= start + n).await;
+}
+
+/// Writes tether made (Lease renewals aside: leader election is not reconciling).
+fn tether_writes(c: &TetherCluster) -> Vec<String> {
+    c.fake
+        .writes()
+        .into_iter()
+        .filter(|r| r.user == TETHER_USER && !r.path.contains("/leases"))
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect()
+}
+
+/// Defects 1 and 5 together: the chart's RBAC lets tether apply copies owned by their
+/// Deployment with blockOwnerDeletion while OwnerReferencesPermissionEnforcement is on, and
+/// once converged nothing a Deployment does (status, labels) nor a resync makes tether write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn converged_copies_cost_zero_writes_under_owner_reference_enforcement() {
+    let c = TetherCluster::start(&[
+        "--controllers",
+        "attached",
+        "--lease-duration",
+        "2s",
+        "--resync-interval",
+        "1s",
+    ])
+    .await;
+    c.fake.enforce_owner_references_permission(true);
+    c.add_namespace(NS);
+    c.fake.insert(deployment("worker-v1", "v1"));
+    c.fake.insert(deployment("worker-v2", "v2"));
+    let atrs = Api::<DynamicObject>::namespaced_with(
+        c.alice().await,
+        NS,
+        &resource(
+            "tether.dev",
+            "v1alpha1",
+            "AttachedResource",
+            "attachedresources",
+        ),
+    );
+    for (name, object) in [
+        // A quantity the server canonicalises ("1000m" -> "1").
+        (
+            "scaler",
+            json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+            "spec": {"scaleTargetRef": {}, "minReplicas": 1, "maxReplicas": 4,
+                     "metrics": [{"type": "Pods", "pods": {"metric": {"name": "inflight"},
+                                  "target": {"type": "AverageValue", "averageValue": "1000m"}}}]}}),
+        ),
+        // An int-or-string and a selector to inject.
+        (
+            "guard",
+            json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+            "spec": {"maxUnavailable": "50%", "selector": {"matchLabels": {}}}}),
+        ),
+    ] {
+        let atr: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "tether.dev/v1alpha1", "kind": "AttachedResource",
+            "metadata": {"name": name},
+            "spec": {"workloadRef": {"name": "worker"}, "object": object}
+        }))
+        .unwrap();
+        atrs.create(&PostParams::default(), &atr)
+            .await
+            .unwrap_or_else(|e| panic!("create {name}: {e}\n{}", c.tether.logs()));
+    }
+    let ready = |name: &str| {
+        c.fake
+            .get(
+                "tether.dev",
+                "v1alpha1",
+                "attachedresources",
+                Some(NS),
+                name,
+            )
+            .is_some_and(|a| {
+                a["status"]["conditions"].as_array().is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                })
+            })
+    };
+    wait_for(
+        "both AttachedResources Ready",
+        Duration::from_secs(30),
+        || ready("scaler") && ready("guard"),
+    )
+    .await;
+    assert_eq!(c.fake.list_all("horizontalpodautoscalers").len(), 2);
+    assert_eq!(c.fake.list_all("poddisruptionbudgets").len(), 2);
+    for copy in c
+        .fake
+        .list_all("horizontalpodautoscalers")
+        .into_iter()
+        .chain(c.fake.list_all("poddisruptionbudgets"))
+    {
+        assert_eq!(
+            copy["metadata"]["ownerReferences"][0]["blockOwnerDeletion"], true,
+            "{copy}"
+        );
+    }
+    assert_eq!(
+        c.fake.forbidden(),
+        Vec::<(String, String, String)>::new(),
+        "the chart's RBAC refused tether something; tether log:\n{}",
+        c.tether.logs()
+    );
+
+    // Converged: let the status writes' own watch events settle, then measure.
+    reconciles(&c, 4.0, "settling reconciles").await;
+    let deployments: Api<Deployment> = Api::namespaced(c.admin().await, NS);
+    let mut per_change = Vec::new();
+
+    c.fake.clear_requests();
+    reconciles(&c, 4.0, "resyncs").await;
+    per_change.push(("resync", tether_writes(&c)));
+
+    c.fake.clear_requests();
+    deployments
+        .patch_status(
+            "worker-v1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"observedGeneration": 1, "replicas": 3, "readyReplicas": 2, "updatedReplicas": 3}})),
+        )
+        .await
+        .unwrap();
+    reconciles(&c, 4.0, "reconciles after a Deployment status patch").await;
+    per_change.push(("Deployment status patch", tether_writes(&c)));
+
+    c.fake.clear_requests();
+    deployments
+        .patch(
+            "worker-v2",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"team": "payments"}}})),
+        )
+        .await
+        .unwrap();
+    reconciles(&c, 4.0, "reconciles after a label edit").await;
+    per_change.push(("Deployment label edit", tether_writes(&c)));
+
+    eprintln!(
+        "write calls by tether per no-op round (2 AttachedResources x 2 versions, >= 4 reconciles each): {:?}",
+        per_change
+            .iter()
+            .map(|(what, w)| (*what, w.len()))
+            .collect::<Vec<_>>()
+    );
+    for (what, writes) in per_change {
+        assert!(writes.is_empty(), "{what}: tether wrote {writes:#?}");
+    }
+}
+
+/// The SPEC 3.2 manifest, as alice keeps it in Git.
+fn appdomain_manifest() -> Value {
+    json!({
+        "apiVersion": "tether.dev/v1alpha1",
+        "kind": "AppDomain",
+        "metadata": {"name": "acme-invoicing", "namespace": "ext-runner"},
+        "spec": {
+            "tenantId": "3f2a9c1e-7b4d-4e0a-9c55-1d2e3f4a5b6c",
+            "extensionId": "invoicing-pro",
+            "serviceRef": {"name": "runner"},
+            "domain": ""
+        }
+    })
+}
+
+fn appdomains_api(client: kube::Client) -> Api<DynamicObject> {
+    Api::namespaced_with(
+        client,
+        "ext-runner",
+        &resource("tether.dev", "v1alpha1", "AppDomain", "appdomains"),
+    )
+}
+
+/// SPEC 5.4 item 4: whoever creates an AppDomain may create the DomainMapping tether makes.
+fn let_alice_map_domains(c: &TetherCluster) {
+    c.fake.load_yaml(
+        r#"
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: domain-mapper}
+rules:
+  - apiGroups: [serving.knative.dev]
+    resources: [domainmappings]
+    verbs: [create]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: alice-domain-mapper}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: domain-mapper}
+subjects: [{kind: User, name: alice}]
+"#,
+    );
+}
+
+fn stored_spec(c: &TetherCluster) -> Value {
+    c.fake
+        .get(
+            "tether.dev",
+            "v1alpha1",
+            "appdomains",
+            Some("ext-runner"),
+            "acme-invoicing",
+        )
+        .expect("the AppDomain is stored")["spec"]
+        .clone()
+}
+
+/// Defect 2: `kubectl apply` of the same manifest twice, client-side and server-side.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_appdomain_manifest_applies_twice_client_and_server_side() {
+    let c =
+        TetherCluster::start(&["--controllers", "none", "--domain-root", "apps.example.com"]).await;
+    c.add_namespace("ext-runner");
+    let_alice_map_domains(&c);
+    let api = appdomains_api(c.alice().await);
+    let manifest = appdomain_manifest();
+    api.create(
+        &PostParams::default(),
+        &serde_json::from_value(manifest.clone()).unwrap(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("first apply: {e}\n{}", c.tether.logs()));
+    let first = stored_spec(&c);
+    assert_eq!(first["domain"], "3f2a9c1e--invoicing-pr.apps.example.com");
+
+    // Client-side apply again: kubectl's three-way merge patch puts the manifest's "" back.
+    api.patch(
+        "acme-invoicing",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"domain": ""}})),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("client-side re-apply: {e}\n{}", c.tether.logs()));
+    assert_eq!(stored_spec(&c), first, "client-side re-apply is a no-op");
+
+    // Server-side apply, twice (field manager kubectl, as `kubectl apply --server-side`).
+    for round in 1..=2 {
+        api.patch(
+            "acme-invoicing",
+            &PatchParams::apply("kubectl"),
+            &Patch::Apply(manifest.clone()),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("server-side apply {round}: {e}\n{}", c.tether.logs()));
+        assert_eq!(
+            stored_spec(&c),
+            first,
+            "server-side apply {round} is a no-op"
+        );
+    }
+
+    // The mutating webhook was asked on UPDATE and restored the domain.
+    let restored = c
+        .fake
+        .admission_calls()
+        .into_iter()
+        .filter(|a| a.webhook == "appdomains.mutate.tether.dev")
+        .filter(|a| a.review["request"]["operation"] == "UPDATE")
+        .count();
+    assert!(restored >= 2, "{:#?}", c.fake.admission_calls());
+}
+
+/// Defect 3: the finalizer of an AppDomain created under one `--domain-root` and
+/// `--reserved-names` can still be removed after both changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_finalizer_comes_off_after_the_domain_root_and_reserved_names_change() {
+    let c =
+        TetherCluster::start(&["--controllers", "none", "--domain-root", "apps.example.com"]).await;
+    c.add_namespace("ext-runner");
+    let_alice_map_domains(&c);
+    let mut manifest = appdomain_manifest();
+    manifest["metadata"]["finalizers"] = json!(["tether.dev/cleanup"]);
+    appdomains_api(c.alice().await)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(manifest).unwrap(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("create: {e}\n{}", c.tether.logs()));
+
+    // The platform moves the root and reserves the extension's part; tether restarts.
+    let TetherCluster { fake, tether, .. } = c;
+    drop(tether);
+    let c = TetherCluster::start_on(
+        fake,
+        &[
+            "--controllers",
+            "none",
+            "--domain-root",
+            "apps.example.net",
+            "--reserved-names",
+            "www,invoicing-pr",
+        ],
+    )
+    .await;
+    let admin = appdomains_api(c.admin().await);
+    admin
+        .delete("acme-invoicing", &Default::default())
+        .await
+        .unwrap();
+    assert!(
+        c.fake
+            .get(
+                "tether.dev",
+                "v1alpha1",
+                "appdomains",
+                Some("ext-runner"),
+                "acme-invoicing"
+            )
+            .is_some_and(|a| a["metadata"]["deletionTimestamp"].is_string()),
+        "Terminating while the finalizer is there"
+    );
+    // What the controller does once its cleanup is done: remove its finalizer.
+    admin
+        .patch(
+            "acme-invoicing",
+            &PatchParams::default(),
+            &Patch::Json::<()>(
+                serde_json::from_value(json!([
+                    {"op": "test", "path": "/metadata/finalizers/0", "value": "tether.dev/cleanup"},
+                    {"op": "remove", "path": "/metadata/finalizers/0"}
+                ]))
+                .unwrap(),
+            ),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("finalizer removal refused: {e}\n{}", c.tether.logs()));
+    assert!(
+        c.fake
+            .get(
+                "tether.dev",
+                "v1alpha1",
+                "appdomains",
+                Some("ext-runner"),
+                "acme-invoicing"
+            )
+            .is_none(),
+        "gone once the finalizer is removed"
+    );
+}
