@@ -405,3 +405,151 @@ async fn the_finalizer_comes_off_after_the_domain_root_and_reserved_names_change
         "gone once the finalizer is removed"
     );
 }
+
+/// Defects 3 and 5 with the domains controller itself: under the chart's RBAC and
+/// OwnerReferencesPermissionEnforcement, tether maps the AppDomain (a DomainMapping owned by
+/// it with blockOwnerDeletion, which needs update on appdomains/finalizers); then the
+/// platform changes `--domain-root` and `--reserved-names`, the AppDomain is deleted, and
+/// tether's own cleanup removes its finalizer through its own validating webhook.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_domains_controller_maps_under_enforcement_and_releases_after_a_config_change() {
+    let fake = fake_with_chart_rbac().await;
+    fake.add_knative_resources();
+    fake.enforce_owner_references_permission(true);
+    let first = [
+        "--controllers",
+        "domains",
+        "--lease-duration",
+        "2s",
+        "--domain-root",
+        "apps.example.com",
+        "--auto-create-domain-claims",
+    ];
+    let c = TetherCluster::start_on(fake, &first).await;
+    c.add_namespace("ext-runner");
+    let_alice_map_domains(&c);
+    c.fake.insert(json!({
+        "apiVersion": "serving.knative.dev/v1", "kind": "Service",
+        "metadata": {"name": "runner", "namespace": "ext-runner"},
+        "spec": {"template": {"spec": {"containers": [{"image": "example.com/runner"}]}}}
+    }));
+    appdomains_api(c.alice().await)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(appdomain_manifest()).unwrap(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("create: {e}\n{}", c.tether.logs()));
+    let domain = "3f2a9c1e--invoicing-pr.apps.example.com";
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mapping = || {
+        c.fake.get(
+            "serving.knative.dev",
+            "v1beta1",
+            "domainmappings",
+            Some("ext-runner"),
+            domain,
+        )
+    };
+    while mapping().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "no DomainMapping; forbidden: {:?}\ntether log:\n{}",
+            c.fake.forbidden(),
+            c.tether.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let dm = c
+        .fake
+        .get(
+            "serving.knative.dev",
+            "v1beta1",
+            "domainmappings",
+            Some("ext-runner"),
+            domain,
+        )
+        .unwrap();
+    assert_eq!(dm["metadata"]["ownerReferences"][0]["kind"], "AppDomain");
+    assert_eq!(
+        dm["metadata"]["ownerReferences"][0]["blockOwnerDeletion"],
+        true
+    );
+    assert_eq!(
+        c.fake.forbidden(),
+        Vec::<(String, String, String)>::new(),
+        "tether log:\n{}",
+        c.tether.logs()
+    );
+    let stored = c
+        .fake
+        .get(
+            "tether.dev",
+            "v1alpha1",
+            "appdomains",
+            Some("ext-runner"),
+            "acme-invoicing",
+        )
+        .unwrap();
+    assert_eq!(
+        stored["metadata"]["finalizers"],
+        json!(["tether.dev/cleanup"])
+    );
+
+    // New root, the extension's part reserved; tether restarts with them.
+    let TetherCluster { fake, tether, .. } = c;
+    drop(tether);
+    let c = TetherCluster::start_on(
+        fake,
+        &[
+            "--controllers",
+            "domains",
+            "--lease-duration",
+            "2s",
+            "--domain-root",
+            "apps.example.net",
+            "--reserved-names",
+            "www,invoicing-pr",
+            "--auto-create-domain-claims",
+        ],
+    )
+    .await;
+    appdomains_api(c.alice().await)
+        .delete("acme-invoicing", &Default::default())
+        .await
+        .unwrap();
+    wait_for(
+        "tether to remove its finalizer (the AppDomain to go)",
+        Duration::from_secs(30),
+        || {
+            c.fake
+                .get(
+                    "tether.dev",
+                    "v1alpha1",
+                    "appdomains",
+                    Some("ext-runner"),
+                    "acme-invoicing",
+                )
+                .is_none()
+        },
+    )
+    .await;
+    assert!(
+        c.fake
+            .get(
+                "networking.internal.knative.dev",
+                "v1alpha1",
+                "clusterdomainclaims",
+                None,
+                domain
+            )
+            .is_none(),
+        "tether's claim is cleaned up"
+    );
+    assert_eq!(
+        c.fake.forbidden(),
+        Vec::<(String, String, String)>::new(),
+        "tether log:\n{}",
+        c.tether.logs()
+    );
+}

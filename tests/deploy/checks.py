@@ -499,7 +499,9 @@ ATTACHED_GRANTS = _grants([
 ])
 KNATIVE_GRANTS = _grants([
     ("serving.knative.dev", ["services"], ["get", "list", "watch"]),
-    ("serving.knative.dev", ["domainmappings"], ["get", "list", "watch", "create", "patch"]),
+    # delete: OwnerReferencesPermissionEnforcement requires it to set the owner reference.
+    ("serving.knative.dev", ["domainmappings"],
+     ["get", "list", "watch", "create", "patch", "delete"]),
     ("networking.internal.knative.dev", ["clusterdomainclaims"],
      ["get", "list", "watch", "create", "delete"]),
     # DomainMappings are owned by their AppDomain with blockOwnerDeletion.
