@@ -629,3 +629,69 @@ async fn dry_run_and_side_effects() {
         "a dry run stores nothing"
     );
 }
+
+#[tokio::test]
+async fn a_patch_that_loses_a_race_during_admission_is_retried_a_put_gets_409() {
+    let fake_slot: Arc<std::sync::OnceLock<Arc<FakeApiServer>>> = Arc::default();
+    let raced = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (slot, flag) = (fake_slot.clone(), raced.clone());
+    // The first UPDATE seen makes a concurrent write to the same object.
+    let responder: Responder = Arc::new(move |_, review| {
+        if review["request"]["operation"] == "UPDATE"
+            && !flag.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            let mut other = review["request"]["oldObject"].clone();
+            other["data"]["raced"] = json!("yes");
+            other["metadata"]
+                .as_object_mut()
+                .unwrap()
+                .remove("resourceVersion");
+            slot.get().unwrap().insert(other);
+        }
+        reply(review, json!({"allowed": true}))
+    });
+    let hook = start_hook(responder).await;
+    let fake = Arc::new(
+        setup(
+            &hook,
+            vec![],
+            vec![webhook("v.test.dev", "/v", &hook, json!({}))],
+        )
+        .await,
+    );
+    let _ = fake_slot.set(fake.clone());
+    let cms: Api<ConfigMap> = Api::namespaced(fake.client_for(ALICE).await, "ns");
+    cms.create(&PostParams::default(), &cm("c")).await.unwrap();
+
+    let patched = cms
+        .patch(
+            "c",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"mine": "1"}})),
+        )
+        .await
+        .unwrap();
+    let data = patched.data.unwrap();
+    assert_eq!(
+        (data["raced"].as_str(), data["mine"].as_str()),
+        ("yes", "1"),
+        "re-applied on the newer object"
+    );
+    assert_eq!(hook.seen().len(), 3, "create, the lost UPDATE, its retry");
+
+    // A PUT carries its resourceVersion: it gets the 409.
+    raced.store(false, std::sync::atomic::Ordering::SeqCst);
+    let mut current = cms.get("c").await.unwrap();
+    current
+        .data
+        .as_mut()
+        .unwrap()
+        .insert("put".into(), "1".into());
+    let s = status_of(
+        cms.replace("c", &PostParams::default(), &current)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((s.code, s.reason.as_str()), (409, "Conflict"));
+    assert_eq!(s.message, "Operation cannot be fulfilled on configmaps \"c\": the object has been modified; please apply your changes to the latest version and try again");
+}
