@@ -695,3 +695,57 @@ async fn a_patch_that_loses_a_race_during_admission_is_retried_a_put_gets_409() 
     assert_eq!((s.code, s.reason.as_str()), (409, "Conflict"));
     assert_eq!(s.message, "Operation cannot be fulfilled on configmaps \"c\": the object has been modified; please apply your changes to the latest version and try again");
 }
+
+#[tokio::test]
+async fn if_needed_webhooks_are_reinvoked_once_after_a_later_webhook_changed_the_object() {
+    let responder: Responder = Arc::new(|path, review| {
+        if path.starts_with("/b")
+            && review["request"]["object"]["metadata"]["labels"]
+                .get("b")
+                .is_none()
+        {
+            reply(
+                review,
+                json!({"allowed": true, "patchType": "JSONPatch",
+                "patch": patch_b64(json!([{"op": "add", "path": "/metadata/labels/b", "value": "1"}]))}),
+            )
+        } else {
+            reply(review, json!({"allowed": true}))
+        }
+    });
+    let hook = start_hook(responder).await;
+    for (policy, want_a_calls) in [("IfNeeded", 2), ("Never", 1)] {
+        let fake = setup(
+            &hook,
+            vec![
+                webhook(
+                    "a.test.dev",
+                    "/a",
+                    &hook,
+                    json!({"reinvocationPolicy": policy}),
+                ),
+                webhook("b.test.dev", "/b", &hook, json!({})),
+            ],
+            vec![],
+        )
+        .await;
+        let cms: Api<ConfigMap> = Api::namespaced(fake.client_for(ALICE).await, "ns");
+        let created = cms.create(&PostParams::default(), &cm("c")).await.unwrap();
+        assert_eq!(created.metadata.labels.unwrap()["b"], "1");
+        let calls: Vec<String> = fake
+            .admission_calls()
+            .iter()
+            .map(|c| c.webhook.clone())
+            .collect();
+        let a_calls = calls.iter().filter(|w| *w == "a.test.dev").count();
+        assert_eq!(a_calls, want_a_calls, "{policy}: {calls:?}");
+        if policy == "IfNeeded" {
+            assert_eq!(calls, ["a.test.dev", "b.test.dev", "a.test.dev"]);
+            let last = fake.admission_calls().pop().unwrap();
+            assert_eq!(
+                last.review["request"]["object"]["metadata"]["labels"]["b"], "1",
+                "reinvoked with the changed object"
+            );
+        }
+    }
+}
