@@ -37,8 +37,10 @@
 //!   (lists are atomic leaves). Re-applying without a field it applied before removes that field
 //!   unless another manager's applied config still has it; a different value for a leaf another
 //!   manager applied is a 409 conflict unless `force=true` (which takes ownership). Writes by
-//!   PUT/merge/JSON patch are not tracked as owners. `managedFields` is not populated. The body
-//!   must be JSON (which `kube` sends; JSON is YAML).
+//!   PUT/merge/JSON patch are not tracked as owners. `managedFields` is not populated (neither
+//!   in stored objects nor in what webhooks see). The body must be JSON (which `kube` sends;
+//!   JSON is YAML). Applied configs keep the values as sent, so a quantity applied as
+//!   `"1000m"` (stored as `"1"`) is disowned by the next non-apply write.
 //! * **Generation** bumps when anything outside `metadata` (and outside `status` for resources
 //!   with the status subresource) changes.
 //! * **Watch**: all history is kept (unless [`FakeApiServer::compact_watch_history`] is called,
@@ -57,11 +59,15 @@
 //!   empty metadata maps, quantities are canonicalised, int32/int-or-string fields must have
 //!   the right JSON type (400), HPA and Deployment defaults are filled in; names, label keys
 //!   and values, annotation keys, PDB/HPA/Deployment basics are validated (422 with causes).
-//!   Other kinds' defaults and validation rules are not modelled; CRD schemas are not applied.
-//! * **RBAC**: no `nonResourceURLs` beyond discovery/health paths (granted to every
-//!   authenticated identity, as bootstrap policy does), no impersonation, no ABAC/webhook
-//!   authorizers, no escalation checks on writes of roles/bindings, aggregation one level
-//!   deep and computed at request time (no controller writes aggregated rules back).
+//!   Other kinds' defaults and validation rules are not modelled; CRD schemas are not applied
+//!   (no pruning, no OpenAPI defaults, no CEL); `fieldValidation=Strict` is not enforced
+//!   (unknown fields are kept, not refused).
+//! * **RBAC**: non-resource requests other than discovery/version/health paths (granted to
+//!   every authenticated identity, as bootstrap policy does) are refused to non-admins; no
+//!   impersonation, no ABAC/webhook authorizers, no escalation checks on writes of
+//!   roles/bindings, aggregation one level deep and computed at request time (no controller
+//!   writes aggregated rules back). Only the bootstrap grants named above exist: tests load
+//!   the rest (e.g. the chart's ClusterRole).
 //! * **In-tree admission plugins**: only OwnerReferencesPermissionEnforcement, off by default
 //!   ([`FakeApiServer::enforce_owner_references_permission`]); no NamespaceLifecycle (writes
 //!   into a namespace that does not exist succeed unless a matching webhook needs its
@@ -76,10 +82,12 @@
 //!   [`FakeApiServer::set_service_endpoint`]. Not modelled: `matchPolicy: Equivalent` across
 //!   versions (one version per resource here), `matchConditions` (a webhook having them
 //!   fails the request), v1beta1 reviews, CONNECT, Retry-After retries, audit annotations,
-//!   admission-kubeconfig credentials. Validating webhooks are called concurrently and the
-//!   first error *in list order* (not arrival order) wins, so results are deterministic. A
-//!   write that raced with another one between admission and storage gets 409 Conflict
-//!   (upstream retries PATCHes).
+//!   admission-kubeconfig credentials, validation of the webhook configurations themselves
+//!   (e.g. `sideEffects: Some` is stored, not refused). Validating webhooks are called
+//!   concurrently and the first error *in list order* (not arrival order) wins, so results
+//!   are deterministic. A PATCH without a resourceVersion that lost a race between admission
+//!   and storage is re-run, admission included (up to 5 times); a PUT or a precondition gets
+//!   409 Conflict.
 #![allow(dead_code)]
 
 #[path = "fake_apiserver/admission.rs"]
