@@ -629,3 +629,123 @@ async fn dry_run_and_side_effects() {
         "a dry run stores nothing"
     );
 }
+
+#[tokio::test]
+async fn a_patch_that_loses_a_race_during_admission_is_retried_a_put_gets_409() {
+    let fake_slot: Arc<std::sync::OnceLock<Arc<FakeApiServer>>> = Arc::default();
+    let raced = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (slot, flag) = (fake_slot.clone(), raced.clone());
+    // The first UPDATE seen makes a concurrent write to the same object.
+    let responder: Responder = Arc::new(move |_, review| {
+        if review["request"]["operation"] == "UPDATE"
+            && !flag.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            let mut other = review["request"]["oldObject"].clone();
+            other["data"]["raced"] = json!("yes");
+            other["metadata"]
+                .as_object_mut()
+                .unwrap()
+                .remove("resourceVersion");
+            slot.get().unwrap().insert(other);
+        }
+        reply(review, json!({"allowed": true}))
+    });
+    let hook = start_hook(responder).await;
+    let fake = Arc::new(
+        setup(
+            &hook,
+            vec![],
+            vec![webhook("v.test.dev", "/v", &hook, json!({}))],
+        )
+        .await,
+    );
+    let _ = fake_slot.set(fake.clone());
+    let cms: Api<ConfigMap> = Api::namespaced(fake.client_for(ALICE).await, "ns");
+    cms.create(&PostParams::default(), &cm("c")).await.unwrap();
+
+    let patched = cms
+        .patch(
+            "c",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"mine": "1"}})),
+        )
+        .await
+        .unwrap();
+    let data = patched.data.unwrap();
+    assert_eq!(
+        (data["raced"].as_str(), data["mine"].as_str()),
+        ("yes", "1"),
+        "re-applied on the newer object"
+    );
+    assert_eq!(hook.seen().len(), 3, "create, the lost UPDATE, its retry");
+
+    // A PUT carries its resourceVersion: it gets the 409.
+    raced.store(false, std::sync::atomic::Ordering::SeqCst);
+    let mut current = cms.get("c").await.unwrap();
+    current
+        .data
+        .as_mut()
+        .unwrap()
+        .insert("put".into(), "1".into());
+    let s = status_of(
+        cms.replace("c", &PostParams::default(), &current)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((s.code, s.reason.as_str()), (409, "Conflict"));
+    assert_eq!(s.message, "Operation cannot be fulfilled on configmaps \"c\": the object has been modified; please apply your changes to the latest version and try again");
+}
+
+#[tokio::test]
+async fn if_needed_webhooks_are_reinvoked_once_after_a_later_webhook_changed_the_object() {
+    let responder: Responder = Arc::new(|path, review| {
+        if path.starts_with("/b")
+            && review["request"]["object"]["metadata"]["labels"]
+                .get("b")
+                .is_none()
+        {
+            reply(
+                review,
+                json!({"allowed": true, "patchType": "JSONPatch",
+                "patch": patch_b64(json!([{"op": "add", "path": "/metadata/labels/b", "value": "1"}]))}),
+            )
+        } else {
+            reply(review, json!({"allowed": true}))
+        }
+    });
+    let hook = start_hook(responder).await;
+    for (policy, want_a_calls) in [("IfNeeded", 2), ("Never", 1)] {
+        let fake = setup(
+            &hook,
+            vec![
+                webhook(
+                    "a.test.dev",
+                    "/a",
+                    &hook,
+                    json!({"reinvocationPolicy": policy}),
+                ),
+                webhook("b.test.dev", "/b", &hook, json!({})),
+            ],
+            vec![],
+        )
+        .await;
+        let cms: Api<ConfigMap> = Api::namespaced(fake.client_for(ALICE).await, "ns");
+        let created = cms.create(&PostParams::default(), &cm("c")).await.unwrap();
+        assert_eq!(created.metadata.labels.unwrap()["b"], "1");
+        let calls: Vec<String> = fake
+            .admission_calls()
+            .iter()
+            .map(|c| c.webhook.clone())
+            .collect();
+        let a_calls = calls.iter().filter(|w| *w == "a.test.dev").count();
+        assert_eq!(a_calls, want_a_calls, "{policy}: {calls:?}");
+        if policy == "IfNeeded" {
+            assert_eq!(calls, ["a.test.dev", "b.test.dev", "a.test.dev"]);
+            let last = fake.admission_calls().pop().unwrap();
+            assert_eq!(
+                last.review["request"]["object"]["metadata"]["labels"]["b"], "1",
+                "reinvoked with the changed object"
+            );
+        }
+    }
+}

@@ -24,6 +24,11 @@
 //!
 //! Errors are real `metav1.Status` bodies so `kube::Error::Api` parses them.
 //!
+//! Layout: this file holds the handle, connection plumbing, the store and routing;
+//! `fake_apiserver/` one file per concern: `normalise.rs` (decode, defaults, canonical
+//! values, 422 validation), `admission.rs` (webhook chain), `rbac.rs` (authorizer),
+//! `patch.rs` (patch types, server-side apply), `selectors.rs`, `watch.rs`, `discovery.rs`.
+//!
 //! # Simplifications (deliberate; grow them when a test needs more)
 //! * **Strategic merge patch** is applied as a JSON merge patch (RFC 7386): lists are replaced
 //!   whole, never merged by key.
@@ -32,8 +37,10 @@
 //!   (lists are atomic leaves). Re-applying without a field it applied before removes that field
 //!   unless another manager's applied config still has it; a different value for a leaf another
 //!   manager applied is a 409 conflict unless `force=true` (which takes ownership). Writes by
-//!   PUT/merge/JSON patch are not tracked as owners. `managedFields` is not populated. The body
-//!   must be JSON (which `kube` sends; JSON is YAML).
+//!   PUT/merge/JSON patch are not tracked as owners. `managedFields` is not populated (neither
+//!   in stored objects nor in what webhooks see). The body must be JSON (which `kube` sends;
+//!   JSON is YAML). Applied configs keep the values as sent, so a quantity applied as
+//!   `"1000m"` (stored as `"1"`) is disowned by the next non-apply write.
 //! * **Generation** bumps when anything outside `metadata` (and outside `status` for resources
 //!   with the status subresource) changes.
 //! * **Watch**: all history is kept (unless [`FakeApiServer::compact_watch_history`] is called,
@@ -52,11 +59,15 @@
 //!   empty metadata maps, quantities are canonicalised, int32/int-or-string fields must have
 //!   the right JSON type (400), HPA and Deployment defaults are filled in; names, label keys
 //!   and values, annotation keys, PDB/HPA/Deployment basics are validated (422 with causes).
-//!   Other kinds' defaults and validation rules are not modelled; CRD schemas are not applied.
-//! * **RBAC**: no `nonResourceURLs` beyond discovery/health paths (granted to every
-//!   authenticated identity, as bootstrap policy does), no impersonation, no ABAC/webhook
-//!   authorizers, no escalation checks on writes of roles/bindings, aggregation one level
-//!   deep and computed at request time (no controller writes aggregated rules back).
+//!   Other kinds' defaults and validation rules are not modelled; CRD schemas are not applied
+//!   (no pruning, no OpenAPI defaults, no CEL); `fieldValidation=Strict` is not enforced
+//!   (unknown fields are kept, not refused).
+//! * **RBAC**: non-resource requests other than discovery/version/health paths (granted to
+//!   every authenticated identity, as bootstrap policy does) are refused to non-admins; no
+//!   impersonation, no ABAC/webhook authorizers, no escalation checks on writes of
+//!   roles/bindings, aggregation one level deep and computed at request time (no controller
+//!   writes aggregated rules back). Only the bootstrap grants named above exist: tests load
+//!   the rest (e.g. the chart's ClusterRole).
 //! * **In-tree admission plugins**: only OwnerReferencesPermissionEnforcement, off by default
 //!   ([`FakeApiServer::enforce_owner_references_permission`]); no NamespaceLifecycle (writes
 //!   into a namespace that does not exist succeed unless a matching webhook needs its
@@ -71,20 +82,34 @@
 //!   [`FakeApiServer::set_service_endpoint`]. Not modelled: `matchPolicy: Equivalent` across
 //!   versions (one version per resource here), `matchConditions` (a webhook having them
 //!   fails the request), v1beta1 reviews, CONNECT, Retry-After retries, audit annotations,
-//!   admission-kubeconfig credentials. Validating webhooks are called concurrently and the
-//!   first error *in list order* (not arrival order) wins, so results are deterministic. A
-//!   write that raced with another one between admission and storage gets 409 Conflict
-//!   (upstream retries PATCHes).
+//!   admission-kubeconfig credentials, validation of the webhook configurations themselves
+//!   (e.g. `sideEffects: Some` is stored, not refused). Validating webhooks are called
+//!   concurrently and the first error *in list order* (not arrival order) wins, so results
+//!   are deterministic. A PATCH without a resourceVersion that lost a race between admission
+//!   and storage is re-run, admission included (up to 5 times); a PUT or a precondition gets
+//!   409 Conflict.
 #![allow(dead_code)]
 
 #[path = "fake_apiserver/admission.rs"]
 mod admission;
+#[path = "fake_apiserver/discovery.rs"]
+mod discovery;
 #[path = "fake_apiserver/normalise.rs"]
 pub mod normalise;
+#[path = "fake_apiserver/patch.rs"]
+mod patch;
 #[path = "fake_apiserver/rbac.rs"]
 pub mod rbac;
+#[path = "fake_apiserver/selectors.rs"]
+mod selectors;
+#[path = "fake_apiserver/watch.rs"]
+mod watch;
 
 pub use admission::AdmissionCall;
+use discovery::*;
+use patch::*;
+use selectors::*;
+use watch::*;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;
@@ -2694,714 +2719,6 @@ fn delete_collection(st: &mut State, ctx: &Ctx, def: &ResourceDef, ns: Option<&s
         "metadata": {"resourceVersion": st.rv.to_string()},
         "items": items.into_iter().map(|o| with_type(o, def)).collect::<Vec<_>>(),
     }))
-}
-
-// ---------------------------------------------------------------------------------------------
-// PATCH (merge, JSON, strategic-as-merge, server-side apply)
-// ---------------------------------------------------------------------------------------------
-
-fn patch(st: &mut State, ctx: &Ctx, def: &ResourceDef, key: &ObjKey, status_only: bool) -> Outcome {
-    let ct = ctx.content_type.split(';').next().unwrap_or("").trim();
-    let body = ctx.body.clone().unwrap_or(Value::Null);
-    let result = match ct {
-        "application/apply-patch+yaml" => return apply(st, ctx, def, key, status_only, body),
-        "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
-            match st.objects.get(key) {
-                None => Err(ApiError::not_found(def, &key.name)),
-                Some(s) => {
-                    let mut obj = s.obj.clone();
-                    json_patch::merge(&mut obj, &body);
-                    Ok(obj)
-                }
-            }
-        }
-        "application/json-patch+json" => match st.objects.get(key) {
-            None => Err(ApiError::not_found(def, &key.name)),
-            Some(s) => match serde_json::from_value::<json_patch::Patch>(body) {
-                Err(e) => Err(ApiError::bad_request(&format!("invalid JSON patch: {e}"))),
-                Ok(mut p) => {
-                    // The apiserver's JSON patch treats a missing path as null in `test`
-                    // (kube's finalizer helper tests /metadata/finalizers against null).
-                    p.0.retain(|op| match op {
-                        json_patch::PatchOperation::Test(t) => {
-                            !(t.value.is_null() && s.obj.pointer(t.path.as_str()).is_none())
-                        }
-                        _ => true,
-                    });
-                    let mut obj = s.obj.clone();
-                    match json_patch::patch(&mut obj, &p) {
-                        Ok(()) => Ok(obj),
-                        Err(e) => Err(ApiError::new(422, "Invalid", format!("the JSON patch failed: {e}"))),
-                    }
-                }
-            },
-        },
-        other => Err(ApiError::new(
-            415,
-            "UnsupportedMediaType",
-            format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml (got {other:?})"),
-        )),
-    };
-    let upd = Update {
-        def,
-        key,
-        status_only,
-        mode: ctx.mode(),
-        applied: None,
-        applied_status: None,
-    };
-    match result.and_then(|obj| st.update(upd, obj)) {
-        Ok(obj) => Outcome::ok(obj),
-        Err(e) => e.into(),
-    }
-}
-
-/// Server-side apply, coarse (see the module docs).
-fn apply(
-    st: &mut State,
-    ctx: &Ctx,
-    def: &ResourceDef,
-    key: &ObjKey,
-    status_only: bool,
-    cfg: Value,
-) -> Outcome {
-    let Some(manager) = ctx
-        .query
-        .get("fieldManager")
-        .filter(|m| !m.is_empty())
-        .cloned()
-    else {
-        return ApiError::bad_request(
-            "PATCH, application/apply-patch+yaml: fieldManager is required for apply requests",
-        )
-        .into();
-    };
-    if !cfg.is_object() {
-        return ApiError::bad_request("the apply configuration must be an object (JSON)").into();
-    }
-    if let Some(n) = meta_str(&cfg, "name") {
-        if n != key.name {
-            return ApiError::bad_request(&format!(
-                "the name of the object ({n}) does not match the name on the URL ({})",
-                key.name
-            ))
-            .into();
-        }
-    }
-    let force = ctx.flag("force");
-    let Some(stored) = st.objects.get(key).cloned() else {
-        if status_only {
-            return ApiError::not_found(def, &key.name).into();
-        }
-        let mut obj = cfg.clone();
-        let m = meta_mut(&mut obj);
-        m.insert("name".into(), Value::String(key.name.clone()));
-        m.remove("resourceVersion");
-        let ns = def.namespaced.then_some(key.namespace.as_str());
-        let applied = BTreeMap::from([(manager, owned_part(&cfg))]);
-        return match st.create(def, ns, obj, ctx.mode(), applied) {
-            Ok(o) => Outcome::created(o),
-            Err(e) => e.into(),
-        };
-    };
-    let mut managers = if status_only {
-        stored.applied_status.clone()
-    } else {
-        stored.applied.clone()
-    };
-    let mine = owned_part(&cfg);
-    let leaves = leaf_paths(&mine);
-
-    // Conflicts: another manager applied a different value for one of my leaves.
-    let mut conflicts: Vec<(String, Vec<String>)> = Vec::new();
-    for (other, theirs) in managers.iter().filter(|(m, _)| **m != manager) {
-        for (path, value) in &leaves {
-            if get_path(theirs, path).is_some_and(|v| v != value) {
-                conflicts.push((other.clone(), path.clone()));
-            }
-        }
-    }
-    if !conflicts.is_empty() && !force {
-        let causes: Vec<Value> = conflicts
-            .iter()
-            .map(|(m, p)| json!({"type": "FieldManagerConflict", "message": format!("conflict with {m:?}"), "field": dotted(p)}))
-            .collect();
-        let list: Vec<String> = conflicts
-            .iter()
-            .map(|(m, p)| format!("conflict with {m:?}: {}", dotted(p)))
-            .collect();
-        let mut err = ApiError::new(
-            409,
-            "Conflict",
-            format!(
-                "Apply failed with {} conflict(s): {}",
-                conflicts.len(),
-                list.join(", ")
-            ),
-        )
-        .with_details(def, &key.name);
-        if let Some(d) = err.details.as_mut() {
-            ensure_object(d).insert("causes".into(), Value::Array(causes));
-        }
-        return err.into();
-    }
-    for (other, path) in &conflicts {
-        if let Some(theirs) = managers.get_mut(other) {
-            remove_path(theirs, path);
-        }
-    }
-
-    // Fields I applied before, no longer apply, and nobody else applies: removed.
-    let mut obj = stored.obj.clone();
-    if let Some(previous) = managers.get(&manager) {
-        for (path, _) in leaf_paths(previous) {
-            let still_mine = get_path(&mine, &path).is_some();
-            let others = managers
-                .iter()
-                .any(|(m, v)| *m != manager && get_path(v, &path).is_some());
-            if !still_mine && !others {
-                remove_path(&mut obj, &path);
-            }
-        }
-    }
-    json_patch::merge(&mut obj, &cfg);
-    managers.insert(manager, mine);
-    let (applied, applied_status) = if status_only {
-        (None, Some(managers))
-    } else {
-        (Some(managers), None)
-    };
-    let upd = Update {
-        def,
-        key,
-        status_only,
-        mode: ctx.mode(),
-        applied,
-        applied_status,
-    };
-    match st.update(upd, obj) {
-        Ok(o) => Outcome::ok(o),
-        Err(e) => e.into(),
-    }
-}
-
-/// The part of an apply config that counts for ownership (not identity fields).
-fn owned_part(cfg: &Value) -> Value {
-    let mut v = cfg.clone();
-    if let Value::Object(m) = &mut v {
-        m.remove("apiVersion");
-        m.remove("kind");
-        if let Some(Value::Object(meta)) = m.get_mut("metadata") {
-            for f in [
-                "name",
-                "namespace",
-                "resourceVersion",
-                "uid",
-                "managedFields",
-            ] {
-                meta.remove(f);
-            }
-        }
-    }
-    v
-}
-
-/// Leaf paths of a JSON object: scalars, lists and empty objects are leaves.
-/// Drops from each apply manager's config the leaves whose value `obj` no longer has.
-fn disown_changed(managers: &BTreeMap<String, Value>, obj: &Value) -> BTreeMap<String, Value> {
-    managers
-        .iter()
-        .map(|(m, cfg)| {
-            let mut cfg = cfg.clone();
-            for (path, value) in leaf_paths(&cfg.clone()) {
-                if get_path(obj, &path) != Some(&value) {
-                    remove_path(&mut cfg, &path);
-                }
-            }
-            (m.clone(), cfg)
-        })
-        .collect()
-}
-
-fn leaf_paths(v: &Value) -> Vec<(Vec<String>, Value)> {
-    fn walk(v: &Value, prefix: &mut Vec<String>, out: &mut Vec<(Vec<String>, Value)>) {
-        match v {
-            Value::Object(m) if !m.is_empty() => {
-                for (k, child) in m {
-                    prefix.push(k.clone());
-                    walk(child, prefix, out);
-                    prefix.pop();
-                }
-            }
-            other if !prefix.is_empty() => out.push((prefix.clone(), other.clone())),
-            _ => {}
-        }
-    }
-    let mut out = Vec::new();
-    walk(v, &mut Vec::new(), &mut out);
-    out
-}
-
-fn get_path<'a>(v: &'a Value, path: &[String]) -> Option<&'a Value> {
-    path.iter().try_fold(v, |cur, k| cur.as_object()?.get(k))
-}
-
-fn remove_path(v: &mut Value, path: &[String]) {
-    let Some((last, parents)) = path.split_last() else {
-        return;
-    };
-    let mut cur = v;
-    for k in parents {
-        match cur.as_object_mut().and_then(|m| m.get_mut(k)) {
-            Some(next) => cur = next,
-            None => return,
-        }
-    }
-    if let Some(m) = cur.as_object_mut() {
-        m.remove(last);
-    }
-}
-
-fn dotted(path: &[String]) -> String {
-    path.iter().map(|p| format!(".{p}")).collect()
-}
-
-// ---------------------------------------------------------------------------------------------
-// Selectors
-// ---------------------------------------------------------------------------------------------
-
-/// One label selector requirement.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum LabelReq {
-    Eq(String, String),
-    NotEq(String, String),
-    Exists(String),
-    NotExists(String),
-    In(String, Vec<String>),
-    NotIn(String, Vec<String>),
-}
-
-/// Parses `a=b,c!=d,e,!f,g in (x,y),h notin (z)`.
-fn parse_label_selector(s: &str) -> Result<Vec<LabelReq>, String> {
-    let mut parts = Vec::new();
-    let (mut depth, mut start) = (0i32, 0usize);
-    for (i, ch) in s.char_indices() {
-        match ch {
-            '(' => depth += 1,
-            ')' => depth -= 1,
-            ',' if depth == 0 => {
-                parts.push(&s[start..i]);
-                start = i + 1;
-            }
-            _ => {}
-        }
-    }
-    parts.push(&s[start..]);
-    let mut reqs = Vec::new();
-    for part in parts.into_iter().map(str::trim).filter(|p| !p.is_empty()) {
-        let set = |rest: &str| -> Result<Vec<String>, String> {
-            let inner = rest
-                .trim()
-                .strip_prefix('(')
-                .and_then(|r| r.strip_suffix(')'));
-            let inner = inner.ok_or_else(|| format!("bad set in label selector: {part:?}"))?;
-            Ok(inner
-                .split(',')
-                .map(|v| v.trim().to_string())
-                .filter(|v| !v.is_empty())
-                .collect())
-        };
-        let req = if let Some((k, rest)) = part.split_once(" notin ") {
-            LabelReq::NotIn(k.trim().into(), set(rest)?)
-        } else if let Some((k, rest)) = part.split_once(" in ") {
-            LabelReq::In(k.trim().into(), set(rest)?)
-        } else if let Some((k, v)) = part.split_once("!=") {
-            LabelReq::NotEq(k.trim().into(), v.trim().into())
-        } else if let Some((k, v)) = part.split_once("==").or_else(|| part.split_once('=')) {
-            LabelReq::Eq(k.trim().into(), v.trim().into())
-        } else if let Some(k) = part.strip_prefix('!') {
-            LabelReq::NotExists(k.trim().into())
-        } else {
-            LabelReq::Exists(part.into())
-        };
-        let key = match &req {
-            LabelReq::Eq(k, _)
-            | LabelReq::NotEq(k, _)
-            | LabelReq::Exists(k)
-            | LabelReq::NotExists(k) => k,
-            LabelReq::In(k, _) | LabelReq::NotIn(k, _) => k,
-        };
-        if key.is_empty() || key.contains(char::is_whitespace) {
-            return Err(format!("unable to parse requirement: {part:?}"));
-        }
-        reqs.push(req);
-    }
-    Ok(reqs)
-}
-
-fn label_matches(req: &LabelReq, labels: Option<&Map<String, Value>>) -> bool {
-    let get = |k: &str| labels.and_then(|l| l.get(k)).and_then(Value::as_str);
-    match req {
-        LabelReq::Eq(k, v) => get(k) == Some(v.as_str()),
-        LabelReq::NotEq(k, v) => get(k) != Some(v.as_str()),
-        LabelReq::Exists(k) => get(k).is_some(),
-        LabelReq::NotExists(k) => get(k).is_none(),
-        LabelReq::In(k, vs) => get(k).is_some_and(|x| vs.iter().any(|v| v == x)),
-        LabelReq::NotIn(k, vs) => get(k).is_none_or(|x| vs.iter().all(|v| v != x)),
-    }
-}
-
-/// A field selector requirement: dotted path, equal or not.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct FieldReq {
-    path: Vec<String>,
-    value: String,
-    negate: bool,
-}
-
-fn parse_field_selector(s: &str) -> Result<Vec<FieldReq>, String> {
-    s.split(',')
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .map(|part| {
-            let (k, v, negate) = if let Some((k, v)) = part.split_once("!=") {
-                (k, v, true)
-            } else if let Some((k, v)) = part.split_once("==").or_else(|| part.split_once('=')) {
-                (k, v, false)
-            } else {
-                return Err(format!("invalid field selector: {part:?}"));
-            };
-            Ok(FieldReq {
-                path: k.trim().split('.').map(str::to_string).collect(),
-                value: v.trim().to_string(),
-                negate,
-            })
-        })
-        .collect()
-}
-
-fn field_matches(req: &FieldReq, obj: &Value) -> bool {
-    let actual = match get_path(obj, &req.path) {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Null) | None => String::new(),
-        Some(other) => other.to_string(),
-    };
-    (actual == req.value) != req.negate
-}
-
-/// Which objects a LIST/WATCH/DELETE-collection sees.
-#[derive(Clone, Debug)]
-struct Filter {
-    group: String,
-    plural: String,
-    namespace: Option<String>,
-    labels: Vec<LabelReq>,
-    fields: Vec<FieldReq>,
-}
-
-impl Filter {
-    fn from_ctx(ctx: &Ctx, def: &ResourceDef, ns: Option<&str>) -> Result<Self, ApiError> {
-        let labels = parse_label_selector(
-            ctx.query
-                .get("labelSelector")
-                .map(String::as_str)
-                .unwrap_or(""),
-        )
-        .map_err(|e| ApiError::bad_request(&e))?;
-        let fields = parse_field_selector(
-            ctx.query
-                .get("fieldSelector")
-                .map(String::as_str)
-                .unwrap_or(""),
-        )
-        .map_err(|e| ApiError::bad_request(&e))?;
-        Ok(Filter {
-            group: def.group.clone(),
-            plural: def.plural.clone(),
-            namespace: ns.map(str::to_string),
-            labels,
-            fields,
-        })
-    }
-
-    fn matches(&self, group: &str, plural: &str, namespace: &str, obj: &Value) -> bool {
-        let labels = meta(obj)
-            .and_then(|m| m.get("labels"))
-            .and_then(Value::as_object);
-        group == self.group
-            && plural == self.plural
-            && self.namespace.as_deref().is_none_or(|ns| ns == namespace)
-            && self.labels.iter().all(|r| label_matches(r, labels))
-            && self.fields.iter().all(|r| field_matches(r, obj))
-    }
-
-    /// The event a watch with this filter sees for a change, as the apiserver's watch cache
-    /// sends it: a MODIFIED that makes the object leave the selector is a DELETED carrying the
-    /// previous state (at the new resourceVersion), one that makes it enter is an ADDED.
-    fn event_for(&self, rec: &WatchRec) -> Option<(&'static str, Value)> {
-        let now = self.matches(&rec.group, &rec.plural, &rec.namespace, &rec.object);
-        let before = rec
-            .prev
-            .as_ref()
-            .map(|p| self.matches(&rec.group, &rec.plural, &rec.namespace, p));
-        match (now, before) {
-            (true, Some(false)) => Some(("ADDED", rec.object.clone())),
-            (true, _) => Some((rec.kind, rec.object.clone())),
-            (false, Some(true)) => {
-                let mut old = rec.prev.clone().unwrap_or(Value::Null);
-                let rv = meta_str(&rec.object, "resourceVersion")
-                    .unwrap_or("")
-                    .to_string();
-                meta_mut(&mut old).insert("resourceVersion".into(), Value::String(rv));
-                Some(("DELETED", old))
-            }
-            (false, _) => None,
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// WATCH
-// ---------------------------------------------------------------------------------------------
-
-/// A running watch: queued lines first, then live events.
-struct WatchSetup {
-    queue: VecDeque<Bytes>,
-    rx: broadcast::Receiver<Arc<WatchRec>>,
-    filter: Filter,
-    def: ResourceDef,
-    /// Live events at or below this were already queued from history.
-    after_rv: u64,
-    deadline: Option<tokio::time::Instant>,
-    done: bool,
-}
-
-impl WatchSetup {
-    async fn next_line(&mut self) -> Option<Bytes> {
-        loop {
-            if let Some(line) = self.queue.pop_front() {
-                return Some(line);
-            }
-            if self.done {
-                return None;
-            }
-            let deadline = self.deadline;
-            let timeout = async move {
-                match deadline {
-                    Some(d) => tokio::time::sleep_until(d).await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                ev = self.rx.recv() => match ev {
-                    Ok(rec) => {
-                        if rec.rv > self.after_rv {
-                            if let Some((kind, obj)) = self.filter.event_for(&rec) {
-                                self.queue.push_back(event_line(kind, with_type(obj, &self.def)));
-                            }
-                        }
-                    }
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        self.queue.push_back(expired_line());
-                        self.done = true;
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return None,
-                },
-                _ = timeout => return None,
-            }
-        }
-    }
-}
-
-fn event_line(kind: &str, object: Value) -> Bytes {
-    let mut line = serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();
-    line.push(b'\n');
-    Bytes::from(line)
-}
-
-fn expired_line() -> Bytes {
-    let status = ApiError::new(410, "Expired", "too old resource version").to_status();
-    event_line("ERROR", status)
-}
-
-fn watch(st: &State, ctx: &Ctx, def: &ResourceDef, ns: Option<&str>) -> Outcome {
-    let filter = match Filter::from_ctx(ctx, def, ns) {
-        Ok(f) => f,
-        Err(e) => return e.into(),
-    };
-    let rv_param = ctx
-        .query
-        .get("resourceVersion")
-        .map(String::as_str)
-        .unwrap_or("");
-    let send_initial = ctx.flag("sendInitialEvents");
-    let mut queue = VecDeque::new();
-    let current: Vec<Value> = st
-        .scan(&def.group, &def.plural, ns)
-        .filter(|(k, s)| filter.matches(&k.group, &k.plural, &k.namespace, &s.obj))
-        .map(|(_, s)| with_type(s.obj.clone(), def))
-        .collect();
-    let mut done = false;
-    if send_initial || rv_param.is_empty() || rv_param == "0" {
-        // "Start at most recent / any": synthetic ADDED for what exists now.
-        queue.extend(current.into_iter().map(|o| event_line("ADDED", o)));
-        if send_initial {
-            let bookmark = json!({
-                "kind": def.kind, "apiVersion": def.api_version(),
-                "metadata": {"resourceVersion": st.rv.to_string(),
-                             "annotations": {"k8s.io/initial-events-end": "true"}}
-            });
-            queue.push_back(event_line("BOOKMARK", bookmark));
-        }
-    } else {
-        match rv_param.parse::<u64>() {
-            Err(_) => {
-                return ApiError::bad_request(&format!("invalid resourceVersion {rv_param:?}"))
-                    .into()
-            }
-            Ok(from) if from < st.compacted_rv => {
-                queue.push_back(expired_line());
-                done = true;
-            }
-            Ok(from) => queue.extend(
-                st.history
-                    .iter()
-                    .filter(|r| r.rv > from)
-                    .filter_map(|r| filter.event_for(r))
-                    .map(|(kind, obj)| event_line(kind, with_type(obj, def))),
-            ),
-        }
-    }
-    let deadline = ctx
-        .query
-        .get("timeoutSeconds")
-        .and_then(|t| t.parse::<u64>().ok())
-        .map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
-    Outcome::Watch(Box::new(WatchSetup {
-        queue,
-        // Subscribed under the state lock: nothing between history and live is lost.
-        rx: st.events_tx.subscribe(),
-        filter,
-        def: def.clone(),
-        after_rv: st.rv,
-        deadline,
-        done,
-    }))
-}
-
-// ---------------------------------------------------------------------------------------------
-// Discovery documents
-// ---------------------------------------------------------------------------------------------
-
-/// Groups in first-registration order (core excluded).
-fn group_names(st: &State) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for r in st.resources.iter().filter(|r| !r.group.is_empty()) {
-        if !out.contains(&r.group) {
-            out.push(r.group.clone());
-        }
-    }
-    out
-}
-
-/// Versions of a group in first-registration order; the first is the preferred one.
-fn versions_of(st: &State, group: &str) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for r in st.resources.iter().filter(|r| r.group == group) {
-        if !out.contains(&r.version) {
-            out.push(r.version.clone());
-        }
-    }
-    out
-}
-
-fn api_group(st: &State, group: &str) -> Value {
-    let versions: Vec<Value> = versions_of(st, group)
-        .iter()
-        .map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v}))
-        .collect();
-    json!({
-        "kind": "APIGroup", "apiVersion": "v1", "name": group,
-        "preferredVersion": versions.first().cloned().unwrap_or(Value::Null),
-        "versions": versions,
-    })
-}
-
-fn resource_list(st: &State, group: &str, version: &str) -> Outcome {
-    let defs: Vec<&ResourceDef> = st
-        .resources
-        .iter()
-        .filter(|r| r.group == group && r.version == version)
-        .collect();
-    if defs.is_empty() {
-        return ApiError::not_found_path().into();
-    }
-    let mut resources = Vec::new();
-    for d in defs {
-        resources.push(json!({
-            "name": d.plural, "singularName": d.kind.to_lowercase(), "namespaced": d.namespaced,
-            "kind": d.kind, "verbs": d.verbs,
-        }));
-        if d.status_subresource {
-            resources.push(json!({
-                "name": format!("{}/status", d.plural), "singularName": "", "namespaced": d.namespaced,
-                "kind": d.kind, "verbs": ["get", "patch", "update"],
-            }));
-        }
-    }
-    let gv = if group.is_empty() {
-        version.to_string()
-    } else {
-        format!("{group}/{version}")
-    };
-    Outcome::ok(
-        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}),
-    )
-}
-
-/// `GET /api` or `/apis` with the aggregated-discovery Accept header.
-fn aggregated_discovery(st: &State, core: bool) -> Outcome {
-    let groups = if core {
-        vec![String::new()]
-    } else {
-        group_names(st)
-    };
-    let items: Vec<Value> = groups
-        .iter()
-        .map(|g| {
-            let versions: Vec<Value> = versions_of(st, g)
-                .iter()
-                .map(|v| {
-                    let resources: Vec<Value> = st
-                        .resources
-                        .iter()
-                        .filter(|r| &r.group == g && &r.version == v)
-                        .map(|r| {
-                            let gvk = json!({"group": r.group, "version": r.version, "kind": r.kind});
-                            let subs: Vec<Value> = if r.status_subresource {
-                                vec![json!({"subresource": "status", "responseKind": gvk, "verbs": ["get", "patch", "update"]})]
-                            } else {
-                                vec![]
-                            };
-                            json!({
-                                "resource": r.plural, "responseKind": gvk,
-                                "scope": if r.namespaced { "Namespaced" } else { "Cluster" },
-                                "singularResource": r.kind.to_lowercase(), "verbs": r.verbs,
-                                "subresources": subs,
-                            })
-                        })
-                        .collect();
-                    json!({"version": v, "resources": resources, "freshness": "Current"})
-                })
-                .collect();
-            json!({"metadata": {"name": g}, "versions": versions})
-        })
-        .collect();
-    Outcome::Json {
-        code: 200,
-        body: json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items}),
-        content_type: AGGREGATED_CT,
-    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -131,7 +131,9 @@ impl TetherCluster {
 
     /// Starts `tether serve` as its service account against `fake` (flags: its identity,
     /// pod name `tether-0`, then `extra`, e.g. `--controllers attached`), waits until it is
-    /// ready, and registers the chart's webhooks pointing at it.
+    /// ready, and registers the chart's webhooks pointing at it. Prepare `fake` first for
+    /// what must exist before tether's discovery runs (e.g. `add_knative_resources()` for
+    /// the domains controller, edited RBAC, `enforce_owner_references_permission(true)`).
     pub async fn start_on(fake: FakeApiServer, extra: &[&str]) -> TetherCluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let sa_kubeconfig =

@@ -656,8 +656,29 @@ fn exempt(group: &str, resource: &str) -> bool {
 }
 
 /// Runs one write through admission. `None` when this request is not a write admission
-/// sees (the caller routes it normally).
+/// sees (the caller routes it normally). A PATCH without a resourceVersion precondition that
+/// lost a race between admission and storage is run again (admission included), as the
+/// apiserver's guaranteed update retries it; anything else gets the 409.
 pub(super) async fn admit(shared: &Arc<Shared>, ctx: &Ctx) -> Option<(Outcome, Vec<String>)> {
+    let precondition = ctx
+        .body
+        .as_ref()
+        .and_then(|b| b.pointer("/metadata/resourceVersion"))
+        .is_some_and(|rv| rv.as_str().is_some_and(|s| !s.is_empty()));
+    let retryable = ctx.method == "PATCH" && !precondition;
+    for _ in 0..4 {
+        let result = admit_once(shared, ctx).await;
+        let lost_race = matches!(&result, Some((Outcome::Json { code: 409, body, .. }, _))
+            if body["reason"] == "Conflict"
+                && body["message"].as_str().is_some_and(|m| m.starts_with("Operation cannot be fulfilled")));
+        if !(retryable && lost_race) {
+            return result;
+        }
+    }
+    admit_once(shared, ctx).await
+}
+
+async fn admit_once(shared: &Arc<Shared>, ctx: &Ctx) -> Option<(Outcome, Vec<String>)> {
     let mut plan_ctx = ctx.clone();
     plan_ctx.plan = true;
     let (outcome, planned, mutating, validating) = {

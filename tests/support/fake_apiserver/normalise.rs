@@ -926,6 +926,12 @@ mod tests {
             ("129e6", "129e6"),
             ("129M", "129M"),
             ("123Mi", "123Mi"),
+            // apimachinery's TestQuantityParseEmit.
+            ("1000M", "1G"),
+            (".001Ki", "1024m"),
+            (".000001Ki", "1024u"),
+            (".000000001Ki", "1024n"),
+            (".000000000001Ki", "2n"),
         ];
         for (input, want) in cases {
             assert_eq!(canonical_quantity(input).as_deref(), Some(want), "{input}");
