@@ -56,7 +56,8 @@ pub struct PolicyArgs {
     /// When set, only these kinds may be attached (the deny-list still applies).
     #[arg(long, env = "ALLOWED_KINDS", value_delimiter = ',')]
     pub allowed_kinds: Option<Vec<String>>,
-    /// Root domain for AppDomains, e.g. apps.example.com.
+    /// Root domain for AppDomains, e.g. apps.example.com. Required by `serve` while the
+    /// domains controller runs (--controllers includes domains).
     #[arg(long, env = "EXT_DOMAIN_ROOT")]
     pub domain_root: Option<String>,
     /// Default Knative Service for AppDomains whose spec.serviceRef.name is empty.
