@@ -1421,3 +1421,87 @@ async fn normalised_copies_status_patches_label_edits_and_resyncs_write_nothing(
     per_reconcile.push(noop("resync").await);
     eprintln!("write calls per no-op reconcile: {per_reconcile:?}");
 }
+
+/// The "copy up to date" decision, table-driven: only what the API server preserves
+/// verbatim counts (annotation, recorded generation, owner, tether's labels); spec values,
+/// apiVersion/kind and server-added fields never do.
+#[test]
+fn copy_up_to_date_decides_from_what_the_server_preserves() {
+    let rendered = json!({
+        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "c", "labels": {ATTACHED_LABEL: "hpa", VERSION_LABEL: "v1"}},
+        "spec": {"maxReplicas": 10, "metrics": [{"target": {"averageValue": "1000m"}}]}
+    });
+    // As a LIST returns it: no apiVersion/kind, normalised values, server fields.
+    let live = json!({
+        "metadata": {
+            "name": "c", "generation": 3, "resourceVersion": "77", "uid": "u",
+            "labels": {ATTACHED_LABEL: "hpa", VERSION_LABEL: "v1", "added-by-someone": "x"},
+            "annotations": {APPLIED_HASH_ANNOTATION: "h1"},
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "d",
+                                 "uid": "dep-uid", "controller": true, "blockOwnerDeletion": true}]
+        },
+        "spec": {"maxReplicas": 10, "metrics": [{"target": {"averageValue": "1"}}],
+                 "behavior": {"scaleUp": {"stabilizationWindowSeconds": 0}}},
+        "status": {"currentReplicas": 2}
+    });
+    let edit = |f: &dyn Fn(&mut Value)| {
+        let mut v = live.clone();
+        f(&mut v);
+        v
+    };
+    let cases: Vec<(&str, Value, &str, Option<i64>, bool)> = vec![
+        ("as listed by the server", live.clone(), "h1", Some(3), true),
+        ("another rendered hash", live.clone(), "h2", Some(3), false),
+        (
+            "generation moved (a spec edit)",
+            live.clone(),
+            "h1",
+            Some(2),
+            false,
+        ),
+        (
+            "no generation recorded yet",
+            live.clone(),
+            "h1",
+            None,
+            false,
+        ),
+        (
+            "annotation removed",
+            edit(&|v| v["metadata"]["annotations"] = json!({})),
+            "h1",
+            Some(3),
+            false,
+        ),
+        (
+            "owner replaced",
+            edit(&|v| v["metadata"]["ownerReferences"][0]["uid"] = json!("other")),
+            "h1",
+            Some(3),
+            false,
+        ),
+        (
+            "tether's label changed",
+            edit(&|v| v["metadata"]["labels"][VERSION_LABEL] = json!("v9")),
+            "h1",
+            Some(3),
+            false,
+        ),
+        (
+            "being deleted",
+            edit(&|v| v["metadata"]["deletionTimestamp"] = json!("2026-11-30T12:00:00Z")),
+            "h1",
+            Some(3),
+            false,
+        ),
+    ];
+    for (what, live, hash, generation, want) in cases {
+        let obj: kube::api::DynamicObject = serde_json::from_value(live).unwrap();
+        assert_eq!(
+            attached::copy_up_to_date(&obj, &rendered, hash, generation, "dep-uid"),
+            want,
+            "{what}"
+        );
+    }
+}
