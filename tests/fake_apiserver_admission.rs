@@ -749,3 +749,52 @@ async fn if_needed_webhooks_are_reinvoked_once_after_a_later_webhook_changed_the
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeouts_and_untrusted_certificates_are_call_failures() {
+    let responder: Responder = Arc::new(|_, review| {
+        if review["request"]["name"] == "slow" {
+            std::thread::sleep(std::time::Duration::from_millis(1500));
+        }
+        reply(review, json!({"allowed": true}))
+    });
+    let hook = start_hook(responder).await;
+    let fake = setup(
+        &hook,
+        vec![],
+        vec![webhook(
+            "v.test.dev",
+            "/v",
+            &hook,
+            json!({"timeoutSeconds": 1}),
+        )],
+    )
+    .await;
+    let cms: Api<ConfigMap> = Api::namespaced(fake.client_for(ALICE).await, "ns");
+    let s = status_of(
+        cms.create(&PostParams::default(), &cm("slow"))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(
+        s.message,
+        "Internal error occurred: failed calling webhook \"v.test.dev\": failed to call webhook: Post \"https://hook.test-ns.svc:443/v?timeout=1s\": context deadline exceeded"
+    );
+
+    // A caBundle that did not sign the webhook's certificate.
+    let mut other = webhook("v.test.dev", "/v", &hook, json!({}));
+    other["clientConfig"]["caBundle"] =
+        json!(base64::engine::general_purpose::STANDARD.encode(fake.ca_pem()));
+    fake.insert(json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration", "metadata": {"name": "v"}, "webhooks": [other]}));
+    let s = status_of(
+        cms.create(&PostParams::default(), &cm("fast"))
+            .await
+            .unwrap_err(),
+    );
+    assert!(
+        s.message.starts_with("Internal error occurred: failed calling webhook \"v.test.dev\": failed to call webhook: Post \"https://hook.test-ns.svc:443/v?timeout=5s\": tls: failed to verify certificate: x509: "),
+        "{}",
+        s.message
+    );
+    assert!(fake.list_all("configmaps").is_empty());
+}
