@@ -798,3 +798,31 @@ async fn timeouts_and_untrusted_certificates_are_call_failures() {
     );
     assert!(fake.list_all("configmaps").is_empty());
 }
+
+#[tokio::test]
+async fn generated_names_are_given_after_mutating_and_before_validating_admission() {
+    let responder: Responder = Arc::new(|_, review| reply(review, json!({"allowed": true})));
+    let hook = start_hook(responder).await;
+    let fake = setup(
+        &hook,
+        vec![webhook("m.test.dev", "/m", &hook, json!({}))],
+        vec![webhook("v.test.dev", "/v", &hook, json!({}))],
+    )
+    .await;
+    let cms: Api<ConfigMap> = Api::namespaced(fake.client_for(ALICE).await, "ns");
+    let obj: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"generateName": "gen-"}})).unwrap();
+    let created = cms.create(&PostParams::default(), &obj).await.unwrap();
+    let name = created.metadata.name.unwrap();
+    assert!(name.starts_with("gen-") && name.len() == 9, "{name}");
+    let seen = hook.seen();
+    let (m, v) = (&seen[0].review["request"], &seen[1].review["request"]);
+    assert!(m.get("name").is_none(), "{m}");
+    assert!(m["object"]["metadata"].get("name").is_none());
+    assert_eq!(m["object"]["metadata"]["generateName"], "gen-");
+    assert_eq!(v["name"].as_str(), Some(name.as_str()));
+    assert_eq!(
+        v["object"]["metadata"]["name"].as_str(),
+        Some(name.as_str())
+    );
+}

@@ -738,6 +738,17 @@ async fn admit_once(shared: &Arc<Shared>, ctx: &Ctx) -> Option<(Outcome, Vec<Str
             for f in ["uid", "creationTimestamp", "generation", "resourceVersion"] {
                 m.remove(f);
             }
+            // A generateName'd object gets its name after mutating admission.
+            let named = ctx
+                .body
+                .as_ref()
+                .and_then(|b| b.pointer("/metadata/name"))
+                .and_then(Value::as_str)
+                .is_some_and(|n| !n.is_empty());
+            if !named && ctx.method == "POST" {
+                m.remove("name");
+                attrs.name = String::new();
+            }
             Some(o)
         }
         Op::Update => Some(planned.stored.obj.clone()),
