@@ -826,3 +826,56 @@ async fn generated_names_are_given_after_mutating_and_before_validating_admissio
         Some(name.as_str())
     );
 }
+
+#[tokio::test]
+async fn validation_runs_after_mutating_and_before_validating_webhooks() {
+    // The mutating webhook repairs "fixme" objects and breaks "breakme" ones.
+    let responder: Responder = Arc::new(|path, review| {
+        let name = review["request"]["name"].as_str().unwrap_or("");
+        let value = match (path.starts_with("/m"), name) {
+            (true, "fixme") => Some("ok"),
+            (true, "breakme") => Some("not a valid label value!"),
+            _ => None,
+        };
+        match value {
+            Some(v) => reply(
+                review,
+                json!({"allowed": true, "patchType": "JSONPatch",
+                "patch": patch_b64(json!([{"op": "replace", "path": "/metadata/labels/app", "value": v}]))}),
+            ),
+            None => reply(review, json!({"allowed": true})),
+        }
+    });
+    let hook = start_hook(responder).await;
+    let fake = setup(
+        &hook,
+        vec![webhook("m.test.dev", "/m", &hook, json!({}))],
+        vec![webhook("v.test.dev", "/v", &hook, json!({}))],
+    )
+    .await;
+    let cms: Api<ConfigMap> = Api::namespaced(fake.client_for(ALICE).await, "ns");
+    let with_label = |name: &str, v: &str| -> ConfigMap {
+        serde_json::from_value(json!({"metadata": {"name": name, "labels": {"app": v}}})).unwrap()
+    };
+    // Invalid as sent, valid once mutated: admitted.
+    let fixed = cms
+        .create(&PostParams::default(), &with_label("fixme", "-bad-"))
+        .await
+        .unwrap();
+    assert_eq!(fixed.metadata.labels.unwrap()["app"], "ok");
+    // Valid as sent, invalid once mutated: 422, and the validating webhook never sees it.
+    fake.clear_admission_calls();
+    let s = status_of(
+        cms.create(&PostParams::default(), &with_label("breakme", "fine"))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((s.code, s.reason.as_str()), (422, "Invalid"));
+    assert!(s.message.starts_with("ConfigMap \"breakme\" is invalid: metadata.labels: Invalid value: \"not a valid label value!\""), "{}", s.message);
+    let called: Vec<String> = fake
+        .admission_calls()
+        .iter()
+        .map(|c| c.webhook.clone())
+        .collect();
+    assert_eq!(called, ["m.test.dev"]);
+}
