@@ -48,7 +48,7 @@ impl Hook {
     }
 }
 
-/// An HTTPS webhook server for `hook.test-ns.svc` offering h2 and http/1.1; `respond` gets
+/// An HTTPS webhook server for `hook.test-ns.svc` (and `localhost`) offering h2 and http/1.1; `respond` gets
 /// the path and the review and returns the whole reply body.
 async fn start_hook(respond: Responder) -> Hook {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
@@ -58,10 +58,13 @@ async fn start_hook(respond: Responder) -> Hook {
     let ca = ca_params.self_signed(&ca_key).unwrap();
     let issuer = Issuer::new(ca_params, ca_key);
     let key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["hook.test-ns.svc".to_string()])
-        .unwrap()
-        .signed_by(&key, &issuer)
-        .unwrap();
+    let leaf = CertificateParams::new(vec![
+        "hook.test-ns.svc".to_string(),
+        "localhost".to_string(),
+    ])
+    .unwrap()
+    .signed_by(&key, &issuer)
+    .unwrap();
     let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -878,4 +881,42 @@ async fn validation_runs_after_mutating_and_before_validating_webhooks() {
         .map(|c| c.webhook.clone())
         .collect();
     assert_eq!(called, ["m.test.dev"]);
+}
+
+#[tokio::test]
+async fn url_webhooks_are_called_on_loopback_only() {
+    let responder: Responder = Arc::new(|_, review| reply(review, json!({"allowed": true})));
+    let hook = start_hook(responder).await;
+    let by_url = |url: String| {
+        let mut w = webhook("v.test.dev", "", &hook, json!({}));
+        w["clientConfig"] = json!({"url": url, "caBundle": hook.ca_b64});
+        w
+    };
+    let fake = setup(
+        &hook,
+        vec![],
+        vec![by_url(format!("https://localhost:{}/u", hook.addr.port()))],
+    )
+    .await;
+    let cms: Api<ConfigMap> = Api::namespaced(fake.client_for(ALICE).await, "ns");
+    cms.create(&PostParams::default(), &cm("a")).await.unwrap();
+    let seen = hook.seen();
+    assert_eq!(seen[0].path_and_query, "/u?timeout=5s");
+    assert_eq!(seen[0].host, format!("localhost:{}", hook.addr.port()));
+
+    // A non-loopback host is never dialled.
+    let fake = setup(
+        &hook,
+        vec![],
+        vec![by_url("https://webhook.example.com/u".into())],
+    )
+    .await;
+    let cms: Api<ConfigMap> = Api::namespaced(fake.client_for(ALICE).await, "ns");
+    let s = status_of(
+        cms.create(&PostParams::default(), &cm("b"))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(s.message, "Internal error occurred: failed calling webhook \"v.test.dev\": failed to call webhook: Post \"https://webhook.example.com/u?timeout=5s\": dial tcp: lookup webhook.example.com: no such host");
+    assert_eq!(hook.seen().len(), 1);
 }
