@@ -48,7 +48,7 @@ impl Hook {
     }
 }
 
-/// An HTTPS webhook server for `hook.test-ns.svc` offering h2 and http/1.1; `respond` gets
+/// An HTTPS webhook server for `hook.test-ns.svc` (and `localhost`) offering h2 and http/1.1; `respond` gets
 /// the path and the review and returns the whole reply body.
 async fn start_hook(respond: Responder) -> Hook {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
@@ -58,10 +58,13 @@ async fn start_hook(respond: Responder) -> Hook {
     let ca = ca_params.self_signed(&ca_key).unwrap();
     let issuer = Issuer::new(ca_params, ca_key);
     let key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["hook.test-ns.svc".to_string()])
-        .unwrap()
-        .signed_by(&key, &issuer)
-        .unwrap();
+    let leaf = CertificateParams::new(vec![
+        "hook.test-ns.svc".to_string(),
+        "localhost".to_string(),
+    ])
+    .unwrap()
+    .signed_by(&key, &issuer)
+    .unwrap();
     let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -748,4 +751,172 @@ async fn if_needed_webhooks_are_reinvoked_once_after_a_later_webhook_changed_the
             );
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeouts_and_untrusted_certificates_are_call_failures() {
+    let responder: Responder = Arc::new(|_, review| {
+        if review["request"]["name"] == "slow" {
+            std::thread::sleep(std::time::Duration::from_millis(1500));
+        }
+        reply(review, json!({"allowed": true}))
+    });
+    let hook = start_hook(responder).await;
+    let fake = setup(
+        &hook,
+        vec![],
+        vec![webhook(
+            "v.test.dev",
+            "/v",
+            &hook,
+            json!({"timeoutSeconds": 1}),
+        )],
+    )
+    .await;
+    let cms: Api<ConfigMap> = Api::namespaced(fake.client_for(ALICE).await, "ns");
+    let s = status_of(
+        cms.create(&PostParams::default(), &cm("slow"))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(
+        s.message,
+        "Internal error occurred: failed calling webhook \"v.test.dev\": failed to call webhook: Post \"https://hook.test-ns.svc:443/v?timeout=1s\": context deadline exceeded"
+    );
+
+    // A caBundle that did not sign the webhook's certificate.
+    let mut other = webhook("v.test.dev", "/v", &hook, json!({}));
+    other["clientConfig"]["caBundle"] =
+        json!(base64::engine::general_purpose::STANDARD.encode(fake.ca_pem()));
+    fake.insert(json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration", "metadata": {"name": "v"}, "webhooks": [other]}));
+    let s = status_of(
+        cms.create(&PostParams::default(), &cm("fast"))
+            .await
+            .unwrap_err(),
+    );
+    assert!(
+        s.message.starts_with("Internal error occurred: failed calling webhook \"v.test.dev\": failed to call webhook: Post \"https://hook.test-ns.svc:443/v?timeout=5s\": tls: failed to verify certificate: x509: "),
+        "{}",
+        s.message
+    );
+    assert!(fake.list_all("configmaps").is_empty());
+}
+
+#[tokio::test]
+async fn generated_names_are_given_after_mutating_and_before_validating_admission() {
+    let responder: Responder = Arc::new(|_, review| reply(review, json!({"allowed": true})));
+    let hook = start_hook(responder).await;
+    let fake = setup(
+        &hook,
+        vec![webhook("m.test.dev", "/m", &hook, json!({}))],
+        vec![webhook("v.test.dev", "/v", &hook, json!({}))],
+    )
+    .await;
+    let cms: Api<ConfigMap> = Api::namespaced(fake.client_for(ALICE).await, "ns");
+    let obj: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"generateName": "gen-"}})).unwrap();
+    let created = cms.create(&PostParams::default(), &obj).await.unwrap();
+    let name = created.metadata.name.unwrap();
+    assert!(name.starts_with("gen-") && name.len() == 9, "{name}");
+    let seen = hook.seen();
+    let (m, v) = (&seen[0].review["request"], &seen[1].review["request"]);
+    assert!(m.get("name").is_none(), "{m}");
+    assert!(m["object"]["metadata"].get("name").is_none());
+    assert_eq!(m["object"]["metadata"]["generateName"], "gen-");
+    assert_eq!(v["name"].as_str(), Some(name.as_str()));
+    assert_eq!(
+        v["object"]["metadata"]["name"].as_str(),
+        Some(name.as_str())
+    );
+}
+
+#[tokio::test]
+async fn validation_runs_after_mutating_and_before_validating_webhooks() {
+    // The mutating webhook repairs "fixme" objects and breaks "breakme" ones.
+    let responder: Responder = Arc::new(|path, review| {
+        let name = review["request"]["name"].as_str().unwrap_or("");
+        let value = match (path.starts_with("/m"), name) {
+            (true, "fixme") => Some("ok"),
+            (true, "breakme") => Some("not a valid label value!"),
+            _ => None,
+        };
+        match value {
+            Some(v) => reply(
+                review,
+                json!({"allowed": true, "patchType": "JSONPatch",
+                "patch": patch_b64(json!([{"op": "replace", "path": "/metadata/labels/app", "value": v}]))}),
+            ),
+            None => reply(review, json!({"allowed": true})),
+        }
+    });
+    let hook = start_hook(responder).await;
+    let fake = setup(
+        &hook,
+        vec![webhook("m.test.dev", "/m", &hook, json!({}))],
+        vec![webhook("v.test.dev", "/v", &hook, json!({}))],
+    )
+    .await;
+    let cms: Api<ConfigMap> = Api::namespaced(fake.client_for(ALICE).await, "ns");
+    let with_label = |name: &str, v: &str| -> ConfigMap {
+        serde_json::from_value(json!({"metadata": {"name": name, "labels": {"app": v}}})).unwrap()
+    };
+    // Invalid as sent, valid once mutated: admitted.
+    let fixed = cms
+        .create(&PostParams::default(), &with_label("fixme", "-bad-"))
+        .await
+        .unwrap();
+    assert_eq!(fixed.metadata.labels.unwrap()["app"], "ok");
+    // Valid as sent, invalid once mutated: 422, and the validating webhook never sees it.
+    fake.clear_admission_calls();
+    let s = status_of(
+        cms.create(&PostParams::default(), &with_label("breakme", "fine"))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((s.code, s.reason.as_str()), (422, "Invalid"));
+    assert!(s.message.starts_with("ConfigMap \"breakme\" is invalid: metadata.labels: Invalid value: \"not a valid label value!\""), "{}", s.message);
+    let called: Vec<String> = fake
+        .admission_calls()
+        .iter()
+        .map(|c| c.webhook.clone())
+        .collect();
+    assert_eq!(called, ["m.test.dev"]);
+}
+
+#[tokio::test]
+async fn url_webhooks_are_called_on_loopback_only() {
+    let responder: Responder = Arc::new(|_, review| reply(review, json!({"allowed": true})));
+    let hook = start_hook(responder).await;
+    let by_url = |url: String| {
+        let mut w = webhook("v.test.dev", "", &hook, json!({}));
+        w["clientConfig"] = json!({"url": url, "caBundle": hook.ca_b64});
+        w
+    };
+    let fake = setup(
+        &hook,
+        vec![],
+        vec![by_url(format!("https://localhost:{}/u", hook.addr.port()))],
+    )
+    .await;
+    let cms: Api<ConfigMap> = Api::namespaced(fake.client_for(ALICE).await, "ns");
+    cms.create(&PostParams::default(), &cm("a")).await.unwrap();
+    let seen = hook.seen();
+    assert_eq!(seen[0].path_and_query, "/u?timeout=5s");
+    assert_eq!(seen[0].host, format!("localhost:{}", hook.addr.port()));
+
+    // A non-loopback host is never dialled.
+    let fake = setup(
+        &hook,
+        vec![],
+        vec![by_url("https://webhook.example.com/u".into())],
+    )
+    .await;
+    let cms: Api<ConfigMap> = Api::namespaced(fake.client_for(ALICE).await, "ns");
+    let s = status_of(
+        cms.create(&PostParams::default(), &cm("b"))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(s.message, "Internal error occurred: failed calling webhook \"v.test.dev\": failed to call webhook: Post \"https://webhook.example.com/u?timeout=5s\": dial tcp: lookup webhook.example.com: no such host");
+    assert_eq!(hook.seen().len(), 1);
 }

@@ -82,7 +82,8 @@
 //!   [`FakeApiServer::set_service_endpoint`]. Not modelled: `matchPolicy: Equivalent` across
 //!   versions (one version per resource here), `matchConditions` (a webhook having them
 //!   fails the request), v1beta1 reviews, CONNECT, Retry-After retries, audit annotations,
-//!   admission-kubeconfig credentials, validation of the webhook configurations themselves
+//!   admission-kubeconfig credentials, connection reuse (every call is a new TLS connection;
+//!   upstream keeps them alive), validation of the webhook configurations themselves
 //!   (e.g. `sideEffects: Some` is stored, not refused). Validating webhooks are called
 //!   concurrently and the first error *in list order* (not arrival order) wins, so results
 //!   are deterministic. A PATCH without a resourceVersion that lost a race between admission

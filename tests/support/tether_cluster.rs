@@ -8,7 +8,7 @@
 //!
 //! A test crate that uses it declares `mod common;` and the fake as `mod fake_apiserver;`:
 //!
-//! ```ignore
+//! ```text
 //! mod common;
 //! #[path = "support/fake_apiserver.rs"]
 //! mod fake_apiserver;

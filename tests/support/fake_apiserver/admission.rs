@@ -400,15 +400,9 @@ fn target(hook: &Hook, st: &State, timeout_s: u64) -> Result<Target, String> {
         )
     })?;
     let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => (
-            h.trim_matches(['[', ']']).to_string(),
-            p.parse::<u16>().unwrap_or(443),
-        ),
-        _ => (authority.to_string(), 443),
-    };
+    let (host, port) = split_host_port(authority);
     let ip = match host.as_str() {
-        "localhost" => Some("127.0.0.1".parse().ok()).flatten(),
+        "localhost" => Some(std::net::IpAddr::from([127, 0, 0, 1])),
         h => h
             .parse::<std::net::IpAddr>()
             .ok()
@@ -423,6 +417,19 @@ fn target(hook: &Hook, st: &State, timeout_s: u64) -> Result<Target, String> {
         host: authority.to_string(),
         path_and_query,
     })
+}
+
+/// `host[:port]` or `[v6][:port]` of a URL authority; the port defaults to 443.
+fn split_host_port(authority: &str) -> (String, u16) {
+    let port = |p: &str| p.parse::<u16>().unwrap_or(443);
+    if let Some(rest) = authority.strip_prefix('[') {
+        let (h, tail) = rest.split_once(']').unwrap_or((rest, ""));
+        return (h.to_string(), tail.strip_prefix(':').map_or(443, port));
+    }
+    match authority.rsplit_once(':') {
+        Some((h, p)) => (h.to_string(), port(p)),
+        None => (authority.to_string(), 443),
+    }
 }
 
 /// POSTs a review; `Err` is the `failed to call webhook: ...` reason.
@@ -737,6 +744,17 @@ async fn admit_once(shared: &Arc<Shared>, ctx: &Ctx) -> Option<(Outcome, Vec<Str
             let m = super::meta_mut(&mut o);
             for f in ["uid", "creationTimestamp", "generation", "resourceVersion"] {
                 m.remove(f);
+            }
+            // A generateName'd object gets its name after mutating admission.
+            let named = ctx
+                .body
+                .as_ref()
+                .and_then(|b| b.pointer("/metadata/name"))
+                .and_then(Value::as_str)
+                .is_some_and(|n| !n.is_empty());
+            if !named && ctx.method == "POST" {
+                m.remove("name");
+                attrs.name = String::new();
             }
             Some(o)
         }
@@ -1308,6 +1326,13 @@ mod tests {
         add_warning(&mut w, "bad\u{7}");
         assert_eq!(w, ["a"]);
         assert_eq!(warning_header("say \"hi\""), "299 - \"say \\\"hi\\\"\"");
+        assert_eq!(
+            split_host_port("127.0.0.1:8443"),
+            ("127.0.0.1".into(), 8443)
+        );
+        assert_eq!(split_host_port("localhost"), ("localhost".into(), 443));
+        assert_eq!(split_host_port("[::1]:9443"), ("::1".into(), 9443));
+        assert_eq!(split_host_port("[::1]"), ("::1".into(), 443));
         let id = uuid_v4();
         assert_eq!((id.len(), &id[14..15]), (36, "4"));
         assert_ne!(uuid_v4(), id);
