@@ -13,6 +13,37 @@ use tether::controller::leader::{lead, LeaderConfig};
 use tether::metrics::Metrics;
 use tether::shutdown;
 
+/// Everything tether logs in this test process (one global subscriber, installed once).
+fn captured_logs() -> &'static std::sync::Mutex<Vec<u8>> {
+    static LOGS: std::sync::OnceLock<&'static std::sync::Mutex<Vec<u8>>> =
+        std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buf: &'static std::sync::Mutex<Vec<u8>> =
+            Box::leak(Box::new(std::sync::Mutex::new(Vec::new())));
+        let _ = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || LogWriter(buf))
+            .try_init();
+        buf
+    })
+}
+
+struct LogWriter(&'static std::sync::Mutex<Vec<u8>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn logs_text() -> String {
+    String::from_utf8_lossy(&captured_logs().lock().unwrap()).into_owned()
+}
+
 fn cfg(identity: &str) -> LeaderConfig {
     LeaderConfig {
         namespace: "tether-system".into(),
@@ -122,6 +153,7 @@ async fn one_leader_takeover_after_expiry_and_after_release() {
 /// `tether_leader` drops to 0, the Lease is released, and the reconcilers start again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconcilers_that_end_while_leading_are_restarted_and_the_gauge_tells() {
+    captured_logs();
     let fake = FakeApiServer::start().await;
     let client = fake.client().await;
     let starts = Arc::new(AtomicUsize::new(0));
@@ -159,6 +191,19 @@ async fn reconcilers_that_end_while_leading_are_restarted_and_the_gauge_tells() 
     )
     .await;
     assert_eq!(starts.load(Ordering::SeqCst), 2);
+    // ... and the log says what happened, at ERROR.
+    let logs = logs_text();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("the reconcilers stopped while this replica held the lease"))
+        .unwrap_or_else(|| panic!("no log line about the stopped reconcilers:\n{logs}"));
+    assert!(line.contains("ERROR"), "{line}");
+    assert!(
+        line.contains(
+            "leader election stopped; this replica does not reconcile until it starts over"
+        ),
+        "{line}"
+    );
     let lease = fake
         .get(
             "coordination.k8s.io",
