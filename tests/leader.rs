@@ -258,6 +258,50 @@ async fn lease_manager_errors_are_retried_until_the_replica_leads() {
         .unwrap();
 }
 
+/// Issue 11 defect 6: a lease manager whose renewals keep failing (here: the API server
+/// answers 500 to every Lease request) only retries them and still reports this replica as
+/// leader; the watchdog notices that the renewal cannot be confirmed within the lease
+/// duration, stops the reconcilers and drops `tether_leader` to 0 (another replica may hold
+/// the Lease by now), then leads again once the API server answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_that_cannot_be_renewed_stops_the_reconcilers() {
+    let fake = FakeApiServer::start().await;
+    let client = fake.client().await;
+    let active = Arc::new(AtomicUsize::new(0));
+    let metrics = Metrics::new();
+    let (trigger, task) = replica(client, "replica-a", active.clone(), metrics.clone());
+    wait_for("the replica to lead", Duration::from_secs(15), || {
+        active.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let failing = Instant::now();
+    fake.fail(
+        "/apis/coordination.k8s.io",
+        Fault::Status(500, "etcdserver: request timed out".into()),
+        None,
+    );
+    wait_for(
+        "the reconcilers to stop once the renewal cannot be confirmed",
+        Duration::from_secs(15),
+        || active.load(Ordering::SeqCst) == 0 && metrics.leader.get() == 0,
+    )
+    .await;
+    assert!(
+        failing.elapsed() >= Duration::from_secs(1),
+        "stopped before the lease could have expired"
+    );
+    fake.clear_faults();
+    wait_for("the replica to lead again", Duration::from_secs(30), || {
+        active.load(Ordering::SeqCst) == 1 && metrics.leader.get() == 1
+    })
+    .await;
+    trigger.fire();
+    tokio::time::timeout(Duration::from_secs(15), task)
+        .await
+        .expect("lead returns after shutdown")
+        .unwrap();
+}
+
 fn chrono_now() -> String {
     // Microsecond precision, as Lease MicroTime: a whole-second timestamp would backdate the
     // renewal by up to a second and let the lease expire early.

@@ -3,15 +3,19 @@
 //! reconcilers at once (their shutdown signal fires), and `tether_leader` shows who leads.
 //!
 //! Nothing stops quietly: when the reconcilers end (or panic) while this replica holds the
-//! Lease, or the lease manager fails, the replica logs an error, sets `tether_leader` to 0,
-//! releases the Lease (so another replica can take over), and starts over after a backoff
-//! (1 s, doubling, at most 30 s). Only shutdown ends [`lead`] and [`run_unelected`].
+//! Lease, or the lease manager fails — including renewals that keep failing, which the lease
+//! manager only retries, so a watchdog reads the Lease every third of its duration and gives
+//! up leading once it cannot confirm a renewal for a whole duration — the replica logs an
+//! error, sets `tether_leader` to 0, releases the Lease (so another replica can take over),
+//! and starts over after a backoff (1 s, doubling, at most 30 s). Only shutdown ends [`lead`]
+//! and [`run_unelected`].
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
+use k8s_openapi::api::coordination::v1::Lease;
 use kube_lease_manager::{LeaseManagerBuilder, LeaseManagerError};
 
 use crate::metrics::Metrics;
@@ -40,6 +44,8 @@ pub enum LeadError {
     WorkEnded,
     #[error("the reconcilers panicked")]
     WorkPanicked,
+    #[error("the lease could not be confirmed as renewed for {0} s (the lease manager keeps failing); another replica may lead")]
+    NotRenewed(u64),
 }
 
 const RESTART_MIN: Duration = Duration::from_secs(1);
@@ -144,6 +150,8 @@ where
 /// Why leading ended.
 enum Why {
     Lost,
+    /// The watchdog could not confirm our renewal within the lease duration.
+    NotRenewed,
     Shutdown,
     ManagerStopped,
     /// The reconcilers ended by themselves (`true`: they panicked).
@@ -194,9 +202,25 @@ where
         let (trigger, stop) = shutdown::channel();
         let work_fut = AssertUnwindSafe(work(stop)).catch_unwind();
         tokio::pin!(work_fut);
+        // kube-lease-manager retries failed renewals internally and never reports that the
+        // lease expired meanwhile; the watchdog reads the Lease itself so this replica stops
+        // reconciling (and says so) once it can no longer show that it holds it.
+        let leases: kube::Api<Lease> = kube::Api::namespaced(client.clone(), &cfg.namespace);
+        let duration = Duration::from_secs(cfg.duration_s.max(1));
+        let mut watchdog = tokio::time::interval((duration / 3).max(Duration::from_millis(200)));
+        watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut confirmed = Instant::now();
         let why = loop {
             tokio::select! {
                 done = &mut work_fut => break Why::WorkEnded(done.is_err()),
+                _ = watchdog.tick() => {
+                    match lease_state(&leases, cfg).await {
+                        LeaseState::Ours => confirmed = Instant::now(),
+                        LeaseState::Theirs => break Why::Lost,
+                        LeaseState::Unknown if confirmed.elapsed() > duration => break Why::NotRenewed,
+                        LeaseState::Unknown => {}
+                    }
+                }
                 changed = rx.changed() => {
                     if changed.is_err() {
                         break Why::ManagerStopped;
@@ -228,6 +252,11 @@ where
                 let _ = finish(task).await;
                 return Err(LeadError::ManagerStopped);
             }
+            Why::NotRenewed => {
+                drop(rx);
+                let _ = finish(task).await;
+                return Err(LeadError::NotRenewed(duration.as_secs()));
+            }
             Why::WorkEnded(panicked) => {
                 // Release the lease so a healthy replica can lead while this one backs off.
                 drop(rx);
@@ -239,6 +268,40 @@ where
                 });
             }
         }
+    }
+}
+
+/// What the Lease says about this replica.
+enum LeaseState {
+    /// Held by us and renewed within its duration.
+    Ours,
+    /// Held by someone else (or gone).
+    Theirs,
+    /// Expired while naming us, or unreadable: not confirmed.
+    Unknown,
+}
+
+async fn lease_state(leases: &kube::Api<Lease>, cfg: &LeaderConfig) -> LeaseState {
+    let lease = match leases.get_opt(&cfg.lease_name).await {
+        Ok(Some(l)) => l,
+        Ok(None) => return LeaseState::Theirs,
+        Err(_) => return LeaseState::Unknown,
+    };
+    let Some(spec) = lease.spec else {
+        return LeaseState::Theirs;
+    };
+    if spec.holder_identity.as_deref() != Some(cfg.identity.as_str()) {
+        return LeaseState::Theirs;
+    }
+    let valid_for = i64::from(spec.lease_duration_seconds.unwrap_or(0));
+    let fresh = spec.renew_time.is_some_and(|t| {
+        let age = k8s_openapi::jiff::Timestamp::now().duration_since(t.0);
+        age.as_secs() < valid_for
+    });
+    if fresh {
+        LeaseState::Ours
+    } else {
+        LeaseState::Unknown
     }
 }
 
