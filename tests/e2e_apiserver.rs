@@ -553,3 +553,63 @@ async fn the_domains_controller_maps_under_enforcement_and_releases_after_a_conf
         c.tether.logs()
     );
 }
+
+/// Defect 4 through the fake, which validates label values as the API server does (422 over
+/// 63 characters): a Deployment with an 83-character name and no version label, and an
+/// AttachedResource with a 91-character name, still get their copy, with shortened labels.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_names_still_get_a_copy_with_valid_labels() {
+    // Golden values computed independently with coreutils:
+    //   printf '%s' "$DEPLOYMENT" | sha256sum | cut -c1-8   -> eec0debe
+    //   printf '%s' "$ATR" | sha256sum | cut -c1-8          -> 972792eb
+    const DEPLOYMENT: &str =
+        "payments-worker-release-2026-11-30-build-4f1c2a9e-canary-blue-green-east-1.internal";
+    const ATR: &str =
+        "payments-worker-horizontal-pod-autoscaler-with-a-name-long-enough-to-exceed-the-label-limit";
+    let c = TetherCluster::start(&["--controllers", "attached", "--lease-duration", "2s"]).await;
+    c.add_namespace(NS);
+    let mut d = deployment(DEPLOYMENT, "unused");
+    d["metadata"]["labels"] = json!({"tether.dev/workload": "worker"});
+    c.fake.insert(d);
+    let atr: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "tether.dev/v1alpha1", "kind": "AttachedResource",
+        "metadata": {"name": ATR},
+        "spec": {"workloadRef": {"name": "worker"},
+                 "object": {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+                            "spec": {"maxUnavailable": 1}}}
+    }))
+    .unwrap();
+    Api::<DynamicObject>::namespaced_with(
+        c.alice().await,
+        NS,
+        &resource(
+            "tether.dev",
+            "v1alpha1",
+            "AttachedResource",
+            "attachedresources",
+        ),
+    )
+    .create(&PostParams::default(), &atr)
+    .await
+    .unwrap_or_else(|e| panic!("create: {e}\n{}", c.tether.logs()));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c.fake.list_all("poddisruptionbudgets").is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "no copy; tether log:\n{}",
+            c.tether.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let copy = &c.fake.list_all("poddisruptionbudgets")[0];
+    let labels = &copy["metadata"]["labels"];
+    assert_eq!(
+        labels["tether.dev/attached-resource"],
+        "payments-worker-horizontal-pod-autoscaler-with-a-name-972792eb"
+    );
+    assert_eq!(
+        labels["tether.dev/version"],
+        "payments-worker-release-2026-11-30-build-4f1c2a9e-cana-eec0debe"
+    );
+    assert_eq!(copy["metadata"]["ownerReferences"][0]["name"], DEPLOYMENT);
+}
