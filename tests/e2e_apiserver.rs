@@ -613,3 +613,67 @@ async fn long_names_still_get_a_copy_with_valid_labels() {
     );
     assert_eq!(copy["metadata"]["ownerReferences"][0]["name"], DEPLOYMENT);
 }
+
+/// Defect 8 through the chart: the controller lists copies by label, so a chart whose
+/// attachable-kind rule lacks `list` must make admission refuse (naming `list`) instead of
+/// admitting an AttachedResource the controller could never reconcile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chart_without_list_on_an_attachable_kind_refuses_at_admission() {
+    let fake = fake_with_chart_rbac().await;
+    let mut role = fake
+        .get(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "clusterroles",
+            None,
+            "tether",
+        )
+        .expect("the chart's ClusterRole");
+    for rule in role["rules"].as_array_mut().unwrap() {
+        if rule["resources"] == json!(["poddisruptionbudgets"]) {
+            let verbs: Vec<Value> = rule["verbs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|v| *v != "list")
+                .cloned()
+                .collect();
+            rule["verbs"] = Value::Array(verbs);
+        }
+    }
+    fake.insert(role);
+    let c = TetherCluster::start_on(fake, &["--controllers", "none"]).await;
+    c.add_namespace(NS);
+    let atr: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "tether.dev/v1alpha1", "kind": "AttachedResource",
+        "metadata": {"name": "guard"},
+        "spec": {"workloadRef": {"name": "worker"},
+                 "object": {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+                            "spec": {"maxUnavailable": 1}}}
+    }))
+    .unwrap();
+    let err = Api::<DynamicObject>::namespaced_with(
+        c.alice().await,
+        NS,
+        &resource(
+            "tether.dev",
+            "v1alpha1",
+            "AttachedResource",
+            "attachedresources",
+        ),
+    )
+    .create(&PostParams::default(), &atr)
+    .await
+    .expect_err("admitted an AttachedResource tether could not list copies of");
+    let kube::Error::Api(s) = err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(s.code, 403, "{s:?}");
+    assert!(
+        s.message.contains(
+            "tether's service account \"system:serviceaccount:tether-system:tether\" may not list poddisruptionbudgets.policy in namespace \"payments\""
+        ),
+        "{}",
+        s.message
+    );
+}
