@@ -90,19 +90,6 @@ impl PolicyConfig {
     }
 }
 
-/// With the domains controller running in a cluster, `--domain-root` is not optional:
-/// without it every AppDomain would be denied and none reconciled, so start-up stops here.
-pub fn require_domain_root(
-    domains_controller: bool,
-    standalone: bool,
-    settings: &DomainSettings,
-) -> Result<(), ConfigError> {
-    if domains_controller && !standalone && settings.root.is_none() {
-        return Err(ConfigError::DomainRootRequired);
-    }
-    Ok(())
-}
-
 fn load_rbac(p: &Path) -> Result<RbacFile, ConfigError> {
     let err = |detail: String| ConfigError::RbacFile {
         path: p.display().to_string(),
@@ -114,6 +101,19 @@ fn load_rbac(p: &Path) -> Result<RbacFile, ConfigError> {
         tracing::warn!(file = %p.display(), "{w}");
     }
     Ok(file)
+}
+
+/// With the domains controller running in a cluster, `--domain-root` is not optional:
+/// without it every AppDomain would be denied and none reconciled, so start-up stops here.
+pub fn require_domain_root(
+    domains_controller: bool,
+    standalone: bool,
+    settings: &DomainSettings,
+) -> Result<(), ConfigError> {
+    if domains_controller && !standalone && settings.root.is_none() {
+        return Err(ConfigError::DomainRootRequired);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
