@@ -280,6 +280,11 @@ SCHEMA_REJECTS = [
     ("BYO TLS without a caBundle",
      {"certManager": {"enabled": False}, "tls": {"existingSecret": "s"}},
      "tls.caBundle is required"),
+    ("NetworkPolicy without the API server's addresses",
+     {"networkPolicy": {"enabled": True}}, "networkPolicy.apiServerCIDRs is required"),
+    ("NetworkPolicy CIDR that is not a CIDR",
+     {"networkPolicy": {"enabled": True, "apiServerCIDRs": ["api.example.com"]}},
+     "apiServerCIDRs"),
 ]
 
 
@@ -542,6 +547,36 @@ def check_rbac_default() -> None:
         assert prev.startswith("#"), f"ClusterRole rule without a comment before: {prev!r}"
 
 
+def check_network_policy() -> None:
+    assert not by_kind(rendered("default"), "NetworkPolicy"), \
+        "NetworkPolicy rendered with default values (it must be an explicit opt-in)"
+    np = one(rendered("all-on"), "NetworkPolicy")
+    spec = np["spec"]
+    assert spec["policyTypes"] == ["Ingress"], spec["policyTypes"]
+    pods = one(rendered("all-on"), "Deployment")["spec"]["template"]["metadata"]["labels"]
+    sel = spec["podSelector"]["matchLabels"]
+    assert sel and all(pods.get(k) == v for k, v in sel.items()), \
+        f"podSelector {sel} does not select tether's pods {pods}"
+    rules = {r["ports"][0]["port"]: r for r in spec["ingress"]}
+    assert set(rules) == {"https", "metrics"}, f"ingress ports {sorted(rules)}"
+    assert all(len(r["ports"]) == 1 for r in spec["ingress"]), "one port per ingress rule"
+    admission = [p["ipBlock"]["cidr"] for p in rules["https"]["from"]]
+    assert admission == ["10.0.0.10/32", "fd00::10/128"], f"admission peers {admission}"
+    values = values_file(VALUE_SETS["all-on"])
+    assert rules["metrics"]["from"] == values["networkPolicy"]["metricsFrom"], \
+        f"metrics peers {rules['metrics']['from']}"
+    # The named ports must exist on the container, or the policy matches nothing.
+    ports = {p["name"] for c in one(rendered("all-on"), "Deployment")["spec"]["template"]
+             ["spec"]["containers"] for p in c.get("ports", [])}
+    assert {"https", "metrics"} <= ports, f"container ports {sorted(ports)}"
+    closed = helm.render(CHART, {"networkPolicy": {"enabled": True, "metricsFrom": [],
+                                                   "apiServerCIDRs": ["10.0.0.0/8"]}},
+                         RELEASE, NAMESPACE)
+    ingress = one(closed.objects, "NetworkPolicy")["spec"]["ingress"]
+    assert [r["ports"][0]["port"] for r in ingress] == ["https"], \
+        f"metricsFrom: [] must close the metrics port, got {ingress}"
+
+
 def check_rbac_all_on() -> None:
     got = cluster_grants(rendered("all-on"))
     want = BASE_GRANTS | KNATIVE_GRANTS | _grants([("*", ["*"], COPY_VERBS)])
@@ -722,6 +757,7 @@ def main() -> int:
         [o for _, o in raw_objects(include_crds=False)]))
     run("deployment: default values", check_deployment_default)
     run("deployment: all-on values", check_deployment_all_on)
+    run("network policy: opt-in, admission from the API server only", check_network_policy)
     run("rbac: default values (least privilege)", check_rbac_default)
     run("rbac: attachAnyKind opt-in", check_rbac_all_on)
     run("rbac: controllers none, no leader election", check_rbac_byo)
