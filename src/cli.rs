@@ -42,15 +42,22 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .map_err(|e| format!("{e}; write a duration such as 10s, 500ms or 2m"))
 }
 
+/// `--banned-kinds` default: [`crate::policy::DEFAULT_BANNED_KINDS`] joined (a test keeps
+/// the two equal; clap needs a literal).
+pub const DEFAULT_BANNED_KINDS_CSV: &str = "Deployment,StatefulSet,DaemonSet,ReplicaSet,\
+ReplicationController,Job,CronJob,Pod,Service.serving.knative.dev,Configuration.serving.knative.dev,\
+Revision.serving.knative.dev,ScaledJob.keda.sh,Role,RoleBinding,ClusterRole,ClusterRoleBinding";
+
 /// Policy settings shared by `serve`, `review` and `check` (offline answers must match).
 #[derive(Debug, Clone, Args)]
 pub struct PolicyArgs {
-    /// Kinds that may never be attached (compared case-insensitively).
+    /// Kinds that may never be attached (compared case-insensitively): `Kind` for any API
+    /// group, `Kind.group` for one group (e.g. `Service.serving.knative.dev`).
     #[arg(
         long,
         env = "BANNED_KINDS",
         value_delimiter = ',',
-        default_value = "Deployment,StatefulSet,DaemonSet,ReplicaSet,ReplicationController,Job,CronJob,Pod"
+        default_value = DEFAULT_BANNED_KINDS_CSV
     )]
     pub banned_kinds: Vec<String>,
     /// When set, only these kinds may be attached (the deny-list still applies).
@@ -308,5 +315,16 @@ fn certs(args: CertsArgs) -> ExitCode {
             eprintln!("tether certs: {e}");
             ExitCode::from(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn banned_kinds_flag_default_is_the_policy_default() {
+        assert_eq!(
+            super::DEFAULT_BANNED_KINDS_CSV,
+            crate::policy::DEFAULT_BANNED_KINDS.join(",")
+        );
     }
 }

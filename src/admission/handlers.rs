@@ -14,6 +14,7 @@ use crate::authz::cache::CachedReviewer;
 use crate::authz::{AccessDecision, AuthzError, Identity, ResourceAttributes, Role};
 use crate::discovery::{api_version, KindResolver, ResolveError, ResourceInfo};
 use crate::policy::appdomain::{self, DomainSettings, Holder, Outcome};
+use crate::policy::rbac_escalation::{self, EscalationCheck};
 use crate::policy::{self, attached, plain, KindPolicy, Violation};
 use crate::workloads::{DeploymentSelectors, Lookup};
 
@@ -108,6 +109,15 @@ impl Handlers {
                 }
             }
         }
+        // RBAC kinds (attachable only after an explicit opt-in): what the API server would
+        // check against the creator, which would be tether.
+        let mut escalation = None;
+        if let (Some(info), Some(object)) = (&resource, spec.and_then(|s| s.get("object"))) {
+            match rbac_escalation::escalation_check(&info.group, &info.kind, object) {
+                Ok(check) => escalation = check,
+                Err(vs) => violations.extend(vs),
+            }
+        }
         if !violations.is_empty() {
             return deny_violations(&violations);
         }
@@ -122,7 +132,138 @@ impl Handlers {
         for verb in TETHER_VERBS {
             checks.push((Role::Tether, &self.tether, attrs(verb, &resource, &ns)));
         }
-        self.run_access_checks(&checks).await
+        let decision = self.run_access_checks(&checks).await;
+        match escalation {
+            Some(check) if decision.allowed => {
+                self.check_escalation(&user, &resource.kind, &ns, check)
+                    .await
+            }
+            _ => decision,
+        }
+    }
+
+    /// The user may create what an attached Role grants or a RoleBinding binds, by
+    /// Kubernetes' own rules ([`rbac_escalation`]).
+    async fn check_escalation(
+        &self,
+        user: &Identity,
+        kind: &str,
+        ns: &str,
+        check: EscalationCheck,
+    ) -> Decision {
+        let rbac = |verb: &str, resource: &str, name: Option<&str>| ResourceAttributes {
+            verb: verb.to_string(),
+            group: rbac_escalation::RBAC_GROUP.to_string(),
+            version: "v1".to_string(),
+            resource: resource.to_string(),
+            subresource: None,
+            namespace: Some(ns.to_string()),
+            name: name.map(str::to_string),
+        };
+        let (shortcut, grants, too_many) = match check {
+            EscalationCheck::Bind {
+                role_resource,
+                role_name,
+            } => {
+                let a = rbac("bind", &role_resource, Some(&role_name));
+                return match self.reviewer.review(Role::User, user, &a).await {
+                    Ok(AccessDecision { allowed: true, .. }) => Decision::allow("allowed"),
+                    Ok(_) => Decision::forbidden(
+                        "escalation_denied",
+                        format!(
+                            "spec.object.roleRef: {} may not {a}, which Kubernetes requires \
+                             to create this {kind}; tether creates the copies with its own \
+                             account, so it checks the rule for you: ask for the bind verb on \
+                             that role (holding the role's permissions is not accepted instead)",
+                            who(Role::User, user)
+                        ),
+                    ),
+                    Err(e) => Decision::internal(
+                        "access_review_failed",
+                        review_failed(Role::User, user, &a, &e),
+                    ),
+                };
+            }
+            EscalationCheck::Role { grants, too_many } => {
+                (rbac("escalate", "roles", None), grants, too_many)
+            }
+        };
+        match self.reviewer.review(Role::User, user, &shortcut).await {
+            Ok(AccessDecision { allowed: true, .. }) => return Decision::allow("allowed"),
+            Ok(_) => {}
+            Err(e) => {
+                return Decision::internal(
+                    "access_review_failed",
+                    review_failed(Role::User, user, &shortcut, &e),
+                )
+            }
+        }
+        if let Some(n) = too_many {
+            return Decision::forbidden(
+                "escalation_denied",
+                format!(
+                    "spec.object.rules: this {kind} grants {n} permissions, more than the {} \
+                     tether checks one by one, and {} may not {shortcut}; split the {kind}, or \
+                     ask for the escalate verb on roles",
+                    rbac_escalation::MAX_GRANTS,
+                    who(Role::User, user)
+                ),
+            );
+        }
+        let asked: Vec<ResourceAttributes> = grants
+            .into_iter()
+            .map(|g| ResourceAttributes {
+                verb: g.verb,
+                group: g.group,
+                version: String::new(),
+                resource: g.resource,
+                subresource: g.subresource,
+                namespace: Some(ns.to_string()),
+                name: g.name,
+            })
+            .collect();
+        let answers = futures::future::join_all(
+            asked
+                .iter()
+                .map(|a| self.reviewer.review(Role::User, user, a)),
+        )
+        .await;
+        let mut missing = Vec::new();
+        for (a, answer) in asked.iter().zip(answers) {
+            match answer {
+                Ok(AccessDecision { allowed: true, .. }) => {}
+                Ok(_) => missing.push(a.to_string()),
+                Err(e) => {
+                    return Decision::internal(
+                        "access_review_failed",
+                        review_failed(Role::User, user, a, &e),
+                    )
+                }
+            }
+        }
+        if missing.is_empty() {
+            return Decision::allow("allowed");
+        }
+        const SHOWN: usize = 5;
+        let more = missing.len().saturating_sub(SHOWN);
+        missing.truncate(SHOWN);
+        let more = if more > 0 {
+            format!(" …and {more} more")
+        } else {
+            String::new()
+        };
+        Decision::forbidden(
+            "escalation_denied",
+            format!(
+                "spec.object.rules: this {kind} grants permissions {} does not hold ({}{more}), \
+                 and it may not {shortcut}; Kubernetes requires one or the other to create a \
+                 {kind}, and tether creates the copies with its own account, so it checks the \
+                 rule for you: attach a {kind} within your own permissions, or ask for the \
+                 escalate verb on roles",
+                who(Role::User, user),
+                missing.join("; ")
+            ),
+        )
     }
 
     /// SPEC 5.1 item 10: the user may delete the attached kind in the namespace.
@@ -343,6 +484,7 @@ fn attrs(verb: &str, r: &ResourceInfo, ns: &str) -> ResourceAttributes {
         group: r.group.clone(),
         version: r.version.clone(),
         resource: r.plural.clone(),
+        subresource: None,
         namespace: Some(ns.to_string()),
         name: None,
     }

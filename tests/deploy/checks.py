@@ -440,8 +440,11 @@ def check_deployment_default() -> None:
            ["spec"]["containers"][0]["env"]}
     expect = {
         "TETHER_LISTEN": "0.0.0.0:8443", "TETHER_METRICS_LISTEN": "0.0.0.0:9090",
+        # The binary's own default (src/policy/mod.rs DEFAULT_BANNED_KINDS), spelled out.
         "BANNED_KINDS": "Deployment,StatefulSet,DaemonSet,ReplicaSet,ReplicationController,"
-                        "Job,CronJob,Pod",
+                        "Job,CronJob,Pod,Service.serving.knative.dev,"
+                        "Configuration.serving.knative.dev,Revision.serving.knative.dev,"
+                        "ScaledJob.keda.sh,Role,RoleBinding,ClusterRole,ClusterRoleBinding",
         "RUNNER_KSERVICE": "runner", "KNATIVE_AUTO_CREATE_CDC": "false",
         "TETHER_CONTROLLERS": "attached,domains", "TETHER_LEADER_ELECT": "true",
         "TETHER_LOG_FORMAT": "json", "TETHER_ACCESS_REVIEW_CACHE_TTL": "10s",
