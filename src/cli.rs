@@ -145,6 +145,12 @@ pub struct ServeArgs {
     /// Where --standalone keeps its dev CA and certificate.
     #[arg(long, env = "TETHER_DEV_CERTS_DIR", default_value = "certs/dev")]
     pub dev_certs_dir: PathBuf,
+    /// Directory of admission-stamp keys: a mounted Secret, every file one key of at least
+    /// 32 bytes, its name the key id; the greatest id signs, all verify [default in a
+    /// cluster: /admission-keys; standalone: no stamps]. See SECURITY.md, "The admission
+    /// stamp".
+    #[arg(long, env = "TETHER_ADMISSION_KEYS")]
+    pub admission_keys: Option<PathBuf>,
     /// How long access review decisions are cached.
     #[arg(long, env = "TETHER_ACCESS_REVIEW_CACHE_TTL", default_value = "10s", value_parser = parse_duration)]
     pub access_review_cache_ttl: Duration,

@@ -147,7 +147,14 @@ fn everything() -> Value {
 async fn roles_need_escalate_or_every_permission_they_grant() {
     let (s, _d) = start(&["--banned-kinds", OPT_IN]);
     // (what, user, group, attached object, allowed, message fragments)
-    type Case = (&'static str, &'static str, &'static str, Value, bool, Vec<&'static str>);
+    type Case = (
+        &'static str,
+        &'static str,
+        &'static str,
+        Value,
+        bool,
+        Vec<&'static str>,
+    );
     let cases: Vec<Case> = vec![
         (
             "alice holds what the Role grants",

@@ -16,6 +16,7 @@ use crate::discovery::{api_version, KindResolver, ResolveError, ResourceInfo};
 use crate::policy::appdomain::{self, DomainSettings, Holder, Outcome};
 use crate::policy::rbac_escalation::{self, EscalationCheck};
 use crate::policy::{self, attached, plain, KindPolicy, Violation};
+use crate::stamp::{KeyRing, Subject, STAMP_ANNOTATION};
 use crate::workloads::{DeploymentSelectors, Lookup};
 
 /// The per-kind handlers and what they consult.
@@ -28,6 +29,9 @@ pub struct Handlers {
     pub deployments: Arc<dyn DeploymentSelectors>,
     pub domains: DomainSettings,
     pub appdomains: Arc<dyn DomainHolders>,
+    /// Admission-stamp keys (cluster mode): the mutating webhook stamps what it admits, and
+    /// the controller acts only on stamped objects.
+    pub stamps: Option<Arc<KeyRing>>,
 }
 
 /// Verbs tether's controller uses on every attached copy.
@@ -39,7 +43,7 @@ impl Handlers {
             (Webhook::Validate, "tether.dev", "AttachedResource") => {
                 self.validate_attached(req).await
             }
-            (Webhook::Mutate, "tether.dev", "AttachedResource") => mutate_attached(req),
+            (Webhook::Mutate, "tether.dev", "AttachedResource") => self.mutate_attached(req),
             (Webhook::Validate, "tether.dev", "AppDomain") => self.validate_appdomain(req).await,
             (Webhook::Mutate, "tether.dev", "AppDomain") => self.mutate_appdomain(req),
             (Webhook::Mutate, _, _) if has_target_label(req) => self.mutate_plain(req),
@@ -73,8 +77,15 @@ impl Handlers {
             violations.extend(attached::validate_update(old, obj));
             // An update that leaves spec alone (labels, finalizers, the controller's own
             // bookkeeping, deletion) attaches nothing new: re-checking it against policy that
-            // changed since would only make the object impossible to clean up.
-            if violations.is_empty() && old.get("spec") == obj.get("spec") {
+            // changed since would only make the object impossible to clean up. With stamps,
+            // only an object that was admitted before (valid stamp) or is being deleted skips
+            // the checks: the mutating webhook stamps this update, so an object that was never
+            // checked (a namespace the webhooks skipped, an outage under Ignore) gets the full
+            // review here first.
+            if violations.is_empty()
+                && old.get("spec") == obj.get("spec")
+                && (self.was_admitted(old, &ns) || is_deleting(old))
+            {
                 return Decision::allow("spec_unchanged");
             }
         }
@@ -335,6 +346,52 @@ impl Handlers {
         Decision::allow("allowed")
     }
 
+    /// SPEC 5.2, and the admission stamp (SECURITY.md): the label, plus an HMAC of what is
+    /// being admitted. Validation runs after this, so a stored stamp means both webhooks ran.
+    fn mutate_attached(&self, req: &AdmissionRequest) -> Decision {
+        if matches!(req.operation, Operation::Delete) {
+            return Decision::allow("no_mutation");
+        }
+        let Some(obj) = req.object.as_ref() else {
+            return Decision::allow("no_object");
+        };
+        let mut m = attached::workload_label_patch(obj);
+        let ns = req.namespace.as_deref().unwrap_or_default();
+        if let (Some(keys), Some(subject)) = (&self.stamps, Subject::of(obj, ns)) {
+            let stamp = keys.sign(&subject);
+            if stamp_of(obj) != Some(stamp.as_str()) {
+                // Without a metadata object the label patch creates it: build on its result
+                // (rare, so the copy is fine) rather than add `/metadata` twice.
+                let add = if obj.get("metadata").is_some_and(Value::is_object) || m.is_empty() {
+                    annotation_patch(obj, STAMP_ANNOTATION, stamp)
+                } else {
+                    let mut labelled = obj.clone();
+                    match json_patch::patch(&mut labelled, &m.patch) {
+                        Ok(()) => annotation_patch(&labelled, STAMP_ANNOTATION, stamp),
+                        Err(_) => annotation_patch(obj, STAMP_ANNOTATION, stamp),
+                    }
+                };
+                m.patch.0.extend(add.0);
+            }
+        }
+        if m.is_empty() {
+            return Decision::allow("no_mutation");
+        }
+        Decision::allow("labelled")
+            .with_patch(m.patch)
+            .with_warnings(m.warnings)
+    }
+
+    /// Whether `old` carries a valid stamp (always false without keys: standalone mode has
+    /// no controller, and keeps the old metadata-only shortcut via [`Handlers::stamps`]
+    /// being `None`).
+    fn was_admitted(&self, old: &Value, ns: &str) -> bool {
+        let Some(keys) = &self.stamps else {
+            return true;
+        };
+        Subject::of(old, ns).is_some_and(|s| keys.verify(&s, stamp_of(old)).is_ok())
+    }
+
     fn holders(&self) -> impl Fn(&str) -> Vec<Holder> + '_ {
         |d: &str| self.appdomains.holders(d)
     }
@@ -437,20 +494,16 @@ impl Handlers {
 }
 
 /// SPEC 5.2: label the AttachedResource with its workload.
-fn mutate_attached(req: &AdmissionRequest) -> Decision {
-    if matches!(req.operation, Operation::Delete) {
-        return Decision::allow("no_mutation");
-    }
-    let Some(obj) = req.object.as_ref() else {
-        return Decision::allow("no_object");
-    };
-    let m = attached::workload_label_patch(obj);
-    if m.is_empty() {
-        return Decision::allow("no_mutation");
-    }
-    Decision::allow("labelled")
-        .with_patch(m.patch)
-        .with_warnings(m.warnings)
+fn is_deleting(obj: &Value) -> bool {
+    obj.pointer("/metadata/deletionTimestamp")
+        .is_some_and(|t| !t.is_null())
+}
+
+fn stamp_of(obj: &Value) -> Option<&str> {
+    obj.get("metadata")
+        .and_then(|m| m.get("annotations"))
+        .and_then(|a| a.get(STAMP_ANNOTATION))
+        .and_then(Value::as_str)
 }
 
 fn has_target_label(req: &AdmissionRequest) -> bool {
@@ -517,4 +570,31 @@ fn review_failed(role: Role, id: &Identity, a: &ResourceAttributes, e: &AuthzErr
         "could not check whether {} may {a}: {e}; tether fails closed, try again",
         who(role, id)
     )
+}
+
+/// A JSON Patch that sets one annotation, creating `metadata.annotations` when absent.
+fn annotation_patch(obj: &Value, key: &str, value: String) -> json_patch::Patch {
+    use json_patch::jsonptr::PointerBuf;
+    use json_patch::{AddOperation, PatchOperation};
+    let has_annotations = obj
+        .pointer("/metadata/annotations")
+        .is_some_and(Value::is_object);
+    let has_metadata = obj.get("metadata").is_some_and(Value::is_object);
+    let op = if has_annotations {
+        AddOperation {
+            path: PointerBuf::from_tokens(["metadata", "annotations", key]),
+            value: Value::String(value),
+        }
+    } else if has_metadata {
+        AddOperation {
+            path: PointerBuf::from_tokens(["metadata", "annotations"]),
+            value: serde_json::json!({ key: value }),
+        }
+    } else {
+        AddOperation {
+            path: PointerBuf::from_tokens(["metadata"]),
+            value: serde_json::json!({"annotations": { key: value }}),
+        }
+    };
+    json_patch::Patch(vec![PatchOperation::Add(op)])
 }

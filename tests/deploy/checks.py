@@ -178,6 +178,9 @@ def strip_helm_labels(obj: Any) -> Any:
     return obj
 
 
+RAW_SKIPPED_TEMPLATE = "admission-keys.yaml"
+
+
 def raw_generated_files() -> list[Path]:
     return sorted(p for p in RAW.glob("*.yaml") if p.name not in RAW_HANDWRITTEN)
 
@@ -550,6 +553,34 @@ def check_rbac_default() -> None:
         assert prev.startswith("#"), f"ClusterRole rule without a comment before: {prev!r}"
 
 
+def check_admission_keys() -> None:
+    import base64
+    objs = rendered("default")
+    secret = one(objs, "Secret", "tether-admission-keys")
+    key1 = base64.b64decode(secret["data"]["k1"])
+    assert len(key1) == 48 and key1.isalnum(), "k1 must be 48 random alphanumerics"
+    pod = one(objs, "Deployment")["spec"]["template"]["spec"]
+    vols = {v["name"]: v for v in pod["volumes"]}
+    assert vols["admission-keys"]["secret"]["secretName"] == "tether-admission-keys"
+    c = pod["containers"][0]
+    mounts = {m["name"]: m for m in c["volumeMounts"]}
+    assert mounts["admission-keys"] == {"name": "admission-keys", "mountPath": "/admission-keys",
+                                        "readOnly": True}, mounts["admission-keys"]
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env.get("TETHER_ADMISSION_KEYS") == "/admission-keys", env
+    # A second render draws a new key (the lookup keeps an installed one; the stand-in API
+    # has none): the raw manifests must never carry one.
+    again = helm.render(CHART, None, RELEASE, NAMESPACE).objects
+    assert one(again, "Secret", "tether-admission-keys")["data"]["k1"] != secret["data"]["k1"]
+    assert not [o for _, o in raw_objects() if o["kind"] == "Secret"], \
+        "webhook-config/ must not carry an admission key"
+    byo = helm.render(CHART, {"admissionKeys": {"existingSecret": "my-keys"}}, RELEASE,
+                      NAMESPACE).objects
+    assert not by_kind(byo, "Secret"), "existingSecret set, yet a Secret was rendered"
+    vols = {v["name"]: v for v in one(byo, "Deployment")["spec"]["template"]["spec"]["volumes"]}
+    assert vols["admission-keys"]["secret"]["secretName"] == "my-keys"
+
+
 def check_network_policy() -> None:
     assert not by_kind(rendered("default"), "NetworkPolicy"), \
         "NetworkPolicy rendered with default values (it must be an explicit opt-in)"
@@ -632,7 +663,8 @@ def check_notes() -> None:
 
 
 def check_raw_matches_chart() -> None:
-    chart_objs = sorted((strip_helm_labels(o) for o in rendered("default")), key=key)
+    chart_objs = sorted((strip_helm_labels(o) for o in rendered("default")
+                         if o["kind"] != "Secret"), key=key)
     raw = sorted((o for p, o in raw_objects(include_crds=False) if p.name not in
                   RAW_HANDWRITTEN), key=key)
     extra = {key(o) for o in raw} - {key(o) for o in chart_objs}
@@ -728,6 +760,9 @@ def regen_raw() -> int:
         kept = [ln for ln in body.splitlines()
                 if not re.match(r"^\s*(helm\.sh/chart|app\.kubernetes\.io/managed-by):", ln)]
         chunks.setdefault(m.group(1), []).append("\n".join(kept))
+    # The admission-key Secret holds a random key: a committed copy would be one key for
+    # every install of the raw manifests. webhook-config/README.md says how to create it.
+    chunks.pop(RAW_SKIPPED_TEMPLATE, None)
     for old in raw_generated_files():
         old.unlink()
     for name, docs in sorted(chunks.items()):
@@ -761,6 +796,8 @@ def main() -> int:
     run("deployment: default values", check_deployment_default)
     run("deployment: all-on values", check_deployment_all_on)
     run("network policy: opt-in, admission from the API server only", check_network_policy)
+    run("admission-stamp keys: generated Secret, mounted, never in webhook-config/",
+        check_admission_keys)
     run("rbac: default values (least privilege)", check_rbac_default)
     run("rbac: attachAnyKind opt-in", check_rbac_all_on)
     run("rbac: controllers none, no leader election", check_rbac_byo)
