@@ -21,6 +21,7 @@ use crate::controller::{Context as ControllerContext, Enabled, Settings};
 use crate::discovery::{ApiResolver, BuiltinResolver, KindResolver};
 use crate::metrics::Metrics;
 use crate::server::{AdmissionServer, MetricsServer, TransportOptions};
+use crate::stamp::KeyRing;
 use crate::tls::CertStore;
 use crate::workloads::{DeploymentSelectors, WatchedDeployments};
 
@@ -60,6 +61,7 @@ pub fn offline_handlers(
         deployments,
         domains: cfg.domains,
         appdomains,
+        stamps: None,
     };
     (handlers, warning)
 }
@@ -121,18 +123,34 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let store = Arc::new(CertStore::open(&cert, &key, metrics.clone())?);
     let tls = store.server_config()?;
     let (handlers, mode_warning, cluster) = if args.standalone {
-        let (h, w) = offline_handlers(
+        let (mut h, w) = offline_handlers(
             policy,
             Arc::new(crate::workloads::StaticDeployments::default()),
             Arc::new(StaticDomains::default()),
             &metrics,
         );
         tracing::warn!("{w}");
+        if let Some(dir) = &args.admission_keys {
+            h.stamps = Some(Arc::new(KeyRing::from_dir(dir)?));
+        }
         (h, Some(w), None)
     } else {
         let client = kube::Client::try_default().await.context(
             "no Kubernetes cluster configuration found (in-cluster service account or KUBECONFIG); to try tether without a cluster, use --standalone",
         )?;
+        // Without keys the controller could not tell admitted objects from unchecked ones.
+        let keys_dir = args
+            .admission_keys
+            .clone()
+            .unwrap_or_else(|| "/admission-keys".into());
+        let stamps = Arc::new(KeyRing::from_dir(&keys_dir).map_err(|e| {
+            anyhow::anyhow!(
+                "{e}; in a cluster tether needs admission-stamp keys (the chart mounts the Secret \
+                 <release>-admission-keys there; without the chart, mount a Secret holding one \
+                 key of at least 32 random bytes and pass its directory as --admission-keys)"
+            )
+        })?);
+        tracing::info!(keys = ?stamps.ids(), "admission-stamp keys loaded");
         let (watched, run) = WatchedDeployments::start(client.clone());
         tokio::spawn(run);
         let watched = Arc::new(watched);
@@ -156,6 +174,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             deployments: watched.clone(),
             domains: policy.domains,
             appdomains: domains.clone(),
+            stamps: Some(stamps.clone()),
         };
         let cluster = Cluster {
             client,

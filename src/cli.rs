@@ -42,15 +42,22 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .map_err(|e| format!("{e}; write a duration such as 10s, 500ms or 2m"))
 }
 
+/// `--banned-kinds` default: [`crate::policy::DEFAULT_BANNED_KINDS`] joined (a test keeps
+/// the two equal; clap needs a literal).
+pub const DEFAULT_BANNED_KINDS_CSV: &str = "Deployment,StatefulSet,DaemonSet,ReplicaSet,\
+ReplicationController,Job,CronJob,Pod,Service.serving.knative.dev,Configuration.serving.knative.dev,\
+Revision.serving.knative.dev,ScaledJob.keda.sh,Role,RoleBinding,ClusterRole,ClusterRoleBinding";
+
 /// Policy settings shared by `serve`, `review` and `check` (offline answers must match).
 #[derive(Debug, Clone, Args)]
 pub struct PolicyArgs {
-    /// Kinds that may never be attached (compared case-insensitively).
+    /// Kinds that may never be attached (compared case-insensitively): `Kind` for any API
+    /// group, `Kind.group` for one group (e.g. `Service.serving.knative.dev`).
     #[arg(
         long,
         env = "BANNED_KINDS",
         value_delimiter = ',',
-        default_value = "Deployment,StatefulSet,DaemonSet,ReplicaSet,ReplicationController,Job,CronJob,Pod"
+        default_value = DEFAULT_BANNED_KINDS_CSV
     )]
     pub banned_kinds: Vec<String>,
     /// When set, only these kinds may be attached (the deny-list still applies).
@@ -139,6 +146,12 @@ pub struct ServeArgs {
     /// Where --standalone keeps its dev CA and certificate.
     #[arg(long, env = "TETHER_DEV_CERTS_DIR", default_value = "certs/dev")]
     pub dev_certs_dir: PathBuf,
+    /// Directory of admission-stamp keys: a mounted Secret, every file one key of at least
+    /// 32 bytes, its name the key id; the greatest id signs, all verify [default in a
+    /// cluster: /admission-keys; standalone: no stamps]. See SECURITY.md, "The admission
+    /// stamp".
+    #[arg(long, env = "TETHER_ADMISSION_KEYS")]
+    pub admission_keys: Option<PathBuf>,
     /// How long access review decisions are cached.
     #[arg(long, env = "TETHER_ACCESS_REVIEW_CACHE_TTL", default_value = "10s", value_parser = parse_duration)]
     pub access_review_cache_ttl: Duration,
@@ -309,5 +322,16 @@ fn certs(args: CertsArgs) -> ExitCode {
             eprintln!("tether certs: {e}");
             ExitCode::from(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn banned_kinds_flag_default_is_the_policy_default() {
+        assert_eq!(
+            super::DEFAULT_BANNED_KINDS_CSV,
+            crate::policy::DEFAULT_BANNED_KINDS.join(",")
+        );
     }
 }

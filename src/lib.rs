@@ -23,6 +23,7 @@ pub mod offline;
 pub mod policy;
 pub mod server;
 pub mod shutdown;
+pub mod stamp;
 pub mod tls;
 pub mod watched;
 pub mod workloads;

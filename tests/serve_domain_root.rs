@@ -25,8 +25,14 @@ fn serve(kubeconfig: &std::path::Path, extra: &[&str]) -> Outcome {
     let dir = tempfile::tempdir().unwrap();
     make_certs(dir.path(), &["localhost"]);
     let err_path = dir.path().join("stderr");
+    // Cluster mode also needs admission-stamp keys (as the chart mounts them).
+    let keys = dir.path().join("admission-keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    std::fs::write(keys.join("k1"), TEST_STAMP_KEY).unwrap();
     let mut child = Command::new(tether_bin())
         .arg("serve")
+        .arg("--admission-keys")
+        .arg(&keys)
         .arg("--tls-cert")
         .arg(dir.path().join("tls.crt"))
         .arg("--tls-key")

@@ -63,11 +63,10 @@ pub struct Env {
 
 fn policy_args() -> PolicyArgs {
     PolicyArgs {
-        banned_kinds:
-            "Deployment,StatefulSet,DaemonSet,ReplicaSet,ReplicationController,Job,CronJob,Pod"
-                .split(',')
-                .map(str::to_string)
-                .collect(),
+        banned_kinds: tether::policy::DEFAULT_BANNED_KINDS
+            .iter()
+            .map(|k| k.to_string())
+            .collect(),
         allowed_kinds: None,
         domain_root: Some("apps.example.com".into()),
         runner_kservice: "runner".into(),

@@ -14,7 +14,9 @@ use crate::authz::cache::CachedReviewer;
 use crate::authz::{AccessDecision, AuthzError, Identity, ResourceAttributes, Role};
 use crate::discovery::{api_version, KindResolver, ResolveError, ResourceInfo};
 use crate::policy::appdomain::{self, DomainSettings, Holder, Outcome};
+use crate::policy::rbac_escalation::{self, EscalationCheck};
 use crate::policy::{self, attached, plain, KindPolicy, Violation};
+use crate::stamp::{KeyRing, Subject, STAMP_ANNOTATION};
 use crate::workloads::{DeploymentSelectors, Lookup};
 
 /// The per-kind handlers and what they consult.
@@ -27,6 +29,9 @@ pub struct Handlers {
     pub deployments: Arc<dyn DeploymentSelectors>,
     pub domains: DomainSettings,
     pub appdomains: Arc<dyn DomainHolders>,
+    /// Admission-stamp keys (cluster mode): the mutating webhook stamps what it admits, and
+    /// the controller acts only on stamped objects.
+    pub stamps: Option<Arc<KeyRing>>,
 }
 
 /// Verbs tether's controller uses on every attached copy (SPEC 5.1.8): create and patch
@@ -40,7 +45,7 @@ impl Handlers {
             (Webhook::Validate, "tether.dev", "AttachedResource") => {
                 self.validate_attached(req).await
             }
-            (Webhook::Mutate, "tether.dev", "AttachedResource") => mutate_attached(req),
+            (Webhook::Mutate, "tether.dev", "AttachedResource") => self.mutate_attached(req),
             (Webhook::Validate, "tether.dev", "AppDomain") => self.validate_appdomain(req).await,
             (Webhook::Mutate, "tether.dev", "AppDomain") => self.mutate_appdomain(req),
             (Webhook::Mutate, _, _) if has_target_label(req) => self.mutate_plain(req),
@@ -74,8 +79,15 @@ impl Handlers {
             violations.extend(attached::validate_update(old, obj));
             // An update that leaves spec alone (labels, finalizers, the controller's own
             // bookkeeping, deletion) attaches nothing new: re-checking it against policy that
-            // changed since would only make the object impossible to clean up.
-            if violations.is_empty() && old.get("spec") == obj.get("spec") {
+            // changed since would only make the object impossible to clean up. With stamps,
+            // only an object that was admitted before (valid stamp) or is being deleted skips
+            // the checks: the mutating webhook stamps this update, so an object that was never
+            // checked (a namespace the webhooks skipped, an outage under Ignore) gets the full
+            // review here first.
+            if violations.is_empty()
+                && old.get("spec") == obj.get("spec")
+                && (self.was_admitted(old, &ns) || is_deleting(old))
+            {
                 return Decision::allow("spec_unchanged");
             }
         }
@@ -110,6 +122,15 @@ impl Handlers {
                 }
             }
         }
+        // RBAC kinds (attachable only after an explicit opt-in): what the API server would
+        // check against the creator, which would be tether.
+        let mut escalation = None;
+        if let (Some(info), Some(object)) = (&resource, spec.and_then(|s| s.get("object"))) {
+            match rbac_escalation::escalation_check(&info.group, &info.kind, object) {
+                Ok(check) => escalation = check,
+                Err(vs) => violations.extend(vs),
+            }
+        }
         if !violations.is_empty() {
             return deny_violations(&violations);
         }
@@ -124,7 +145,138 @@ impl Handlers {
         for verb in TETHER_VERBS {
             checks.push((Role::Tether, &self.tether, attrs(verb, &resource, &ns)));
         }
-        self.run_access_checks(&checks).await
+        let decision = self.run_access_checks(&checks).await;
+        match escalation {
+            Some(check) if decision.allowed => {
+                self.check_escalation(&user, &resource.kind, &ns, check)
+                    .await
+            }
+            _ => decision,
+        }
+    }
+
+    /// The user may create what an attached Role grants or a RoleBinding binds, by
+    /// Kubernetes' own rules ([`rbac_escalation`]).
+    async fn check_escalation(
+        &self,
+        user: &Identity,
+        kind: &str,
+        ns: &str,
+        check: EscalationCheck,
+    ) -> Decision {
+        let rbac = |verb: &str, resource: &str, name: Option<&str>| ResourceAttributes {
+            verb: verb.to_string(),
+            group: rbac_escalation::RBAC_GROUP.to_string(),
+            version: "v1".to_string(),
+            resource: resource.to_string(),
+            subresource: None,
+            namespace: Some(ns.to_string()),
+            name: name.map(str::to_string),
+        };
+        let (shortcut, grants, too_many) = match check {
+            EscalationCheck::Bind {
+                role_resource,
+                role_name,
+            } => {
+                let a = rbac("bind", &role_resource, Some(&role_name));
+                return match self.reviewer.review(Role::User, user, &a).await {
+                    Ok(AccessDecision { allowed: true, .. }) => Decision::allow("allowed"),
+                    Ok(_) => Decision::forbidden(
+                        "escalation_denied",
+                        format!(
+                            "spec.object.roleRef: {} may not {a}, which Kubernetes requires \
+                             to create this {kind}; tether creates the copies with its own \
+                             account, so it checks the rule for you: ask for the bind verb on \
+                             that role (holding the role's permissions is not accepted instead)",
+                            who(Role::User, user)
+                        ),
+                    ),
+                    Err(e) => Decision::internal(
+                        "access_review_failed",
+                        review_failed(Role::User, user, &a, &e),
+                    ),
+                };
+            }
+            EscalationCheck::Role { grants, too_many } => {
+                (rbac("escalate", "roles", None), grants, too_many)
+            }
+        };
+        match self.reviewer.review(Role::User, user, &shortcut).await {
+            Ok(AccessDecision { allowed: true, .. }) => return Decision::allow("allowed"),
+            Ok(_) => {}
+            Err(e) => {
+                return Decision::internal(
+                    "access_review_failed",
+                    review_failed(Role::User, user, &shortcut, &e),
+                )
+            }
+        }
+        if let Some(n) = too_many {
+            return Decision::forbidden(
+                "escalation_denied",
+                format!(
+                    "spec.object.rules: this {kind} grants {n} permissions, more than the {} \
+                     tether checks one by one, and {} may not {shortcut}; split the {kind}, or \
+                     ask for the escalate verb on roles",
+                    rbac_escalation::MAX_GRANTS,
+                    who(Role::User, user)
+                ),
+            );
+        }
+        let asked: Vec<ResourceAttributes> = grants
+            .into_iter()
+            .map(|g| ResourceAttributes {
+                verb: g.verb,
+                group: g.group,
+                version: String::new(),
+                resource: g.resource,
+                subresource: g.subresource,
+                namespace: Some(ns.to_string()),
+                name: g.name,
+            })
+            .collect();
+        let answers = futures::future::join_all(
+            asked
+                .iter()
+                .map(|a| self.reviewer.review(Role::User, user, a)),
+        )
+        .await;
+        let mut missing = Vec::new();
+        for (a, answer) in asked.iter().zip(answers) {
+            match answer {
+                Ok(AccessDecision { allowed: true, .. }) => {}
+                Ok(_) => missing.push(a.to_string()),
+                Err(e) => {
+                    return Decision::internal(
+                        "access_review_failed",
+                        review_failed(Role::User, user, a, &e),
+                    )
+                }
+            }
+        }
+        if missing.is_empty() {
+            return Decision::allow("allowed");
+        }
+        const SHOWN: usize = 5;
+        let more = missing.len().saturating_sub(SHOWN);
+        missing.truncate(SHOWN);
+        let more = if more > 0 {
+            format!(" …and {more} more")
+        } else {
+            String::new()
+        };
+        Decision::forbidden(
+            "escalation_denied",
+            format!(
+                "spec.object.rules: this {kind} grants permissions {} does not hold ({}{more}), \
+                 and it may not {shortcut}; Kubernetes requires one or the other to create a \
+                 {kind}, and tether creates the copies with its own account, so it checks the \
+                 rule for you: attach a {kind} within your own permissions, or ask for the \
+                 escalate verb on roles",
+                who(Role::User, user),
+                missing.join("; ")
+            ),
+        )
     }
 
     /// SPEC 5.1 item 10: the user may delete the attached kind in the namespace.
@@ -194,6 +346,52 @@ impl Handlers {
             return Decision::forbidden("access_denied", denied.join("; "));
         }
         Decision::allow("allowed")
+    }
+
+    /// SPEC 5.2, and the admission stamp (SECURITY.md): the label, plus an HMAC of what is
+    /// being admitted. Validation runs after this, so a stored stamp means both webhooks ran.
+    fn mutate_attached(&self, req: &AdmissionRequest) -> Decision {
+        if matches!(req.operation, Operation::Delete) {
+            return Decision::allow("no_mutation");
+        }
+        let Some(obj) = req.object.as_ref() else {
+            return Decision::allow("no_object");
+        };
+        let mut m = attached::workload_label_patch(obj);
+        let ns = req.namespace.as_deref().unwrap_or_default();
+        if let (Some(keys), Some(subject)) = (&self.stamps, Subject::of(obj, ns)) {
+            let stamp = keys.sign(&subject);
+            if stamp_of(obj) != Some(stamp.as_str()) {
+                // Without a metadata object the label patch creates it: build on its result
+                // (rare, so the copy is fine) rather than add `/metadata` twice.
+                let add = if obj.get("metadata").is_some_and(Value::is_object) || m.is_empty() {
+                    annotation_patch(obj, STAMP_ANNOTATION, stamp)
+                } else {
+                    let mut labelled = obj.clone();
+                    match json_patch::patch(&mut labelled, &m.patch) {
+                        Ok(()) => annotation_patch(&labelled, STAMP_ANNOTATION, stamp),
+                        Err(_) => annotation_patch(obj, STAMP_ANNOTATION, stamp),
+                    }
+                };
+                m.patch.0.extend(add.0);
+            }
+        }
+        if m.is_empty() {
+            return Decision::allow("no_mutation");
+        }
+        Decision::allow("labelled")
+            .with_patch(m.patch)
+            .with_warnings(m.warnings)
+    }
+
+    /// Whether `old` carries a valid stamp (always false without keys: standalone mode has
+    /// no controller, and keeps the old metadata-only shortcut via [`Handlers::stamps`]
+    /// being `None`).
+    fn was_admitted(&self, old: &Value, ns: &str) -> bool {
+        let Some(keys) = &self.stamps else {
+            return true;
+        };
+        Subject::of(old, ns).is_some_and(|s| keys.verify(&s, stamp_of(old)).is_ok())
     }
 
     fn holders(&self) -> impl Fn(&str) -> Vec<Holder> + '_ {
@@ -311,20 +509,16 @@ impl Handlers {
 }
 
 /// SPEC 5.2: label the AttachedResource with its workload.
-fn mutate_attached(req: &AdmissionRequest) -> Decision {
-    if matches!(req.operation, Operation::Delete) {
-        return Decision::allow("no_mutation");
-    }
-    let Some(obj) = req.object.as_ref() else {
-        return Decision::allow("no_object");
-    };
-    let m = attached::workload_label_patch(obj);
-    if m.is_empty() {
-        return Decision::allow("no_mutation");
-    }
-    Decision::allow("labelled")
-        .with_patch(m.patch)
-        .with_warnings(m.warnings)
+fn is_deleting(obj: &Value) -> bool {
+    obj.pointer("/metadata/deletionTimestamp")
+        .is_some_and(|t| !t.is_null())
+}
+
+fn stamp_of(obj: &Value) -> Option<&str> {
+    obj.get("metadata")
+        .and_then(|m| m.get("annotations"))
+        .and_then(|a| a.get(STAMP_ANNOTATION))
+        .and_then(Value::as_str)
 }
 
 fn has_target_label(req: &AdmissionRequest) -> bool {
@@ -358,6 +552,7 @@ fn attrs(verb: &str, r: &ResourceInfo, ns: &str) -> ResourceAttributes {
         group: r.group.clone(),
         version: r.version.clone(),
         resource: r.plural.clone(),
+        subresource: None,
         namespace: Some(ns.to_string()),
         name: None,
     }
@@ -390,4 +585,31 @@ fn review_failed(role: Role, id: &Identity, a: &ResourceAttributes, e: &AuthzErr
         "could not check whether {} may {a}: {e}; tether fails closed, try again",
         who(role, id)
     )
+}
+
+/// A JSON Patch that sets one annotation, creating `metadata.annotations` when absent.
+fn annotation_patch(obj: &Value, key: &str, value: String) -> json_patch::Patch {
+    use json_patch::jsonptr::PointerBuf;
+    use json_patch::{AddOperation, PatchOperation};
+    let has_annotations = obj
+        .pointer("/metadata/annotations")
+        .is_some_and(Value::is_object);
+    let has_metadata = obj.get("metadata").is_some_and(Value::is_object);
+    let op = if has_annotations {
+        AddOperation {
+            path: PointerBuf::from_tokens(["metadata", "annotations", key]),
+            value: Value::String(value),
+        }
+    } else if has_metadata {
+        AddOperation {
+            path: PointerBuf::from_tokens(["metadata", "annotations"]),
+            value: serde_json::json!({ key: value }),
+        }
+    } else {
+        AddOperation {
+            path: PointerBuf::from_tokens(["metadata"]),
+            value: serde_json::json!({"annotations": { key: value }}),
+        }
+    };
+    json_patch::Patch(vec![PatchOperation::Add(op)])
 }

@@ -248,6 +248,7 @@ mod tests {
             group: "autoscaling".into(),
             version: "v2".into(),
             resource: "horizontalpodautoscalers".into(),
+            subresource: None,
             namespace: Some("payments".into()),
             name: None,
         }

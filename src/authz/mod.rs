@@ -65,16 +65,22 @@ pub struct ResourceAttributes {
     pub group: String,
     pub version: String,
     pub resource: String,
+    /// `log` of `pods/log`; `None` for the resource itself.
+    pub subresource: Option<String>,
     pub namespace: Option<String>,
     pub name: Option<String>,
 }
 
 impl fmt::Display for ResourceAttributes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let resource = match &self.subresource {
+            Some(sub) => format!("{}/{sub}", self.resource),
+            None => self.resource.clone(),
+        };
         let res = if self.group.is_empty() {
-            self.resource.clone()
+            resource
         } else {
-            format!("{}.{}", self.resource, self.group)
+            format!("{resource}.{}", self.group)
         };
         write!(f, "{} {res}", self.verb)?;
         if let Some(n) = &self.name {
@@ -147,7 +153,7 @@ impl AccessReviewer for RbacFileReviewer {
             verb: &attrs.verb,
             group: &attrs.group,
             resource: &attrs.resource,
-            subresource: None,
+            subresource: attrs.subresource.as_deref(),
             namespace: attrs.namespace.as_deref(),
             name: attrs.name.as_deref(),
         });

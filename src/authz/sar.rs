@@ -40,6 +40,7 @@ pub fn review_body(who: &Identity, attrs: &ResourceAttributes) -> SubjectAccessR
                 group: Some(attrs.group.clone()),
                 version: Some(attrs.version.clone()),
                 resource: Some(attrs.resource.clone()),
+                subresource: attrs.subresource.clone(),
                 namespace: attrs.namespace.clone(),
                 name: attrs.name.clone(),
                 ..Default::default()

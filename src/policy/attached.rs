@@ -266,7 +266,12 @@ fn check_object(object: &Value, kinds: &KindPolicy, out: &mut Vec<Violation>) {
         None => out.push(kind_required()),
         Some(Value::String(s)) if s.trim().is_empty() => out.push(kind_required()),
         Some(Value::String(s)) => {
-            if let Err(message) = kinds.check(s) {
+            let group = object
+                .get("apiVersion")
+                .and_then(Value::as_str)
+                .and_then(parse_api_version)
+                .map(|(group, _)| group);
+            if let Err(message) = kinds.check_in(s, group) {
                 out.push(Violation::forbidden("spec.object.kind", message));
             }
         }

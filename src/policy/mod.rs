@@ -16,6 +16,7 @@ pub mod appdomain;
 pub mod attached;
 pub mod placeholders;
 pub mod plain;
+pub mod rbac_escalation;
 
 pub use attached::{
     object_gvk, parse_api_version, validate_spec, validate_update, workload_label_patch, Gvk,
@@ -207,14 +208,41 @@ impl Mutation {
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KindPolicy {
-    /// `(lowercased, as configured but trimmed)` pairs.
-    banned: Vec<(String, String)>,
-    allowed: Option<Vec<(String, String)>>,
+    banned: Vec<KindEntry>,
+    allowed: Option<Vec<KindEntry>>,
 }
 
-/// The default deny-list of SPEC 5.1 rule 3: workload kinds, which tether must not copy
-/// per Deployment version.
-pub const DEFAULT_BANNED_KINDS: [&str; 8] = [
+/// One entry of `--banned-kinds` / `--allowed-kinds`: `Kind` (any API group) or
+/// `Kind.group` (only that group, e.g. `Service.serving.knative.dev`, which must not ban the
+/// core `Service`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct KindEntry {
+    /// Lowercased kind.
+    kind: String,
+    /// Lowercased API group; `None` matches every group.
+    group: Option<String>,
+    /// As configured, trimmed: what messages show.
+    shown: String,
+}
+
+impl KindEntry {
+    fn matches(&self, kind: &str, group: Option<&str>) -> bool {
+        self.kind == kind
+            && match (&self.group, group) {
+                (None, _) => true,
+                (Some(want), Some(got)) => want == got,
+                // The group is unknown (a malformed apiVersion, which rule 1 reports): a
+                // group-qualified entry cannot be ruled out, so it matches (fail closed).
+                (Some(_), None) => true,
+            }
+    }
+}
+
+/// The default deny-list of SPEC 5.1 rule 3: kinds whose copies would run pods or grant
+/// rights with tether's own account (SECURITY.md, "The default ban list" says why each).
+/// Attaching one of them is an explicit opt-in: remove it from `--banned-kinds`.
+pub const DEFAULT_BANNED_KINDS: [&str; 16] = [
+    // Workloads: tether must not copy them per Deployment version.
     "Deployment",
     "StatefulSet",
     "DaemonSet",
@@ -223,7 +251,20 @@ pub const DEFAULT_BANNED_KINDS: [&str; 8] = [
     "Job",
     "CronJob",
     "Pod",
+    // Workloads outside the core API (group-qualified so core kinds of the same name pass).
+    "Service.serving.knative.dev",
+    "Configuration.serving.knative.dev",
+    "Revision.serving.knative.dev",
+    "ScaledJob.keda.sh",
+    // RBAC: the API server checks escalation against the creator, which would be tether.
+    "Role",
+    "RoleBinding",
+    "ClusterRole",
+    "ClusterRoleBinding",
 ];
+
+/// Kinds that grant rights: their deny message says so instead of calling them workloads.
+const RBAC_KINDS: [&str; 4] = ["role", "rolebinding", "clusterrole", "clusterrolebinding"];
 
 impl Default for KindPolicy {
     /// Deny-list mode with [`DEFAULT_BANNED_KINDS`].
@@ -232,20 +273,33 @@ impl Default for KindPolicy {
     }
 }
 
-fn normalize_kinds<I, S>(kinds: I) -> Vec<(String, String)>
+fn normalize_kinds<I, S>(kinds: I) -> Vec<KindEntry>
 where
     I: IntoIterator<Item = S>,
     S: AsRef<str>,
 {
-    let mut out: Vec<(String, String)> = Vec::new();
+    let mut out: Vec<KindEntry> = Vec::new();
     for k in kinds {
         let trimmed = k.as_ref().trim();
         if trimmed.is_empty() {
             continue;
         }
         let lower = trimmed.to_lowercase();
-        if !out.iter().any(|(l, _)| *l == lower) {
-            out.push((lower, trimmed.to_string()));
+        // Kinds contain no dots, so the first dot starts the group.
+        let (kind, group) = match lower.split_once('.') {
+            Some((k, g)) => (k.to_string(), Some(g.to_string())),
+            None => (lower, None),
+        };
+        let entry = KindEntry {
+            kind,
+            group,
+            shown: trimmed.to_string(),
+        };
+        if !out
+            .iter()
+            .any(|e| e.kind == entry.kind && e.group == entry.group)
+        {
+            out.push(entry);
         }
     }
     out
@@ -281,18 +335,30 @@ impl KindPolicy {
             .collect()
     }
 
-    /// Whether `kind` may be attached. The error names the kind and the setting that
-    /// governs it, so the user knows whom to ask.
+    /// Whether `kind` (of any API group) may be attached; see [`KindPolicy::check_in`].
     pub fn check(&self, kind: &str) -> Result<(), String> {
+        self.check_in(kind, None)
+    }
+
+    /// Whether `kind` of API `group` (`""` for the core group; `None` when the apiVersion
+    /// could not be parsed) may be attached. The error names the kind and the setting that
+    /// governs it, so the user knows whom to ask.
+    pub fn check_in(&self, kind: &str, group: Option<&str>) -> Result<(), String> {
         let trimmed = kind.trim();
         let lower = trimmed.to_lowercase();
+        let group = group.map(|g| g.trim().to_lowercase());
+        let group = group.as_deref();
         // Echo at most a short prefix of what the user sent.
         let shown = quote_short(trimmed, 80);
         if let Some(allowed) = &self.allowed {
-            if !allowed.iter().any(|(l, _)| *l == lower) {
+            // An unknown group cannot prove a group-qualified allow entry: not allowed.
+            let ok = allowed
+                .iter()
+                .any(|e| e.matches(&lower, group) && (e.group.is_none() || group.is_some()));
+            if !ok {
                 let list = allowed
                     .iter()
-                    .map(|(_, d)| d.as_str())
+                    .map(|e| e.shown.as_str())
                     .collect::<Vec<_>>()
                     .join(", ");
                 return Err(format!(
@@ -302,11 +368,23 @@ impl KindPolicy {
                 ));
             }
         }
-        if self.banned.iter().any(|(l, _)| *l == lower) {
+        if let Some(entry) = self.banned.iter().find(|e| e.matches(&lower, group)) {
+            let entry_note = if entry.group.is_some() {
+                format!(" (as {:?})", entry.shown)
+            } else {
+                String::new()
+            };
+            let why = if RBAC_KINDS.contains(&lower.as_str()) {
+                "RBAC objects grant rights, and tether would create them with its own \
+                 account; create it yourself with kubectl, or ask your platform team to opt in \
+                 (tether then checks escalate/bind for you)"
+            } else {
+                "workloads cannot be attached, attach a resource that refers to the workload \
+                 instead, or ask your platform team to change the setting"
+            };
             return Err(format!(
-                "kind {shown} may not be attached: it is in --banned-kinds \
-                 (env BANNED_KINDS); workloads cannot be attached, attach a resource that \
-                 refers to the workload instead, or ask your platform team to change the setting"
+                "kind {shown} may not be attached: it is in --banned-kinds{entry_note} \
+                 (env BANNED_KINDS); {why}"
             ));
         }
         Ok(())
@@ -481,6 +559,160 @@ mod tests {
         for (kind, ok) in cases {
             assert_eq!(p.check(kind).is_ok(), ok, "{kind:?}");
         }
+    }
+
+    #[test]
+    fn kind_policy_group_qualified_entries() {
+        let default = KindPolicy::default();
+        let allow = KindPolicy::new(
+            Vec::<String>::new(),
+            Some(["ScaledObject.keda.sh", "HorizontalPodAutoscaler"]),
+        );
+        let cases: [(&str, &KindPolicy, &str, Option<&str>, bool); 16] = [
+            ("core Service passes", &default, "Service", Some(""), true),
+            (
+                "Knative Service banned",
+                &default,
+                "Service",
+                Some("serving.knative.dev"),
+                false,
+            ),
+            (
+                "group case-insensitive",
+                &default,
+                "service",
+                Some("Serving.Knative.Dev"),
+                false,
+            ),
+            (
+                "Knative Configuration",
+                &default,
+                "Configuration",
+                Some("serving.knative.dev"),
+                false,
+            ),
+            (
+                "Knative Revision",
+                &default,
+                "Revision",
+                Some("serving.knative.dev"),
+                false,
+            ),
+            (
+                "KEDA ScaledJob runs Jobs",
+                &default,
+                "ScaledJob",
+                Some("keda.sh"),
+                false,
+            ),
+            (
+                "KEDA ScaledObject passes",
+                &default,
+                "ScaledObject",
+                Some("keda.sh"),
+                true,
+            ),
+            (
+                "Role",
+                &default,
+                "Role",
+                Some("rbac.authorization.k8s.io"),
+                false,
+            ),
+            (
+                "RoleBinding",
+                &default,
+                "rolebinding",
+                Some("rbac.authorization.k8s.io"),
+                false,
+            ),
+            (
+                "unqualified entry, any group",
+                &default,
+                "Job",
+                Some("example.com"),
+                false,
+            ),
+            (
+                "unknown group fails closed",
+                &default,
+                "Service",
+                None,
+                false,
+            ),
+            (
+                "HPA passes",
+                &default,
+                "HorizontalPodAutoscaler",
+                Some("autoscaling"),
+                true,
+            ),
+            (
+                "allow entry, its group",
+                &allow,
+                "ScaledObject",
+                Some("keda.sh"),
+                true,
+            ),
+            (
+                "allow entry, other group",
+                &allow,
+                "ScaledObject",
+                Some("other.io"),
+                false,
+            ),
+            (
+                "allow entry, unknown group",
+                &allow,
+                "ScaledObject",
+                None,
+                false,
+            ),
+            (
+                "unqualified allow entry",
+                &allow,
+                "HorizontalPodAutoscaler",
+                None,
+                true,
+            ),
+        ];
+        let failed: Vec<String> = cases
+            .iter()
+            .filter(|(_, p, kind, group, ok)| p.check_in(kind, *group).is_ok() != *ok)
+            .map(|(what, p, kind, group, ok)| {
+                format!(
+                    "{what}: check_in({kind:?}, {group:?}) = {:?}, want ok={ok}",
+                    p.check_in(kind, *group)
+                )
+            })
+            .collect();
+        assert!(
+            failed.is_empty(),
+            "{} case(s) failed:\n{}",
+            failed.len(),
+            failed.join("\n")
+        );
+    }
+
+    #[test]
+    fn kind_policy_ban_messages_say_why() {
+        let p = KindPolicy::default();
+        assert_eq!(
+            p.check_in("Service", Some("serving.knative.dev"))
+                .unwrap_err(),
+            "kind \"Service\" may not be attached: it is in --banned-kinds (as \
+             \"Service.serving.knative.dev\") (env BANNED_KINDS); workloads cannot be attached, \
+             attach a resource that refers to the workload instead, or ask your platform team \
+             to change the setting"
+        );
+        assert_eq!(
+            p.check_in("Role", Some("rbac.authorization.k8s.io"))
+                .unwrap_err(),
+            "kind \"Role\" may not be attached: it is in --banned-kinds (env BANNED_KINDS); \
+             RBAC objects grant rights, and tether would create them with its own account; \
+             create it yourself with kubectl, or ask your platform team to opt in (tether then \
+             checks escalate/bind for you)"
+        );
     }
 
     #[test]

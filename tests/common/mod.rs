@@ -18,6 +18,9 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 use serde_json::{json, Value};
 
+/// The admission-stamp key every cluster-mode test server gets (id `k1`).
+pub const TEST_STAMP_KEY: &str = "test-admission-stamp-key-0123456789abcdef";
+
 pub fn tether_bin() -> &'static str {
     env!("CARGO_BIN_EXE_tether")
 }
@@ -100,7 +103,13 @@ impl Server {
                 cmd.arg("--standalone").arg("--dev-certs-dir").arg(&certs);
             }
             Some(k) => {
+                // Cluster mode needs admission-stamp keys (the chart mounts a Secret).
+                let keys = dir.path().join("admission-keys");
+                std::fs::create_dir_all(&keys).unwrap();
+                std::fs::write(keys.join("k1"), TEST_STAMP_KEY).unwrap();
                 cmd.env("KUBECONFIG", k)
+                    .arg("--admission-keys")
+                    .arg(&keys)
                     .arg("--tls-cert")
                     .arg(certs.join("tls.crt"))
                     .arg("--tls-key")

@@ -179,6 +179,9 @@ def strip_helm_labels(obj: Any) -> Any:
     return obj
 
 
+RAW_SKIPPED_TEMPLATE = "admission-keys.yaml"
+
+
 def raw_generated_files() -> list[Path]:
     return sorted(p for p in RAW.glob("*.yaml") if p.name not in RAW_HANDWRITTEN)
 
@@ -287,6 +290,13 @@ SCHEMA_REJECTS = [
      {"certManager": {"enabled": False}, "tls": {"existingSecret": "s"},
       "domainRoot": "apps.example.com"},
      "tls.caBundle is required"),
+    ("NetworkPolicy without the API server's addresses",
+     {"networkPolicy": {"enabled": True}, "domainRoot": "apps.example.com"},
+     "networkPolicy.apiServerCIDRs is required"),
+    ("NetworkPolicy CIDR that is not a CIDR",
+     {"networkPolicy": {"enabled": True, "apiServerCIDRs": ["api.example.com"]},
+      "domainRoot": "apps.example.com"},
+     "apiServerCIDRs"),
 ]
 
 
@@ -447,8 +457,11 @@ def check_deployment_default() -> None:
            ["spec"]["containers"][0]["env"]}
     expect = {
         "TETHER_LISTEN": "0.0.0.0:8443", "TETHER_METRICS_LISTEN": "0.0.0.0:9090",
+        # The binary's own default (src/policy/mod.rs DEFAULT_BANNED_KINDS), spelled out.
         "BANNED_KINDS": "Deployment,StatefulSet,DaemonSet,ReplicaSet,ReplicationController,"
-                        "Job,CronJob,Pod",
+                        "Job,CronJob,Pod,Service.serving.knative.dev,"
+                        "Configuration.serving.knative.dev,Revision.serving.knative.dev,"
+                        "ScaledJob.keda.sh,Role,RoleBinding,ClusterRole,ClusterRoleBinding",
         "RUNNER_KSERVICE": "runner", "KNATIVE_AUTO_CREATE_CDC": "false",
         "TETHER_CONTROLLERS": "attached,domains", "TETHER_LEADER_ELECT": "true",
         "TETHER_LOG_FORMAT": "json", "TETHER_ACCESS_REVIEW_CACHE_TTL": "10s",
@@ -563,6 +576,65 @@ def check_rbac_default() -> None:
         assert prev.startswith("#"), f"ClusterRole rule without a comment before: {prev!r}"
 
 
+def check_admission_keys() -> None:
+    import base64
+    objs = rendered("default")
+    secret = one(objs, "Secret", "tether-admission-keys")
+    key1 = base64.b64decode(secret["data"]["k1"])
+    assert len(key1) == 48 and key1.isalnum(), "k1 must be 48 random alphanumerics"
+    pod = one(objs, "Deployment")["spec"]["template"]["spec"]
+    vols = {v["name"]: v for v in pod["volumes"]}
+    assert vols["admission-keys"]["secret"]["secretName"] == "tether-admission-keys"
+    c = pod["containers"][0]
+    mounts = {m["name"]: m for m in c["volumeMounts"]}
+    assert mounts["admission-keys"] == {"name": "admission-keys", "mountPath": "/admission-keys",
+                                        "readOnly": True}, mounts["admission-keys"]
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env.get("TETHER_ADMISSION_KEYS") == "/admission-keys", env
+    # A second render draws a new key (the lookup keeps an installed one; the stand-in API
+    # has none): the raw manifests must never carry one.
+    again = helm.render(CHART, values_file(VALUE_SETS["default"]), RELEASE, NAMESPACE).objects
+    assert one(again, "Secret", "tether-admission-keys")["data"]["k1"] != secret["data"]["k1"]
+    assert not [o for _, o in raw_objects() if o["kind"] == "Secret"], \
+        "webhook-config/ must not carry an admission key"
+    byo = helm.render(CHART, {"admissionKeys": {"existingSecret": "my-keys"},
+                              "domainRoot": "apps.example.com"}, RELEASE, NAMESPACE).objects
+    assert not by_kind(byo, "Secret"), "existingSecret set, yet a Secret was rendered"
+    vols = {v["name"]: v for v in one(byo, "Deployment")["spec"]["template"]["spec"]["volumes"]}
+    assert vols["admission-keys"]["secret"]["secretName"] == "my-keys"
+
+
+def check_network_policy() -> None:
+    assert not by_kind(rendered("default"), "NetworkPolicy"), \
+        "NetworkPolicy rendered with default values (it must be an explicit opt-in)"
+    np = one(rendered("all-on"), "NetworkPolicy")
+    spec = np["spec"]
+    assert spec["policyTypes"] == ["Ingress"], spec["policyTypes"]
+    pods = one(rendered("all-on"), "Deployment")["spec"]["template"]["metadata"]["labels"]
+    sel = spec["podSelector"]["matchLabels"]
+    assert sel and all(pods.get(k) == v for k, v in sel.items()), \
+        f"podSelector {sel} does not select tether's pods {pods}"
+    rules = {r["ports"][0]["port"]: r for r in spec["ingress"]}
+    assert set(rules) == {"https", "metrics"}, f"ingress ports {sorted(rules)}"
+    assert all(len(r["ports"]) == 1 for r in spec["ingress"]), "one port per ingress rule"
+    admission = [p["ipBlock"]["cidr"] for p in rules["https"]["from"]]
+    assert admission == ["10.0.0.10/32", "fd00::10/128"], f"admission peers {admission}"
+    values = values_file(VALUE_SETS["all-on"])
+    assert rules["metrics"]["from"] == values["networkPolicy"]["metricsFrom"], \
+        f"metrics peers {rules['metrics']['from']}"
+    # The named ports must exist on the container, or the policy matches nothing.
+    ports = {p["name"] for c in one(rendered("all-on"), "Deployment")["spec"]["template"]
+             ["spec"]["containers"] for p in c.get("ports", [])}
+    assert {"https", "metrics"} <= ports, f"container ports {sorted(ports)}"
+    closed = helm.render(CHART, {"networkPolicy": {"enabled": True, "metricsFrom": [],
+                                                   "apiServerCIDRs": ["10.0.0.0/8"]},
+                                 "domainRoot": "apps.example.com"},
+                         RELEASE, NAMESPACE)
+    ingress = one(closed.objects, "NetworkPolicy")["spec"]["ingress"]
+    assert [r["ports"][0]["port"] for r in ingress] == ["https"], \
+        f"metricsFrom: [] must close the metrics port, got {ingress}"
+
+
 def check_rbac_all_on() -> None:
     got = cluster_grants(rendered("all-on"))
     want = BASE_GRANTS | ATTACHED_GRANTS | KNATIVE_GRANTS | _grants([("*", ["*"], COPY_VERBS)])
@@ -615,7 +687,8 @@ def check_notes() -> None:
 
 
 def check_raw_matches_chart() -> None:
-    chart_objs = sorted((strip_helm_labels(o) for o in rendered("default")), key=key)
+    chart_objs = sorted((strip_helm_labels(o) for o in rendered("default")
+                         if o["kind"] != "Secret"), key=key)
     raw = sorted((o for p, o in raw_objects(include_crds=False) if p.name not in
                   RAW_HANDWRITTEN), key=key)
     extra = {key(o) for o in raw} - {key(o) for o in chart_objs}
@@ -712,6 +785,9 @@ def regen_raw() -> int:
         kept = [ln for ln in body.splitlines()
                 if not re.match(r"^\s*(helm\.sh/chart|app\.kubernetes\.io/managed-by):", ln)]
         chunks.setdefault(m.group(1), []).append("\n".join(kept))
+    # The admission-key Secret holds a random key: a committed copy would be one key for
+    # every install of the raw manifests. webhook-config/README.md says how to create it.
+    chunks.pop(RAW_SKIPPED_TEMPLATE, None)
     for old in raw_generated_files():
         old.unlink()
     for name, docs in sorted(chunks.items()):
@@ -744,6 +820,9 @@ def main() -> int:
         [o for _, o in raw_objects(include_crds=False)]))
     run("deployment: default values", check_deployment_default)
     run("deployment: all-on values", check_deployment_all_on)
+    run("network policy: opt-in, admission from the API server only", check_network_policy)
+    run("admission-stamp keys: generated Secret, mounted, never in webhook-config/",
+        check_admission_keys)
     run("rbac: default values (least privilege)", check_rbac_default)
     run("rbac: attachAnyKind opt-in", check_rbac_all_on)
     run("rbac: controllers none, no leader election", check_rbac_byo)

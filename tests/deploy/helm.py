@@ -75,6 +75,7 @@ DISCOVERY: dict[tuple[str, str], list[tuple[str, str, bool]]] = {
         ("validatingwebhookconfigurations", "ValidatingWebhookConfiguration", False),
     ],
     ("policy", "v1"): [("poddisruptionbudgets", "PodDisruptionBudget", True)],
+    ("networking.k8s.io", "v1"): [("networkpolicies", "NetworkPolicy", True)],
     ("coordination.k8s.io", "v1"): [("leases", "Lease", True)],
     ("apiextensions.k8s.io", "v1"): [
         ("customresourcedefinitions", "CustomResourceDefinition", False)
