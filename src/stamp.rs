@@ -343,6 +343,8 @@ mod tests {
 
     #[test]
     fn verify_table() {
+        /// (what, subject, stamp, expected verdict)
+        type Case<'a> = (&'a str, Subject<'a>, Option<String>, Result<(), StampError>);
         let keys = ring(&["k1"]);
         let spec = spec();
         let s = Subject {
@@ -352,7 +354,7 @@ mod tests {
         };
         let good = keys.sign(&s);
         let other_spec = json!({"workloadRef": {"name": "web"}, "object": {"kind": "Role"}});
-        let cases: Vec<(&str, Subject<'_>, Option<String>, Result<(), StampError>)> = vec![
+        let cases: Vec<Case<'_>> = vec![
             ("its own stamp", s, Some(good.clone()), Ok(())),
             ("no stamp", s, None, Err(StampError::Missing)),
             (
