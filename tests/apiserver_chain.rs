@@ -232,8 +232,9 @@ async fn a_grant_removed_from_the_chart_cluster_role_denies_admission_through_th
         s.message,
         "admission webhook \"attachedresources.validate.tether.dev\" denied the request: \
          tether's service account \"system:serviceaccount:tether-system:tether\" may not create \
-         poddisruptionbudgets.policy in namespace \"payments\"; tether manages every copy itself: \
-         add the kind to the chart's attachableKinds (RBAC) or ask the platform team"
+         poddisruptionbudgets.policy in namespace \"payments\"; tether needs create, delete, get, \
+         list and patch on every kind it copies: add the kind to the chart's attachableKinds \
+         (RBAC) or ask the platform team"
     );
     assert!(c.fake.list_all("attachedresources").is_empty());
 }

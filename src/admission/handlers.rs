@@ -334,7 +334,13 @@ impl Handlers {
             match answer {
                 Ok(AccessDecision { allowed: true, .. }) => {}
                 Ok(AccessDecision { reason, .. }) => {
-                    denied.push(missing_permission(*role, who, a, &reason))
+                    tracing::info!(
+                        identity = role.as_str(),
+                        check = %a,
+                        authorizer_reason = %reason,
+                        "access review denied"
+                    );
+                    denied.push(missing_permission(*role, who, a))
                 }
                 Err(e) => failed.push(review_failed(*role, who, a, &e)),
             }
@@ -565,19 +571,22 @@ fn who(role: Role, id: &Identity) -> String {
     }
 }
 
-fn missing_permission(role: Role, id: &Identity, a: &ResourceAttributes, reason: &str) -> String {
-    let fix = match role {
-        Role::User => "ask a cluster admin for that permission, or attach a kind you may manage",
+/// The deny text for a missing permission: who, the verb and resource (what Kubernetes
+/// itself says in a 403), and the rule that asked. The authorizer's reason stays out of it:
+/// it can name roles and bindings, which Kubernetes does not show a denied user either (it is
+/// logged instead).
+fn missing_permission(role: Role, id: &Identity, a: &ResourceAttributes) -> String {
+    let rule = match role {
+        Role::User => {
+            "an AttachedResource needs the permission it asks tether to use: ask a cluster \
+             admin for that permission, or attach a kind you may manage"
+        }
         Role::Tether => {
-            "tether manages every copy itself: add the kind to the chart's attachableKinds (RBAC) or ask the platform team"
+            "tether needs create, delete, get, list and patch on every kind it copies: add the \
+             kind to the chart's attachableKinds (RBAC) or ask the platform team"
         }
     };
-    let why = if reason.is_empty() {
-        String::new()
-    } else {
-        format!(" ({reason})")
-    };
-    format!("{} may not {a}{why}; {fix}", who(role, id))
+    format!("{} may not {a}; {rule}", who(role, id))
 }
 
 fn review_failed(role: Role, id: &Identity, a: &ResourceAttributes, e: &AuthzError) -> String {
