@@ -701,7 +701,8 @@ async fn reconcile_inner(obj: &AttachedResource, ctx: &Context) -> Result<Action
                 name = %name,
                 "namespace skipped by tether's webhooks: not reconciled"
             );
-            return Ok(Action::await_change());
+            // Costs no API call; the resync keeps the behaviour observable and uniform.
+            return Ok(Action::requeue(ctx.settings.resync));
         }
     }
 

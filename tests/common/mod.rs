@@ -103,13 +103,15 @@ impl Server {
                 cmd.arg("--standalone").arg("--dev-certs-dir").arg(&certs);
             }
             Some(k) => {
-                // Cluster mode needs admission-stamp keys (the chart mounts a Secret).
-                let keys = dir.path().join("admission-keys");
-                std::fs::create_dir_all(&keys).unwrap();
-                std::fs::write(keys.join("k1"), TEST_STAMP_KEY).unwrap();
+                // Cluster mode needs admission-stamp keys (the chart mounts a Secret), unless
+                // the test brings its own.
+                if !extra.contains(&"--admission-keys") {
+                    let keys = dir.path().join("admission-keys");
+                    std::fs::create_dir_all(&keys).unwrap();
+                    std::fs::write(keys.join("k1"), TEST_STAMP_KEY).unwrap();
+                    cmd.arg("--admission-keys").arg(&keys);
+                }
                 cmd.env("KUBECONFIG", k)
-                    .arg("--admission-keys")
-                    .arg(&keys)
                     .arg("--tls-cert")
                     .arg(certs.join("tls.crt"))
                     .arg("--tls-key")
