@@ -3,6 +3,10 @@
 //!
 //! For an AttachedResource `atr` in namespace `ns` with `spec.workloadRef.name: w`:
 //!
+//! 0. **Reconcile-time policy** ([`super::admitted`], when `ctx.policy` is set, as it always
+//!    is in `tether serve`): in a namespace the webhooks skip nothing at all is written; an
+//!    object whose stamp, kind rules or tether's own access fail gets `PolicyDenied` and no
+//!    copy is created, updated or deleted. Deletion cleanup (1) runs for refused objects.
 //! 1. **Finalizer.** `tether.dev/cleanup` is added on the first reconcile; when the object is
 //!    being deleted, every copy (of every kind it ever had, see 5) is deleted, then the
 //!    finalizer is removed.
@@ -559,14 +563,16 @@ fn applied_kinds(obj: &AttachedResource) -> BTreeSet<String> {
 enum KindProblem {
     /// Discovery does not know it (no CRD, wrong name): nothing of it can exist.
     Unknown(String),
-    /// Malformed, cluster-scoped, or discovery failed.
+    /// A cluster-scoped kind (5.1.7): a policy refusal, not a failure.
+    ClusterScoped(String),
+    /// Malformed, or discovery failed.
     Other(String),
 }
 
 impl KindProblem {
     fn message(&self) -> &str {
         match self {
-            KindProblem::Unknown(m) | KindProblem::Other(m) => m,
+            KindProblem::Unknown(m) | KindProblem::ClusterScoped(m) | KindProblem::Other(m) => m,
         }
     }
 }
@@ -600,7 +606,7 @@ async fn resolve(ctx: &Context, object: &Value) -> Result<Kind, KindProblem> {
             e @ ResolveError::Failed { .. } => KindProblem::Other(e.to_string()),
         })?;
     if !info.namespaced {
-        return Err(KindProblem::Other(format!(
+        return Err(KindProblem::ClusterScoped(format!(
             "{kind} ({api_version}) is cluster-scoped; only namespaced kinds can be attached"
         )));
     }
@@ -1016,13 +1022,11 @@ async fn gate(
     if stamp.is_ok() {
         let spec = serde_json::to_value(&obj.spec).unwrap_or(Value::Null);
         violations = crate::policy::attached::validate_spec(Some(&spec), &policy.kinds);
-        if let Err(KindProblem::Other(m)) = resolved {
-            if m.contains("cluster-scoped") {
-                violations.push(crate::policy::Violation::forbidden(
-                    "spec.object.kind",
-                    m.clone(),
-                ));
-            }
+        if let Err(KindProblem::ClusterScoped(m)) = resolved {
+            violations.push(crate::policy::Violation::forbidden(
+                "spec.object.kind",
+                m.clone(),
+            ));
         }
         if let (true, Ok(kind)) = (violations.is_empty(), resolved) {
             let questions: Vec<crate::authz::ResourceAttributes> =
@@ -1164,7 +1168,9 @@ async fn delete_all_of_kind(ctx: &Context, ns: &str, name: &str, key: &str) -> R
         Ok(k) => k,
         // The kind is no longer served: its objects went with it.
         Err(KindProblem::Unknown(_)) => return Ok(()),
-        Err(KindProblem::Other(m)) => return Err(format!("cleaning up {key} copies: {m}")),
+        Err(KindProblem::ClusterScoped(m) | KindProblem::Other(m)) => {
+            return Err(format!("cleaning up {key} copies: {m}"))
+        }
     };
     let api = copies_api(ctx, ns, &resolved.resource);
     let copies = list_copies(ctx, ns, name, &resolved.resource)
@@ -1204,7 +1210,7 @@ async fn cleanup(
         // An unknown kind has no copies to delete (none could be created, or the CRD and its
         // objects are gone); anything else is a real failure.
         Err(KindProblem::Unknown(_)) => {}
-        Err(KindProblem::Other(m)) => failures.push(m),
+        Err(KindProblem::ClusterScoped(m) | KindProblem::Other(m)) => failures.push(m),
     }
     for key in &kinds {
         if let Err(m) = delete_all_of_kind(ctx, ns, name, key).await {
