@@ -16,8 +16,9 @@ use crate::authz::sar::SarReviewer;
 use crate::authz::{AccessReviewer, AllowAll, RbacFileReviewer};
 use crate::cli::ServeArgs;
 use crate::config::PolicyConfig;
+use crate::controller::admitted::SkipNamespaces;
 use crate::controller::leader::LeaderConfig;
-use crate::controller::{Context as ControllerContext, Enabled, Settings};
+use crate::controller::{Context as ControllerContext, Enabled, ReconcilePolicy, Settings};
 use crate::discovery::{ApiResolver, BuiltinResolver, KindResolver};
 use crate::metrics::Metrics;
 use crate::server::{AdmissionServer, MetricsServer, TransportOptions};
@@ -160,16 +161,28 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let inner: Arc<dyn AccessReviewer> =
             Arc::new(SarReviewer::new(client.clone(), args.access_review_timeout));
         let resolver: Arc<dyn KindResolver> = Arc::new(ApiResolver::new(client.clone()));
+        let reviewer = Arc::new(CachedReviewer::new(
+            inner,
+            args.access_review_cache_ttl,
+            // A grant should take effect quickly: denials are cached for a fifth as long.
+            args.access_review_cache_ttl / 5,
+            metrics.clone(),
+        ));
+        let reconcile_policy = ReconcilePolicy {
+            keys: stamps.clone(),
+            kinds: policy.kinds.clone(),
+            reviewer: reviewer.clone(),
+            tether: policy.tether.clone(),
+            skip: SkipNamespaces::new(&args.skip_namespaces, &args.policy.pod_namespace),
+        };
+        tracing::info!(
+            skip_namespaces = ?reconcile_policy.skip.iter().collect::<Vec<_>>(),
+            "the controller skips the namespaces the webhooks skip"
+        );
         let h = Handlers {
             kinds: policy.kinds,
             resolver: resolver.clone(),
-            reviewer: Arc::new(CachedReviewer::new(
-                inner,
-                args.access_review_cache_ttl,
-                // A grant should take effect quickly: denials are cached for a fifth as long.
-                args.access_review_cache_ttl / 5,
-                metrics.clone(),
-            )),
+            reviewer,
             tether: policy.tether,
             deployments: watched.clone(),
             domains: policy.domains,
@@ -178,6 +191,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         };
         let cluster = Cluster {
             client,
+            policy: reconcile_policy,
             resolver,
             deployments: watched,
             appdomains: domains,
@@ -213,7 +227,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let admission_task = tokio::spawn(server.run(signal.clone()));
     let metrics_task = tokio::spawn(msrv.run(signal.clone()));
     let mut controllers = None;
-    if let Some(c) = &cluster {
+    if let Some(c) = cluster {
         // Injection and domain allocation read the caches: not ready until they are.
         tracing::info!("waiting for the Deployment and AppDomain caches to sync");
         tokio::join!(
@@ -224,6 +238,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             controllers = Some(tokio::spawn(run_controllers(
                 c.client.clone(),
                 c.resolver.clone(),
+                c.policy,
                 metrics.clone(),
                 &args,
                 enabled,
@@ -263,6 +278,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 /// What serving in a cluster keeps around besides the handlers.
 struct Cluster {
     client: kube::Client,
+    policy: ReconcilePolicy,
     resolver: Arc<dyn KindResolver>,
     deployments: Arc<WatchedDeployments>,
     appdomains: Arc<WatchedAppDomains>,
@@ -272,6 +288,7 @@ struct Cluster {
 fn run_controllers(
     client: kube::Client,
     resolver: Arc<dyn KindResolver>,
+    policy: ReconcilePolicy,
     metrics: Metrics,
     args: &ServeArgs,
     enabled: Enabled,
@@ -287,13 +304,16 @@ fn run_controllers(
         resync: args.resync_interval,
         ..Settings::default()
     };
-    let ctx = Arc::new(ControllerContext::new(
-        client.clone(),
-        metrics.clone(),
-        resolver,
-        Some(identity.clone()),
-        settings,
-    ));
+    let ctx = Arc::new(
+        ControllerContext::new(
+            client.clone(),
+            metrics.clone(),
+            resolver,
+            Some(identity.clone()),
+            settings,
+        )
+        .with_policy(policy),
+    );
     let leader = args.leader_elect.then(|| LeaderConfig {
         namespace: args.policy.pod_namespace.clone(),
         lease_name: args.lease_name.clone(),

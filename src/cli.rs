@@ -134,6 +134,16 @@ pub struct ServeArgs {
     /// (plus a third of it as grace for clock skew). A clean shutdown releases it at once.
     #[arg(long, env = "TETHER_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
     pub lease_duration: Duration,
+    /// Namespaces tether's webhooks skip (the chart passes kube-system and
+    /// namespaceSelector.excludeNamespaces); the controller does not act in them. tether's own
+    /// namespace (POD_NAMESPACE) is always added.
+    #[arg(
+        long,
+        env = "TETHER_SKIP_NAMESPACES",
+        value_delimiter = ',',
+        default_value = "kube-system"
+    )]
+    pub skip_namespaces: Vec<String>,
     /// How often healthy objects are reconciled again, repairing drift.
     #[arg(long, env = "TETHER_RESYNC_INTERVAL", default_value = "5m", value_parser = parse_duration)]
     pub resync_interval: Duration,

@@ -19,6 +19,9 @@ pub struct Metrics {
     pub access_reviews: IntCounterVec,
     pub reconcile_total: IntCounterVec,
     pub reconcile_duration: HistogramVec,
+    /// `tether_policy_denied_total{controller,reason}`: reconciles refused by
+    /// reconcile-time policy (reasons are `&'static str` constants).
+    pub policy_denied: IntCounterVec,
     pub tls_expiry: prometheus::Gauge,
     pub tls_reloads: IntCounterVec,
     pub build_info: IntGaugeVec,
@@ -112,6 +115,14 @@ impl Metrics {
         )
         .expect("static metric definition");
 
+        let policy_denied = IntCounterVec::new(
+            Opts::new(
+                "tether_policy_denied_total",
+                "Reconciles refused by reconcile-time policy, by controller and reason.",
+            ),
+            &["controller", "reason"],
+        )
+        .expect("static metric definition");
         for c in [
             Box::new(admission_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(admission_duration.clone()),
@@ -122,6 +133,7 @@ impl Metrics {
             Box::new(tls_reloads.clone()),
             Box::new(build_info.clone()),
             Box::new(leader.clone()),
+            Box::new(policy_denied.clone()),
         ] {
             registry
                 .register(c)
@@ -148,6 +160,7 @@ impl Metrics {
             tls_reloads,
             build_info,
             leader,
+            policy_denied,
             admission_duration_mutate,
             admission_duration_validate,
         }

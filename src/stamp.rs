@@ -36,7 +36,7 @@ pub const MIN_KEY_BYTES: usize = 32;
 const MAX_KEYS: usize = 16;
 const MAX_KEY_FILE: u64 = 4096;
 
-#[derive(Debug, Error, PartialEq, Eq)]
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
 pub enum StampError {
     #[error("--admission-keys {dir}: {why}")]
     Keys { dir: String, why: String },

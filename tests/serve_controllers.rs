@@ -66,13 +66,14 @@ async fn one_replica_reconciles_and_hands_over() {
     assert_eq!(leader_of(&second), Some(0.0), "two leaders");
 
     fake.insert(deployment("worker-v1", "v1"));
-    fake.insert(json!({
+    // Stored straight into the fake (no webhooks here), so stamped as the webhook would.
+    fake.insert(stamped(json!({
         "apiVersion": "tether.dev/v1alpha1", "kind": "AttachedResource",
         "metadata": {"name": "worker-hpa", "namespace": "payments"},
         "spec": {"workloadRef": {"name": "worker"},
                  "object": {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
                             "spec": {"scaleTargetRef": {}, "minReplicas": 1, "maxReplicas": 3}}}
-    }));
+    })));
     let copies = |fake: &FakeApiServer| -> Vec<String> {
         let mut v: Vec<String> = fake
             .list_all("horizontalpodautoscalers")

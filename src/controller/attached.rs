@@ -3,6 +3,10 @@
 //!
 //! For an AttachedResource `atr` in namespace `ns` with `spec.workloadRef.name: w`:
 //!
+//! 0. **Reconcile-time policy** ([`super::admitted`], when `ctx.policy` is set, as it always
+//!    is in `tether serve`): in a namespace the webhooks skip nothing at all is written; an
+//!    object whose stamp, kind rules or tether's own access fail gets `PolicyDenied` and no
+//!    copy is created, updated or deleted. Deletion cleanup (1) runs for refused objects.
 //! 1. **Finalizer.** `tether.dev/cleanup` is added on the first reconcile; when the object is
 //!    being deleted, every copy (of every kind it ever had, see 5) is deleted, then the
 //!    finalizer is removed.
@@ -58,7 +62,8 @@ use kube::{Resource, ResourceExt};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
-use super::Context;
+use super::admitted::{self, AccessAnswer, Denial, Facts, Gate};
+use super::{Context, ReconcilePolicy};
 use crate::crd::{AttachedResource, AttachedResourceStatus, Condition, TargetStatus};
 use crate::discovery::ResolveError;
 use crate::policy::attached::WORKLOAD_LABEL;
@@ -128,6 +133,14 @@ pub enum Error {
         namespace: String,
         name: String,
         failures: Vec<String>,
+    },
+    /// A reconcile-time policy check could not be answered (e.g. an access review timed
+    /// out); nothing was changed.
+    #[error("AttachedResource {namespace}/{name}: {message}; nothing was changed, retrying")]
+    PolicyCheck {
+        namespace: String,
+        name: String,
+        message: String,
     },
     /// Writing the status failed.
     #[error("AttachedResource {namespace}/{name}: writing status failed: {source}")]
@@ -550,14 +563,16 @@ fn applied_kinds(obj: &AttachedResource) -> BTreeSet<String> {
 enum KindProblem {
     /// Discovery does not know it (no CRD, wrong name): nothing of it can exist.
     Unknown(String),
-    /// Malformed, cluster-scoped, or discovery failed.
+    /// A cluster-scoped kind (5.1.7): a policy refusal, not a failure.
+    ClusterScoped(String),
+    /// Malformed, or discovery failed.
     Other(String),
 }
 
 impl KindProblem {
     fn message(&self) -> &str {
         match self {
-            KindProblem::Unknown(m) | KindProblem::Other(m) => m,
+            KindProblem::Unknown(m) | KindProblem::ClusterScoped(m) | KindProblem::Other(m) => m,
         }
     }
 }
@@ -591,7 +606,7 @@ async fn resolve(ctx: &Context, object: &Value) -> Result<Kind, KindProblem> {
             e @ ResolveError::Failed { .. } => KindProblem::Other(e.to_string()),
         })?;
     if !info.namespaced {
-        return Err(KindProblem::Other(format!(
+        return Err(KindProblem::ClusterScoped(format!(
             "{kind} ({api_version}) is cluster-scoped; only namespaced kinds can be attached"
         )));
     }
@@ -682,7 +697,24 @@ async fn reconcile_inner(obj: &AttachedResource, ctx: &Context) -> Result<Action
     let atrs: Api<AttachedResource> = Api::namespaced(ctx.client.clone(), &ns);
     let has_finalizer = obj.finalizers().iter().any(|f| f == FINALIZER);
 
+    // A namespace the webhooks skip: nothing was reviewed there, so nothing is written there,
+    // not even the status or the finalizer's removal.
+    if let Some(policy) = &ctx.policy {
+        if policy.skip.contains(&ns) {
+            tracing::debug!(
+                controller = NAME,
+                namespace = %ns,
+                name = %name,
+                "namespace skipped by tether's webhooks: not reconciled"
+            );
+            // Costs no API call; the resync keeps the behaviour observable and uniform.
+            return Ok(Action::requeue(ctx.settings.resync));
+        }
+    }
+
     if obj.metadata.deletion_timestamp.is_some() {
+        // Deleting the copies is what the user asked for by deleting the AttachedResource,
+        // so it runs for refused objects too (SECURITY.md, "Reconcile-time policy").
         if has_finalizer {
             cleanup(obj, ctx, &atrs, &ns, &name).await?;
         }
@@ -691,6 +723,21 @@ async fn reconcile_inner(obj: &AttachedResource, ctx: &Context) -> Result<Action
 
     let workload = obj.spec.workload_ref.name.clone();
     let resolved = resolve(ctx, &obj.spec.object).await;
+    if let Some(policy) = &ctx.policy {
+        match gate(obj, policy, &ns, &name, &resolved).await {
+            Gate::Act => {}
+            // Skipped namespaces returned above.
+            Gate::Skip => return Ok(Action::await_change()),
+            Gate::Retry(message) => {
+                return Err(Error::PolicyCheck {
+                    namespace: ns,
+                    name,
+                    message,
+                })
+            }
+            Gate::Deny(denial) => return refuse(obj, ctx, &atrs, &ns, &name, denial).await,
+        }
+    }
     let mut recorded = applied_kinds(obj);
 
     // Finalizer and applied-kinds annotation, in one write, before any copy exists.
@@ -879,10 +926,11 @@ async fn reconcile_inner(obj: &AttachedResource, ctx: &Context) -> Result<Action
         ),
         &old_status.conditions,
     );
+    // A pass that acts clears an earlier refusal.
     let mut conditions: Vec<Condition> = old_status
         .conditions
         .iter()
-        .filter(|c| c.type_ != "Ready")
+        .filter(|c| c.type_ != "Ready" && c.type_ != admitted::POLICY_DENIED)
         .cloned()
         .collect();
     conditions.push(ready);
@@ -923,6 +971,184 @@ async fn reconcile_inner(obj: &AttachedResource, ctx: &Context) -> Result<Action
     }
 }
 
+// ---------------------------------------------------------------------------------------
+// Reconcile-time policy
+// ---------------------------------------------------------------------------------------
+
+/// The stamp check: the stored spec under `metadata.name`, or under `metadata.generateName`
+/// when the object was created with one (the webhook saw only the prefix).
+fn verify_stamp(
+    obj: &AttachedResource,
+    policy: &ReconcilePolicy,
+    ns: &str,
+    name: &str,
+) -> Result<(), crate::stamp::StampError> {
+    use crate::stamp::{StampError, Subject, STAMP_ANNOTATION};
+    let spec = serde_json::to_value(&obj.spec).map_err(|_| StampError::Malformed)?;
+    let stamp = obj.annotations().get(STAMP_ANNOTATION).map(String::as_str);
+    let by_name = policy.keys.verify(
+        &Subject {
+            namespace: ns,
+            name,
+            spec: &spec,
+        },
+        stamp,
+    );
+    match (&by_name, obj.metadata.generate_name.as_deref()) {
+        (Err(StampError::Mismatch), Some(prefix)) if !prefix.is_empty() => policy.keys.verify(
+            &Subject {
+                namespace: ns,
+                name: prefix,
+                spec: &spec,
+            },
+            stamp,
+        ),
+        _ => by_name,
+    }
+}
+
+/// Gathers the facts of [`admitted::decide`], asking only what the earlier checks let
+/// through (no access review for an object whose stamp fails).
+async fn gate(
+    obj: &AttachedResource,
+    policy: &ReconcilePolicy,
+    ns: &str,
+    name: &str,
+    resolved: &Result<Kind, KindProblem>,
+) -> Gate {
+    let stamp = verify_stamp(obj, policy, ns, name);
+    let mut violations = Vec::new();
+    let mut access = Vec::new();
+    if stamp.is_ok() {
+        let spec = serde_json::to_value(&obj.spec).unwrap_or(Value::Null);
+        violations = crate::policy::attached::validate_spec(Some(&spec), &policy.kinds);
+        if let Err(KindProblem::ClusterScoped(m)) = resolved {
+            violations.push(crate::policy::Violation::forbidden(
+                "spec.object.kind",
+                m.clone(),
+            ));
+        }
+        if let (true, Ok(kind)) = (violations.is_empty(), resolved) {
+            let questions: Vec<crate::authz::ResourceAttributes> =
+                crate::admission::handlers::TETHER_VERBS
+                    .iter()
+                    .map(|verb| crate::authz::ResourceAttributes {
+                        verb: verb.to_string(),
+                        group: kind.resource.group.clone(),
+                        version: kind.resource.version.clone(),
+                        resource: kind.resource.plural.clone(),
+                        subresource: None,
+                        namespace: Some(ns.to_string()),
+                        name: None,
+                    })
+                    .collect();
+            let answers = futures::future::join_all(questions.iter().map(|q| {
+                policy
+                    .reviewer
+                    .review(crate::authz::Role::Tether, &policy.tether, q)
+            }))
+            .await;
+            access = questions
+                .iter()
+                .zip(answers)
+                .map(|(q, a)| match a {
+                    Ok(d) if d.allowed => AccessAnswer::Allowed,
+                    Ok(_) => AccessAnswer::Denied(q.to_string()),
+                    Err(e) => AccessAnswer::Failed(format!("{q}: {e}")),
+                })
+                .collect();
+        }
+    }
+    admitted::decide(&Facts {
+        namespace: ns,
+        skip: &policy.skip,
+        stamp,
+        violations: &violations,
+        access: &access,
+    })
+}
+
+/// How many copies exist, of every kind recorded in the applied-kinds annotation (reads
+/// only; a kind that cannot be listed counts as none).
+async fn count_copies(ctx: &Context, ns: &str, name: &str, obj: &AttachedResource) -> usize {
+    let mut n = 0;
+    for key in applied_kinds(obj) {
+        let Some((api_version, kind)) = parse_kind_key(&key) else {
+            continue;
+        };
+        if let Ok(k) = resolve(ctx, &json!({"apiVersion": api_version, "kind": kind})).await {
+            if let Ok(copies) = list_copies(ctx, ns, name, &k.resource).await {
+                n += copies.len();
+            }
+        }
+    }
+    n
+}
+
+/// Reports a refusal: the status (only when it changed), a Warning Event (only when the
+/// refusal is new or different), the metric (every refused pass). No copy is touched.
+async fn refuse(
+    obj: &AttachedResource,
+    ctx: &Context,
+    atrs: &Api<AttachedResource>,
+    ns: &str,
+    name: &str,
+    denial: Denial,
+) -> Result<Action, Error> {
+    ctx.metrics
+        .policy_denied
+        .with_label_values(&[NAME, denial.reason])
+        .inc();
+    let existing = count_copies(ctx, ns, name, obj).await;
+    let old = obj.status.clone().unwrap_or_default();
+    let new = admitted::denied_status(
+        &old,
+        &denial,
+        existing,
+        obj.metadata.generation,
+        &now_rfc3339(),
+    );
+    if new != old {
+        atrs.patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": new })),
+        )
+        .await
+        .map_err(|source| Error::Status {
+            namespace: ns.to_string(),
+            name: name.to_string(),
+            source,
+        })?;
+    }
+    if admitted::denial_changed(&old, &new) {
+        tracing::warn!(
+            controller = NAME,
+            namespace = %ns,
+            name = %name,
+            reason = denial.reason,
+            "refused by reconcile-time policy; no copies touched"
+        );
+        let note = new
+            .conditions
+            .iter()
+            .find(|c| c.type_ == admitted::POLICY_DENIED)
+            .map(|c| truncate(&c.message, 1000));
+        let ev = Event {
+            type_: EventType::Warning,
+            reason: admitted::POLICY_DENIED.into(),
+            note,
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(e) = ctx.recorder.publish(&ev, &obj.object_ref(&())).await {
+            tracing::warn!(controller = NAME, error = %e, "could not publish the Event");
+        }
+    }
+    // Refusals are re-evaluated at every resync: a policy change or a re-review lifts them.
+    Ok(Action::requeue(ctx.settings.resync))
+}
+
 /// The message of an API error without kube's wrapping.
 fn api_error_text(e: &kube::Error) -> String {
     match e {
@@ -942,7 +1168,9 @@ async fn delete_all_of_kind(ctx: &Context, ns: &str, name: &str, key: &str) -> R
         Ok(k) => k,
         // The kind is no longer served: its objects went with it.
         Err(KindProblem::Unknown(_)) => return Ok(()),
-        Err(KindProblem::Other(m)) => return Err(format!("cleaning up {key} copies: {m}")),
+        Err(KindProblem::ClusterScoped(m) | KindProblem::Other(m)) => {
+            return Err(format!("cleaning up {key} copies: {m}"))
+        }
     };
     let api = copies_api(ctx, ns, &resolved.resource);
     let copies = list_copies(ctx, ns, name, &resolved.resource)
@@ -982,7 +1210,7 @@ async fn cleanup(
         // An unknown kind has no copies to delete (none could be created, or the CRD and its
         // objects are gone); anything else is a real failure.
         Err(KindProblem::Unknown(_)) => {}
-        Err(KindProblem::Other(m)) => failures.push(m),
+        Err(KindProblem::ClusterScoped(m) | KindProblem::Other(m)) => failures.push(m),
     }
     for key in &kinds {
         if let Err(m) = delete_all_of_kind(ctx, ns, name, key).await {

@@ -2,6 +2,7 @@
 //! kube-runtime's `Controller` (a shared [`Context`], `Action::requeue`, an error policy with
 //! per-object exponential backoff), run only by the replica that holds the Lease.
 
+pub mod admitted;
 pub mod attached;
 pub mod domains;
 pub mod leader;
@@ -13,9 +14,13 @@ use std::time::Duration;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::Store;
 
+use crate::authz::cache::CachedReviewer;
+use crate::authz::Identity;
 use crate::discovery::KindResolver;
 use crate::metrics::Metrics;
+use crate::policy::KindPolicy;
 use crate::shutdown::Signal;
+use crate::stamp::KeyRing;
 
 /// Shared by every reconciler.
 pub struct Context {
@@ -27,6 +32,24 @@ pub struct Context {
     pub settings: Settings,
     /// Failure counts for the error policies' exponential backoff (keys carry the kind).
     pub backoff: Backoff,
+    /// Reconcile-time policy ([`admitted`]). `tether serve` always sets it in a cluster;
+    /// `None` (only tests that exercise rendering and applying) checks nothing.
+    pub policy: Option<Arc<ReconcilePolicy>>,
+}
+
+/// What the AttachedResource reconciler re-checks before it acts with tether's rights
+/// (SECURITY.md, "Reconcile-time policy").
+pub struct ReconcilePolicy {
+    /// The admission-stamp keys (the same ring the mutating webhook signs with).
+    pub keys: Arc<KeyRing>,
+    /// The current ban/allow lists.
+    pub kinds: KindPolicy,
+    /// The admission handlers' cached reviewer, so tether's own reviews are shared.
+    pub reviewer: Arc<CachedReviewer>,
+    /// tether's service account.
+    pub tether: Identity,
+    /// The namespaces the webhooks skip.
+    pub skip: admitted::SkipNamespaces,
 }
 
 impl Context {
@@ -48,7 +71,14 @@ impl Context {
             resolver,
             settings,
             backoff: Backoff::new(),
+            policy: None,
         }
+    }
+
+    /// Turns reconcile-time policy on.
+    pub fn with_policy(mut self, policy: ReconcilePolicy) -> Self {
+        self.policy = Some(Arc::new(policy));
+        self
     }
 }
 

@@ -21,6 +21,24 @@ use serde_json::{json, Value};
 /// The admission-stamp key every cluster-mode test server gets (id `k1`).
 pub const TEST_STAMP_KEY: &str = "test-admission-stamp-key-0123456789abcdef";
 
+/// `obj` (an AttachedResource with metadata.namespace) with the admission stamp the
+/// mutating webhook of a cluster-mode test server would write (key `k1`), for tests that
+/// store objects straight into the fake.
+pub fn stamped(mut obj: Value) -> Value {
+    let ring = tether::stamp::KeyRing::new(vec![("k1".into(), TEST_STAMP_KEY.as_bytes().to_vec())])
+        .expect("the test key is valid");
+    let ns = obj["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or("default")
+        .to_string();
+    let stamp = {
+        let subject = tether::stamp::Subject::of(&obj, &ns).expect("an object with a spec");
+        ring.sign(&subject)
+    };
+    obj["metadata"]["annotations"][tether::stamp::STAMP_ANNOTATION] = Value::String(stamp);
+    obj
+}
+
 pub fn tether_bin() -> &'static str {
     env!("CARGO_BIN_EXE_tether")
 }
@@ -103,13 +121,15 @@ impl Server {
                 cmd.arg("--standalone").arg("--dev-certs-dir").arg(&certs);
             }
             Some(k) => {
-                // Cluster mode needs admission-stamp keys (the chart mounts a Secret).
-                let keys = dir.path().join("admission-keys");
-                std::fs::create_dir_all(&keys).unwrap();
-                std::fs::write(keys.join("k1"), TEST_STAMP_KEY).unwrap();
+                // Cluster mode needs admission-stamp keys (the chart mounts a Secret), unless
+                // the test brings its own.
+                if !extra.contains(&"--admission-keys") {
+                    let keys = dir.path().join("admission-keys");
+                    std::fs::create_dir_all(&keys).unwrap();
+                    std::fs::write(keys.join("k1"), TEST_STAMP_KEY).unwrap();
+                    cmd.arg("--admission-keys").arg(&keys);
+                }
                 cmd.env("KUBECONFIG", k)
-                    .arg("--admission-keys")
-                    .arg(&keys)
                     .arg("--tls-cert")
                     .arg(certs.join("tls.crt"))
                     .arg("--tls-key")

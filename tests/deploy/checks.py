@@ -476,6 +476,22 @@ def check_deployment_default() -> None:
     assert image.endswith(f":{app_version}"), f"image tag {image} is not appVersion"
 
 
+def check_skip_namespaces() -> None:
+    """The controller skips exactly the namespaces the webhooks' namespaceSelector
+    skips (kube-system, the release namespace, namespaceSelector.excludeNamespaces)."""
+    for label, extra in (("default", []), ("all-on", ["cert-manager", "monitoring"])):
+        objs = rendered(label)
+        env = {e["name"]: e.get("value") for e in one(objs, "Deployment")["spec"]["template"]
+               ["spec"]["containers"][0]["env"]}
+        skip = env.get("TETHER_SKIP_NAMESPACES", "").split(",")
+        assert skip == ["kube-system", NAMESPACE, *extra], f"{label}: TETHER_SKIP_NAMESPACES {skip}"
+        for kind in EXPECTED_WEBHOOKS:
+            for w in one(objs, kind).get("webhooks") or []:
+                [expr] = w["namespaceSelector"]["matchExpressions"]
+                assert expr["operator"] == "NotIn" and expr["values"] == skip, \
+                    f"{label}: {w['name']} skips {expr['values']}, the controller {skip}"
+
+
 def check_deployment_all_on() -> None:
     objs = rendered("all-on")
     check_deployment(objs, 3)
@@ -820,6 +836,7 @@ def main() -> int:
         [o for _, o in raw_objects(include_crds=False)]))
     run("deployment: default values", check_deployment_default)
     run("deployment: all-on values", check_deployment_all_on)
+    run("controller skips the namespaces the webhooks skip", check_skip_namespaces)
     run("network policy: opt-in, admission from the API server only", check_network_policy)
     run("admission-stamp keys: generated Secret, mounted, never in webhook-config/",
         check_admission_keys)
