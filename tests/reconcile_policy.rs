@@ -479,3 +479,73 @@ async fn revoked_tether_access_is_a_policy_denial() {
     assert!(denied_metric(&c, "TetherForbidden") >= 1.0);
     assert_eq!(hpas_in(&c, NS).len(), 1);
 }
+
+/// The same for AppDomains: one stored in kube-system (never reviewed) naming another
+/// install's domain gets no ClusterDomainClaim, no DomainMapping and no write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_system_appdomains_claim_and_map_nothing() {
+    let fake = fake_with_chart_rbac().await;
+    fake.add_knative_resources();
+    let c = TetherCluster::start_on(
+        fake,
+        &[
+            "--controllers",
+            "domains",
+            "--leader-elect",
+            "false",
+            "--resync-interval",
+            "1s",
+            "--domain-root",
+            "apps.example.com",
+            "--auto-create-domain-claims",
+        ],
+    )
+    .await;
+    c.fake.insert(json!({
+        "apiVersion": "serving.knative.dev/v1", "kind": "Service",
+        "metadata": {"name": "runner", "namespace": "kube-system"}
+    }));
+    c.fake.clear_admission_calls();
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        c.admin().await,
+        "kube-system",
+        &ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("tether.dev", "v1alpha1", "AppDomain"),
+            "appdomains",
+        ),
+    );
+    api.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({
+            "apiVersion": "tether.dev/v1alpha1", "kind": "AppDomain",
+            "metadata": {"name": "hijack", "namespace": "kube-system"},
+            "spec": {"tenantId": "t", "extensionId": "e", "serviceRef": {"name": "runner"},
+                     "domain": "shop.apps.example.com"}
+        }))
+        .unwrap(),
+    )
+    .await
+    .expect("kube-system is not reviewed, so the create is stored");
+    assert!(
+        c.fake.admission_calls().is_empty(),
+        "the webhooks must skip kube-system"
+    );
+    let domains = r#"tether_reconcile_total{controller="domains",result="success"}"#;
+    let passes = || metric_value(&c.tether.metrics(), domains).unwrap_or(0.0);
+    wait_for("three domains reconciles", &c, || passes() >= 3.0).await;
+    assert_eq!(tether_writes_in(&c, "kube-system"), Vec::<String>::new());
+    assert!(c.fake.list_all("clusterdomainclaims").is_empty());
+    assert!(c.fake.list_all("domainmappings").is_empty());
+    let stored = c
+        .fake
+        .get(
+            "tether.dev",
+            "v1alpha1",
+            "appdomains",
+            Some("kube-system"),
+            "hijack",
+        )
+        .expect("stored");
+    assert_eq!(stored["status"], Value::Null, "{stored}");
+    assert_eq!(stored["metadata"]["finalizers"], Value::Null, "{stored}");
+}

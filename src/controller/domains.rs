@@ -308,6 +308,20 @@ async fn reconcile_inner(obj: &AppDomain, ctx: &Context) -> Result<Action, Error
         .ok_or(Error::MissingMetadata("name"))?;
     let api: Api<AppDomain> = Api::namespaced(ctx.client.clone(), &ns);
 
+    // A namespace the webhooks skip: nothing there was reviewed (the domain may be anyone's),
+    // so tether claims and maps nothing and writes nothing, as for AttachedResources.
+    if let Some(policy) = &ctx.policy {
+        if policy.skip.contains(&ns) {
+            tracing::debug!(
+                controller = "domains",
+                namespace = %ns,
+                name = %name,
+                "namespace skipped by tether's webhooks: not reconciled"
+            );
+            return Ok(Action::requeue(ctx.settings.resync));
+        }
+    }
+
     if obj.meta().deletion_timestamp.is_some() {
         if let Some(idx) = obj.finalizers().iter().position(|f| f == FINALIZER) {
             cleanup(obj, &ns, ctx).await?;
