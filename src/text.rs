@@ -73,6 +73,15 @@ pub fn clean_owned(s: String, max: usize) -> String {
     }
 }
 
+/// Longest single violation in a deny message, so one huge quote cannot push the other
+/// violations out of [`MAX_MESSAGE`].
+pub const MAX_VIOLATION: usize = 1024;
+
+/// `s` as a quoted, escaped string for a message, cut to [`MAX_DETAIL`] first.
+pub fn quoted(s: &str) -> String {
+    format!("{:?}", clean(s, MAX_DETAIL))
+}
+
 /// A log field: an identifier cut to [`MAX_FIELD`].
 pub fn field(s: &str) -> Cow<'_, str> {
     clean(s, MAX_FIELD)
@@ -104,6 +113,14 @@ mod tests {
             assert_eq!(clean(input, *max), *want, "{input:?} max {max}");
             assert!(clean(input, *max).chars().count() <= (*max).max(1));
         }
+    }
+
+    #[test]
+    fn quoted_is_cut_and_escaped() {
+        assert_eq!(quoted("a\"b"), "\"a\\\"b\"");
+        assert_eq!(quoted("x\ny"), "\"x y\"");
+        let q = quoted(&"d".repeat(2_000_000));
+        assert_eq!(q.chars().count(), MAX_DETAIL + 2);
     }
 
     #[test]
