@@ -236,6 +236,97 @@ pub fn json_cost(body: &[u8]) -> JsonCost {
     }
 }
 
+/// Deepest flow nesting (`[`, `{`) accepted in YAML input. serde_yaml refuses more than 128
+/// levels anyway, but only after its parser has spent time quadratic in the depth on them.
+pub const MAX_YAML_DEPTH: usize = 128;
+
+/// YAML input nested deeper than the limit.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: flow collections ([ ], {{ }}) nested deeper than {limit} levels; tether refuses such YAML before parsing it")]
+pub struct TooDeep {
+    pub line: usize,
+    pub limit: usize,
+}
+
+/// One linear pass over YAML text that finds flow nesting deeper than `limit`, without
+/// parsing: quoted scalars and comments are skipped, as are the lines of block scalars
+/// (`|`, `>`), whose brackets are text. An estimate that errs on the side of the parser: it
+/// never refuses input the parser would accept at depth `limit` or less, except brackets in
+/// plain scalars, which YAML allows but Kubernetes manifests do not nest 128 deep.
+pub fn yaml_flow_depth(text: &str, limit: usize) -> Result<(), TooDeep> {
+    let mut depth = 0usize;
+    let mut quote: Option<char> = None;
+    let mut block_indent: Option<usize> = None;
+    for (n, line) in text.lines().enumerate() {
+        let indent = line.len() - line.trim_start_matches(' ').len();
+        if let Some(bi) = block_indent {
+            if line.trim().is_empty() || indent > bi {
+                continue;
+            }
+            block_indent = None;
+        }
+        if quote.is_none() && (line.starts_with("---") || line.starts_with("...")) {
+            depth = 0;
+        }
+        let mut prev = ' ';
+        let mut escaped = false;
+        let mut code_end = line.len();
+        for (i, c) in line.char_indices() {
+            match quote {
+                Some('"') => {
+                    if escaped {
+                        escaped = false;
+                    } else if c == '\\' {
+                        escaped = true;
+                    } else if c == '"' {
+                        quote = None;
+                    }
+                }
+                Some(_) => {
+                    if c == '\'' {
+                        quote = None;
+                    }
+                }
+                None => match c {
+                    '#' if prev == ' ' || prev == '\t' => {
+                        code_end = i;
+                        break;
+                    }
+                    '"' | '\''
+                        if matches!(prev, ' ' | '\t' | '[' | '{' | ',' | ':' | '-' | '?') =>
+                    {
+                        quote = Some(c);
+                    }
+                    '[' | '{' => {
+                        depth += 1;
+                        if depth > limit {
+                            return Err(TooDeep { line: n + 1, limit });
+                        }
+                    }
+                    ']' | '}' => depth = depth.saturating_sub(1),
+                    _ => {}
+                },
+            }
+            prev = c;
+        }
+        // A block scalar header (`key: |`, `- >-`, `|2`): its content lines are text.
+        if quote.is_none() && depth == 0 {
+            let code = line[..code_end].trim_end();
+            let header =
+                code.trim_end_matches(|c: char| c == '-' || c == '+' || c.is_ascii_digit());
+            if (header.ends_with('|') || header.ends_with('>'))
+                && header[..header.len() - 1]
+                    .chars()
+                    .last()
+                    .is_none_or(|p| p == ' ' || p == ':' || p == '-')
+            {
+                block_indent = Some(indent);
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -296,6 +387,40 @@ mod tests {
         let _x = b.admit(ip(1)).unwrap();
         let mut y = b.admit(ip(1)).unwrap();
         y.grow(10).unwrap();
+    }
+
+    #[test]
+    fn yaml_depth_table() {
+        let deep = |d: usize| format!("a: {}{}\n", "[".repeat(d), "]".repeat(d));
+        let cases: Vec<(String, Option<usize>)> = vec![
+            (deep(128), None),
+            (deep(129), Some(1)),
+            (format!("x: 1\n{}", deep(500)), Some(2)),
+            // Quoted, commented and block-scalar brackets are text.
+            (format!("a: \"{}\"\n", "[".repeat(500)), None),
+            (format!("a: '{}'\n", "{".repeat(500)), None),
+            (format!("a: 1 # {}\n", "[".repeat(500)), None),
+            (
+                format!("a: |\n  {}\n  more\nb: [1]\n", "[".repeat(500)),
+                None,
+            ),
+            (format!("- >-\n   {}\n", "{".repeat(500)), None),
+            // After the block scalar ends, nesting counts again.
+            (format!("a: |\n  x\nb: {}", deep(200)), Some(3)),
+            // An apostrophe inside a plain scalar does not open a quote.
+            (format!("a: it's {}", deep(200)), Some(1)),
+            // A new document starts at depth 0.
+            (
+                format!("a: {}\n---\nb: {}\n", "[".repeat(100), "[".repeat(100)),
+                None,
+            ),
+        ];
+        for (text, line) in cases {
+            let got = yaml_flow_depth(&text, 128).err().map(|e| e.line);
+            assert_eq!(got, line, "{}", &text[..text.len().min(60)]);
+        }
+        let e = yaml_flow_depth(&deep(200), 128).unwrap_err().to_string();
+        assert_eq!(e, "line 1: flow collections ([ ], { }) nested deeper than 128 levels; tether refuses such YAML before parsing it");
     }
 
     #[test]
