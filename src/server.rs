@@ -56,11 +56,12 @@ pub const MAX_BODY: usize = 3 * 1024 * 1024;
 /// HTTP/2 streams one connection may have open. A stream is a request: more than a peer's
 /// share of the request budget would only be refused.
 const H2_MAX_STREAMS: u32 = 32;
-/// HTTP/2 flow-control windows: what a peer may send before we read it. 32 streams of
-/// 256 KiB, but at most 1 MiB per connection, is buffered in the HTTP/2 layer before our
-/// byte budget sees it.
-const H2_STREAM_WINDOW: u32 = 256 * 1024;
-const H2_CONN_WINDOW: u32 = 1024 * 1024;
+/// HTTP/2 flow-control windows: what a peer may send before we read it, buffered in the
+/// HTTP/2 layer before our byte budget sees it (and pinning the read buffers it was cut
+/// from). Small, because a peer can open many connections: the API server sends reviews
+/// over HTTP/1.1, and 256 KiB per round trip is plenty for the rest.
+const H2_STREAM_WINDOW: u32 = 64 * 1024;
+const H2_CONN_WINDOW: u32 = 256 * 1024;
 
 /// How often a "cap reached" warning may be logged.
 const WARN_EVERY: Duration = Duration::from_secs(10);
@@ -350,9 +351,18 @@ async fn read_body(
             if total > MAX_BODY {
                 return Err(too_large());
             }
-            ticket
-                .reserve_total(total)
-                .map_err(|o| over_budget(s, o, peer))?;
+            if total > buf.capacity() {
+                // The budget pays for what is allocated, not what is filled: grow by half
+                // (not double) and reserve exactly that, so many half-sent bodies cannot
+                // hold twice the budget in spare capacity.
+                let cap = (buf.capacity() + buf.capacity() / 2)
+                    .clamp(64 * 1024, MAX_BODY)
+                    .max(total);
+                ticket
+                    .reserve_total(cap)
+                    .map_err(|o| over_budget(s, o, peer))?;
+                buf.reserve_exact(cap - buf.len());
+            }
             buf.extend_from_slice(&data);
         }
         Ok(())

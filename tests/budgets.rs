@@ -2,7 +2,7 @@
 //! scaled down (small caps), against the real binary on loopback: the attacker connects
 //! from 127.0.0.1, the honest client (the API server's part) from 127.0.0.2, and the honest
 //! review must be answered while the attack still runs. Timings and peak memory at the
-//! chart's defaults are measured by bench/attack.sh (bench/RESULTS.md), not asserted here,
+//! chart's defaults are measured by bench/attack/run.sh (bench/RESULTS.md), not asserted here,
 //! except the memory ceiling, which is a budget, not a speed.
 
 mod common;

@@ -3,9 +3,9 @@
 # the whole run takes a few minutes). Prints Markdown tables for bench/RESULTS.md.
 #
 #   bash bench/attack/run.sh            # everything, release build
-#   bash bench/attack/run.sh idle-h2    # one network scenario (see examples/attack.rs)
+#   bash bench/attack/run.sh idle-h2    # one network scenario (see bench/attack/attack.rs)
 #
-# Network scenarios: examples/attack.rs starts `tether serve --standalone` with the chart's
+# Network scenarios: bench/attack/attack.rs starts `tether serve --standalone` with the chart's
 # default budgets per scenario, attacks from 127.0.0.1 and measures valid reviews sent from
 # 127.0.0.2 while the attack runs, and the server's peak RSS (VmHWM).
 # Offline scenarios: inputs from gen_offline.py, timed with /usr/bin/time (elapsed, max RSS).
@@ -35,12 +35,12 @@ run() {
   rc=$?
   set -e
   local t; t=$(grep '^TIME' <<<"$out" | tail -1)
-  local msg; msg=$(grep -v '^TIME' <<<"$out" | head -1 | cut -c1-150)
+  local msg; msg=$(grep -v '^TIME' <<<"$out" | head -1 | cut -c1-150 || true)
   printf '| %s | %s | %s | %s | %s | %.1f | %s |\n' "$name" "$size" "${*:2:2}" "$rc" \
     "$(awk '{print $2}' <<<"$t")" "$(awk '{print $3/1024}' <<<"$t")" "$msg"
 }
 run nested.yaml "$TETHER" check -f "$dir/nested.yaml"
-run rbac-nested.yaml "$TETHER" check -f "$dir/nested.yaml" --rbac-file "$dir/rbac-nested.yaml"
+run rbac-nested.yaml "$TETHER" review -f bench/fixtures/attached-create.json --rbac-file "$dir/rbac-nested.yaml"
 run rbac-wide.yaml "$TETHER" review -f bench/fixtures/attached-create.json --rbac-file "$dir/rbac-wide.yaml"
 run rbac-chain.yaml "$TETHER" review -f bench/fixtures/attached-create.json --rbac-file "$dir/rbac-chain.yaml"
 run review-30mb.json "$TETHER" review -f "$dir/review-30mb.json"

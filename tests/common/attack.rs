@@ -1,5 +1,5 @@
 //! Attack primitives for the budget tests (tests/budgets.rs) and the bounded attack runner
-//! (examples/attack.rs, driven by bench/attack.sh). Loopback only; every primitive either
+//! (bench/attack/attack.rs, driven by bench/attack/run.sh). Loopback only; every primitive either
 //! finishes by itself or holds a connection that is released when its handle is dropped.
 #![allow(dead_code)]
 

@@ -1,4 +1,4 @@
-//! Bounded attack runner for issue 13 (run by bench/attack.sh; loopback only, stops by
+//! Bounded attack runner for issue 13 (run by bench/attack/run.sh; loopback only, stops by
 //! itself). For each scenario it starts `tether serve --standalone` with the chart's default
 //! budgets, runs the attack from 127.0.0.1, and while the attack still runs sends valid
 //! reviews from 127.0.0.2 (the API server's part) on fresh connections, one at a time. It
@@ -7,7 +7,7 @@
 //!
 //! Usage: attack <path to tether> [scenario ...]   (no scenario: all)
 
-#[path = "../tests/common/attack.rs"]
+#[path = "../../tests/common/attack.rs"]
 mod attack;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
