@@ -176,10 +176,11 @@ impl Drop for Ticket {
 /// `bench/attack` (`[0,0,…]` and `{"k0":0,…}` bodies); see bench/RESULTS.md.
 pub const VALUE_COST: usize = 128;
 
-/// Largest number of JSON values one review may hold (see `--max-json-values`). A real
-/// 3 MiB review (object and oldObject of 1.5 MiB each) holds far fewer: Kubernetes objects
-/// are mostly strings.
-pub const DEFAULT_MAX_VALUES: usize = 256 * 1024;
+/// Largest number of JSON values one review may hold (see `--max-json-values`). The kinds
+/// tether is registered for (AttachedResources, AppDomains, HPAs, PDBs, ScaledObjects,
+/// VPAs) hold hundreds; even a 3 MiB review of a big object holds far fewer than this,
+/// Kubernetes objects being mostly strings.
+pub const DEFAULT_MAX_VALUES: usize = 128 * 1024;
 
 /// What a JSON body will cost to parse, found without parsing it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

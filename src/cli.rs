@@ -173,10 +173,10 @@ pub struct ServeArgs {
     pub max_requests_per_peer: usize,
     /// Bytes all requests in flight may hold: bodies plus the estimated cost of parsing
     /// them (128 bytes per JSON value). A request that does not fit gets 503 with Retry-After.
-    #[arg(long, env = "TETHER_MAX_INFLIGHT_BYTES", default_value_t = 64 * 1024 * 1024)]
+    #[arg(long, env = "TETHER_MAX_INFLIGHT_BYTES", default_value_t = 48 * 1024 * 1024)]
     pub max_inflight_bytes: usize,
     /// The share of --max-inflight-bytes one peer address may hold; over it, 429.
-    #[arg(long, env = "TETHER_MAX_INFLIGHT_BYTES_PER_PEER", default_value_t = 48 * 1024 * 1024)]
+    #[arg(long, env = "TETHER_MAX_INFLIGHT_BYTES_PER_PEER", default_value_t = 32 * 1024 * 1024)]
     pub max_inflight_bytes_per_peer: usize,
     /// Most JSON values (objects, arrays, members, elements) one review may hold; a body with
     /// more gets 413 before it is parsed.

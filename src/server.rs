@@ -104,8 +104,8 @@ impl Default for TransportOptions {
             requests: RequestLimits {
                 max_requests: 256,
                 max_requests_per_peer: 128,
-                max_bytes: 64 * 1024 * 1024,
-                max_bytes_per_peer: 48 * 1024 * 1024,
+                max_bytes: 48 * 1024 * 1024,
+                max_bytes_per_peer: 32 * 1024 * 1024,
             },
             max_json_values: crate::budget::DEFAULT_MAX_VALUES,
             metrics_max_connections: 64,

@@ -82,7 +82,7 @@ fn review_refuses_more_json_values_than_the_server_accepts() {
     assert_eq!(o.status.code(), Some(2));
     assert!(
         stderr(&o)
-            .contains("holds about 300048 JSON values; tether accepts at most 262144 per review"),
+            .contains("holds about 300048 JSON values; tether accepts at most 131072 per review"),
         "{}",
         stderr(&o)
     );

@@ -250,7 +250,7 @@ async fn run(bin: &Path, name: &str) {
             let (values, conc) = if name == "parse-zeros" {
                 (1_500_000, 4)
             } else {
-                (250_000, 8)
+                (120_000, 8)
             };
             let body = Bytes::from(zeros_review("z", values));
             let addr = t.addr;
