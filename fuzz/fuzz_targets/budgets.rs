@@ -35,7 +35,8 @@ fn budget_ops(u: &mut Unstructured<'_>) -> arbitrary::Result<()> {
                 }
             }
             Op::Grow(i, n) => {
-                if let Some(t) = tickets.get_mut(i as usize % tickets.len().max(1)) {
+                let at = i as usize % tickets.len().max(1);
+                if let Some(t) = tickets.get_mut(at) {
                     let before = t.bytes();
                     match t.grow(n as usize % (1 << 21)) {
                         Ok(()) => assert!(t.bytes() >= before),
