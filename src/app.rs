@@ -95,10 +95,36 @@ pub fn run_serve(args: ServeArgs) -> ExitCode {
     }
 }
 
+/// The transport budgets from the flags, checked to fit together.
+pub fn transport_options(args: &ServeArgs) -> anyhow::Result<TransportOptions> {
+    let opts = TransportOptions {
+        max_connections: args.max_connections.max(1),
+        max_connections_per_peer: args.max_connections_per_peer,
+        handshake_timeout: args.tls_handshake_timeout,
+        header_read_timeout: args.read_timeout,
+        body_read_timeout: args.read_timeout,
+        idle_timeout: args.idle_timeout,
+        requests: crate::budget::RequestLimits {
+            max_requests: args.max_requests,
+            max_requests_per_peer: args.max_requests_per_peer,
+            max_bytes: args.max_inflight_bytes,
+            max_bytes_per_peer: args.max_inflight_bytes_per_peer,
+        },
+        max_json_values: args.max_json_values,
+        metrics_max_connections: args.metrics_max_connections.max(1),
+        shutdown_delay: args.shutdown_delay,
+        shutdown_grace: args.shutdown_grace,
+        ..TransportOptions::default()
+    };
+    opts.validate().map_err(anyhow::Error::msg)?;
+    Ok(opts)
+}
+
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     // Configuration first: a bad flag stops start-up before anything touches files.
     let policy = PolicyConfig::from_args(&args.policy)?;
+    let opts = transport_options(&args)?;
     let enabled = Enabled::parse(&args.controllers).map_err(anyhow::Error::msg)?;
     crate::config::require_domain_root(enabled.domains, args.standalone, &policy.domains)?;
     let metrics = Metrics::new();
@@ -202,21 +228,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     let ready = Arc::new(AtomicBool::new(false));
     let (trigger, signal) = crate::shutdown::channel();
-    let opts = TransportOptions {
-        max_connections: args.max_connections.max(1),
-        handshake_timeout: args.read_timeout,
-        header_read_timeout: args.read_timeout,
-        body_read_timeout: args.read_timeout,
-        shutdown_delay: args.shutdown_delay,
-        shutdown_grace: args.shutdown_grace,
-        ..TransportOptions::default()
-    };
+    let msrv = MetricsServer::bind(
+        args.metrics_listen,
+        metrics.clone(),
+        ready.clone(),
+        opts.clone(),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("--metrics-listen {}: {e}", args.metrics_listen))?;
     let server = AdmissionServer::bind(args.listen, tls, admission, ready.clone(), opts)
         .await
         .map_err(|e| anyhow::anyhow!("--listen {}: {e}", args.listen))?;
-    let msrv = MetricsServer::bind(args.metrics_listen, metrics.clone(), ready.clone())
-        .await
-        .map_err(|e| anyhow::anyhow!("--metrics-listen {}: {e}", args.metrics_listen))?;
     let listen = server.local_addr()?;
     let metrics_listen = msrv.local_addr()?;
     let watcher = tokio::spawn(

@@ -172,9 +172,43 @@ pub struct ServeArgs {
     /// slower clients are disconnected so they cannot hold connections (slowloris).
     #[arg(long, env = "TETHER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub read_timeout: Duration,
-    /// Most connections served at once on the admission port.
+    /// Most connections held at once on the admission port. When full, the connection idle
+    /// the longest is closed for a new one; only when all are serving a request is the new
+    /// one refused (closed at once).
     #[arg(long, env = "TETHER_MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: usize,
+    /// Most connections one peer address may hold on the admission port (0: no cap besides
+    /// --max-connections).
+    #[arg(long, env = "TETHER_MAX_CONNECTIONS_PER_PEER", default_value_t = 512)]
+    pub max_connections_per_peer: usize,
+    /// Time a client gets to complete its TLS handshake.
+    #[arg(long, env = "TETHER_TLS_HANDSHAKE_TIMEOUT", default_value = "3s", value_parser = parse_duration)]
+    pub tls_handshake_timeout: Duration,
+    /// A connection that serves no request this long is closed (HTTP/1.1 keep-alive between
+    /// requests, HTTP/2 with no open stream), on both listeners.
+    #[arg(long, env = "TETHER_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// Most admission requests served at once; more get 503 with Retry-After. Must be below
+    /// --max-connections.
+    #[arg(long, env = "TETHER_MAX_REQUESTS", default_value_t = 256)]
+    pub max_requests: usize,
+    /// Most admission requests one peer address may have in flight; more get 429.
+    #[arg(long, env = "TETHER_MAX_REQUESTS_PER_PEER", default_value_t = 128)]
+    pub max_requests_per_peer: usize,
+    /// Bytes all requests in flight may hold: bodies plus the estimated cost of parsing
+    /// them (128 bytes per JSON value). A request that does not fit gets 503 with Retry-After.
+    #[arg(long, env = "TETHER_MAX_INFLIGHT_BYTES", default_value_t = 48 * 1024 * 1024)]
+    pub max_inflight_bytes: usize,
+    /// The share of --max-inflight-bytes one peer address may hold; over it, 429.
+    #[arg(long, env = "TETHER_MAX_INFLIGHT_BYTES_PER_PEER", default_value_t = 32 * 1024 * 1024)]
+    pub max_inflight_bytes_per_peer: usize,
+    /// Most JSON values (objects, arrays, members, elements) one review may hold; a body with
+    /// more gets 413 before it is parsed.
+    #[arg(long, env = "TETHER_MAX_JSON_VALUES", default_value_t = crate::budget::DEFAULT_MAX_VALUES)]
+    pub max_json_values: usize,
+    /// Most connections held at once on the metrics port (which also serves the probes).
+    #[arg(long, env = "TETHER_METRICS_MAX_CONNECTIONS", default_value_t = 64)]
+    pub metrics_max_connections: usize,
     /// After SIGTERM, keep serving (unready) this long before closing the listener.
     #[arg(long, env = "TETHER_SHUTDOWN_DELAY", default_value = "0s", value_parser = parse_duration)]
     pub shutdown_delay: Duration,
@@ -197,6 +231,9 @@ pub struct ReviewArgs {
     /// Which webhook path to answer as.
     #[arg(long, value_enum, default_value = "validate")]
     pub webhook: WebhookArg,
+    /// Largest input accepted, in bytes (the server's limit is 3 MiB).
+    #[arg(long, env = "TETHER_MAX_INPUT_BYTES", default_value_t = 3 * 1024 * 1024)]
+    pub max_input_bytes: usize,
     #[command(flatten)]
     pub policy: PolicyArgs,
 }
@@ -223,6 +260,9 @@ pub struct CheckArgs {
     pub namespace: String,
     #[arg(short = 'o', long, value_enum, default_value = "table")]
     pub output: OutputFormat,
+    /// Largest manifest accepted, in bytes.
+    #[arg(long, env = "TETHER_MAX_INPUT_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub max_input_bytes: usize,
     #[command(flatten)]
     pub policy: PolicyArgs,
 }

@@ -90,11 +90,21 @@ impl PolicyConfig {
     }
 }
 
+/// Largest `--rbac-file` read.
+pub const MAX_RBAC_FILE_BYTES: u64 = 16 * 1024 * 1024;
+
 fn load_rbac(p: &Path) -> Result<RbacFile, ConfigError> {
     let err = |detail: String| ConfigError::RbacFile {
         path: p.display().to_string(),
         detail,
     };
+    // Bounded like the other offline inputs: the file is parsed and indexed in memory.
+    let size = std::fs::metadata(p).map_err(|e| err(e.to_string()))?.len();
+    if size > MAX_RBAC_FILE_BYTES {
+        return Err(err(format!(
+            "{size} bytes is more than the {MAX_RBAC_FILE_BYTES} bytes tether reads from an RBAC file; keep only the roles and bindings the checks need"
+        )));
+    }
     let text = std::fs::read_to_string(p).map_err(|e| err(e.to_string()))?;
     let file = RbacFile::parse(&text).map_err(|e| err(e.to_string()))?;
     for w in file.warnings() {

@@ -4,15 +4,18 @@
 //! Module map: `admission` (review in, review out), `policy` (rules, pure), `naming` (hashed
 //! names, domains), `authz` (access reviews and their cache), `discovery` (kind → resource),
 //! `controller` (reconcilers), `tls` (serving certificates), `certs` (generation), `server`
-//! (listeners), `metrics`, `config`, `cli`.
+//! (listeners), `conns` and `budget` (connection and request budgets), `text` (making
+//! user-supplied text safe to show), `metrics`, `config`, `cli`.
 
 pub mod admission;
 pub mod app;
 pub mod appdomains;
 pub mod authz;
+pub mod budget;
 pub mod certs;
 pub mod cli;
 pub mod config;
+pub mod conns;
 pub mod controller;
 pub mod crd;
 pub mod discovery;
@@ -24,6 +27,7 @@ pub mod policy;
 pub mod server;
 pub mod shutdown;
 pub mod stamp;
+pub mod text;
 pub mod tls;
 pub mod watched;
 pub mod workloads;

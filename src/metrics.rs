@@ -26,6 +26,21 @@ pub struct Metrics {
     pub tls_reloads: IntCounterVec,
     pub build_info: IntGaugeVec,
     pub leader: IntGauge,
+    /// Connections holding a slot, by listener (`admission`, `metrics`).
+    pub connections_open: IntGaugeVec,
+    /// Connections refused at accept, by listener and reason (`cap`, `per_peer`).
+    pub connections_rejected: IntCounterVec,
+    /// Connections closed by tether, by listener and reason (`idle`: idle timeout;
+    /// `evicted`: idle, and its slot was needed for a new connection).
+    pub connections_closed: IntCounterVec,
+    /// Failed TLS handshakes on the admission port, by coarse reason.
+    pub tls_handshake_failures: IntCounterVec,
+    /// Admission requests answered 503/429/413 for a budget, by reason.
+    pub requests_rejected: IntCounterVec,
+    /// Admission requests being served now.
+    pub requests_in_flight: IntGauge,
+    /// Bytes of the in-flight budget held now (bodies plus estimated parse cost).
+    pub inflight_bytes: IntGauge,
     /// Cached children for the hot path: looking a child up by label values hashes the values
     /// and takes a lock each time, which a histogram per request does not need.
     admission_duration_mutate: Histogram,
@@ -37,6 +52,19 @@ pub struct Metrics {
 const LATENCY_BUCKETS: &[f64] = &[
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
     1.0, 2.5, 5.0, 10.0,
+];
+
+/// Listener label values.
+pub const LISTENERS: [&str; 2] = ["admission", "metrics"];
+/// `reason` values of `tether_tls_handshake_failures_total`.
+pub const HANDSHAKE_FAILURES: [&str; 4] = ["timeout", "eof", "protocol", "io"];
+/// `reason` values of `tether_requests_rejected_total`.
+pub const REQUEST_REJECTIONS: [&str; 5] = [
+    "concurrency",
+    "peer_concurrency",
+    "memory",
+    "peer_memory",
+    "json_values",
 ];
 
 const RECONCILE_BUCKETS: &[f64] = &[
@@ -123,8 +151,66 @@ impl Metrics {
             &["controller", "reason"],
         )
         .expect("static metric definition");
+        let connections_open = IntGaugeVec::new(
+            Opts::new(
+                "tether_connections_open",
+                "Connections holding a slot, by listener.",
+            ),
+            &["listener"],
+        )
+        .expect("static metric definition");
+        let connections_rejected = IntCounterVec::new(
+            Opts::new(
+                "tether_connections_rejected_total",
+                "Connections closed at accept because no slot could be freed, by listener and reason (cap, per_peer).",
+            ),
+            &["listener", "reason"],
+        )
+        .expect("static metric definition");
+        let connections_closed = IntCounterVec::new(
+            Opts::new(
+                "tether_connections_closed_total",
+                "Connections closed by tether, by listener and reason (idle: idle timeout; evicted: idle and its slot was given to a new connection).",
+            ),
+            &["listener", "reason"],
+        )
+        .expect("static metric definition");
+        let tls_handshake_failures = IntCounterVec::new(
+            Opts::new(
+                "tether_tls_handshake_failures_total",
+                "Failed TLS handshakes on the admission port, by reason (timeout, eof, protocol, io).",
+            ),
+            &["reason"],
+        )
+        .expect("static metric definition");
+        let requests_rejected = IntCounterVec::new(
+            Opts::new(
+                "tether_requests_rejected_total",
+                "Admission requests refused for a budget, by reason (concurrency, peer_concurrency, memory, peer_memory, json_values).",
+            ),
+            &["reason"],
+        )
+        .expect("static metric definition");
+        let requests_in_flight = IntGauge::new(
+            "tether_requests_in_flight",
+            "Admission requests being served now.",
+        )
+        .expect("static metric definition");
+        let inflight_bytes = IntGauge::new(
+            "tether_inflight_bytes",
+            "Bytes of the in-flight budget held now: request bodies plus the estimated cost of parsing them.",
+        )
+        .expect("static metric definition");
+
         for c in [
             Box::new(admission_requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(connections_open.clone()),
+            Box::new(connections_rejected.clone()),
+            Box::new(connections_closed.clone()),
+            Box::new(tls_handshake_failures.clone()),
+            Box::new(requests_rejected.clone()),
+            Box::new(requests_in_flight.clone()),
+            Box::new(inflight_bytes.clone()),
             Box::new(admission_duration.clone()),
             Box::new(access_reviews.clone()),
             Box::new(reconcile_total.clone()),
@@ -147,6 +233,21 @@ impl Metrics {
         for r in ["success", "error"] {
             tls_reloads.with_label_values(&[r]);
         }
+        for l in LISTENERS {
+            connections_open.with_label_values(&[l]);
+            for r in ["cap", "per_peer"] {
+                connections_rejected.with_label_values(&[l, r]);
+            }
+            for r in ["idle", "evicted"] {
+                connections_closed.with_label_values(&[l, r]);
+            }
+        }
+        for r in HANDSHAKE_FAILURES {
+            tls_handshake_failures.with_label_values(&[r]);
+        }
+        for r in REQUEST_REJECTIONS {
+            requests_rejected.with_label_values(&[r]);
+        }
         let admission_duration_mutate = admission_duration.with_label_values(&["mutate"]);
         let admission_duration_validate = admission_duration.with_label_values(&["validate"]);
         Metrics {
@@ -161,6 +262,13 @@ impl Metrics {
             build_info,
             leader,
             policy_denied,
+            connections_open,
+            connections_rejected,
+            connections_closed,
+            tls_handshake_failures,
+            requests_rejected,
+            requests_in_flight,
+            inflight_bytes,
             admission_duration_mutate,
             admission_duration_validate,
         }

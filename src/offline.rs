@@ -20,14 +20,25 @@ use crate::config::PolicyConfig;
 use crate::metrics::Metrics;
 use crate::workloads::StaticDeployments;
 
-fn read_input(file: &str) -> std::io::Result<Vec<u8>> {
+/// Reads the input, refusing more than `max` bytes without holding more than that: a 30 MB
+/// input must not cost its size several times over in memory before anyone says no.
+fn read_input(file: &str, max: usize) -> std::io::Result<Vec<u8>> {
+    let limit = max as u64 + 1;
+    let mut body = Vec::new();
     if file == "-" {
-        let mut body = Vec::new();
-        std::io::stdin().read_to_end(&mut body)?;
-        Ok(body)
+        std::io::stdin().lock().take(limit).read_to_end(&mut body)?;
     } else {
-        std::fs::read(file)
+        std::fs::File::open(file)?
+            .take(limit)
+            .read_to_end(&mut body)?;
     }
+    if body.len() > max {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("input is larger than {max} bytes (--max-input-bytes, env TETHER_MAX_INPUT_BYTES); raise the limit or split the input"),
+        ));
+    }
+    Ok(body)
 }
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
@@ -39,13 +50,23 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 /// `tether review`: AdmissionReview in, AdmissionReview out. Exit 0 with an answer (allowed
 /// or not), 2 when the input is not a v1 AdmissionReview or the flags are wrong.
 pub fn run_review(args: ReviewArgs) -> ExitCode {
-    let body = match read_input(&args.file) {
+    let body = match read_input(&args.file, args.max_input_bytes) {
         Ok(b) => b,
         Err(e) => {
             eprintln!("tether review: cannot read {}: {e}", args.file);
             return ExitCode::from(2);
         }
     };
+    // Same parse budget as the server: count the values before building them.
+    let values = crate::budget::json_cost(&body).values;
+    if values > crate::budget::DEFAULT_MAX_VALUES {
+        eprintln!(
+            "tether review: {}: holds about {values} JSON values; tether accepts at most {} per review (the server's --max-json-values default)",
+            args.file,
+            crate::budget::DEFAULT_MAX_VALUES
+        );
+        return ExitCode::from(2);
+    }
     let cfg = match PolicyConfig::from_args(&args.policy) {
         Ok(c) => c,
         Err(e) => {
@@ -101,6 +122,9 @@ pub struct CheckResult {
 /// Splits a manifest (multi-document YAML, JSON, `kind: List`) into objects.
 pub fn parse_manifest(text: &str) -> Result<Vec<Value>, String> {
     use serde::Deserialize;
+    // The YAML parser is quadratic in flow nesting depth: refuse deep input in linear time.
+    crate::budget::yaml_flow_depth(text, crate::budget::MAX_YAML_DEPTH)
+        .map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     for (i, doc) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
         let v = Value::deserialize(doc).map_err(|e| format!("document {}: {e}", i + 1))?;
@@ -310,7 +334,7 @@ fn deployments_in(objects: &[Value], default_ns: &str) -> StaticDeployments {
 
 /// `tether check`: exit 0 when everything is allowed, 1 when anything is denied, 2 on bad input.
 pub fn run_check(args: CheckArgs) -> ExitCode {
-    let text = match read_input(&args.file) {
+    let text = match read_input(&args.file, args.max_input_bytes) {
         Ok(b) => String::from_utf8_lossy(&b).into_owned(),
         Err(e) => {
             eprintln!("tether check: cannot read {}: {e}", args.file);

@@ -1,31 +1,51 @@
 //! The listeners: HTTPS admission (HTTP/1.1 and HTTP/2 on one port) and plain-HTTP metrics.
 //!
 //! Transport rules (SPEC 5): wrong method 405, wrong content type 415, body over 3 MiB 413,
-//! a body that is not a v1 AdmissionReview 400, each with a plain-text reason. Slow clients are
-//! bounded by a handshake timeout, a header read timeout and a body read timeout; the number
-//! of open connections is capped. On shutdown `/readyz` turns unready first, then listeners
-//! stop accepting and in-flight requests finish within a grace period.
+//! a body that is not a v1 AdmissionReview 400, each with a plain-text reason.
+//!
+//! Budgets (issue 13), so that no peer can starve or bloat the webhook:
+//! - connections: a slot table per listener (see `conns`): a full listener closes its
+//!   longest-idle connection to take a new one, refuses at once only when every connection is
+//!   serving a request, and caps connections per peer; idle connections (between HTTP/1.1
+//!   requests, HTTP/2 with no open stream, or still in the TLS handshake) are closed after
+//!   `--idle-timeout`; the TLS handshake has its own short timeout;
+//! - requests: a concurrent-request limit and a byte budget for bodies plus their estimated
+//!   parse cost, in all and per peer (see `budget`); a request that does not fit gets 503
+//!   (429 when its peer holds too much) with `Retry-After` at once, instead of buffering;
+//!   a body with more JSON values than `--max-json-values` gets 413 before it is parsed.
+//!   HTTP/2 streams per connection and flow-control windows are sized so that what a peer
+//!   may send before we read is small next to the budget;
+//! - slow clients: header and body read timeouts.
+//!
+//! On shutdown `/readyz` turns unready first, then listeners stop accepting and in-flight
+//! requests finish within a grace period.
 
-use std::net::SocketAddr;
+use std::convert::Infallible;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{RawQuery, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::Router;
-use http_body_util::{BodyExt, Limited};
+use axum::{Extension, Router};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
 
 use crate::admission::{Admission, Webhook};
+use crate::budget::{json_cost, Budget, Over, RequestLimits, Ticket, VALUE_COST};
+use crate::conns::{Admitted, Conn, ConnLimits, ConnTable, WarnEvery};
 use crate::metrics::Metrics;
 use crate::shutdown::Signal;
 
@@ -33,13 +53,36 @@ use crate::shutdown::Signal;
 /// 3 MiB for objects; a review carrying object and oldObject can approach that.
 pub const MAX_BODY: usize = 3 * 1024 * 1024;
 
+/// HTTP/2 streams one connection may have open. A stream is a request: more than a peer's
+/// share of the request budget would only be refused.
+const H2_MAX_STREAMS: u32 = 32;
+/// HTTP/2 flow-control windows: what a peer may send before we read it, buffered in the
+/// HTTP/2 layer before our byte budget sees it (and pinning the read buffers it was cut
+/// from). Small, because a peer can open many connections: the API server sends reviews
+/// over HTTP/1.1, and 256 KiB per round trip is plenty for the rest.
+const H2_STREAM_WINDOW: u32 = 64 * 1024;
+const H2_CONN_WINDOW: u32 = 256 * 1024;
+
+/// How often a "cap reached" warning may be logged.
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
 /// Transport settings; defaults suit an in-cluster webhook.
 #[derive(Debug, Clone)]
 pub struct TransportOptions {
     pub max_connections: usize,
+    /// Connections one peer address may hold; 0: no cap besides `max_connections`.
+    pub max_connections_per_peer: usize,
     pub handshake_timeout: Duration,
     pub header_read_timeout: Duration,
     pub body_read_timeout: Duration,
+    /// A connection that serves no request this long is closed.
+    pub idle_timeout: Duration,
+    /// Requests in flight and the bytes they may hold.
+    pub requests: RequestLimits,
+    /// Most JSON values one review may hold (bounds the parse cost).
+    pub max_json_values: usize,
+    /// Connection cap of the metrics listener.
+    pub metrics_max_connections: usize,
     /// Used when the API server sends no `?timeout=`; it always does.
     pub default_budget: Duration,
     /// How long after SIGTERM we keep accepting while `/readyz` reports unready, so that
@@ -53,9 +96,19 @@ impl Default for TransportOptions {
     fn default() -> Self {
         Self {
             max_connections: 1024,
-            handshake_timeout: Duration::from_secs(10),
+            max_connections_per_peer: 512,
+            handshake_timeout: Duration::from_secs(3),
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            requests: RequestLimits {
+                max_requests: 256,
+                max_requests_per_peer: 128,
+                max_bytes: 48 * 1024 * 1024,
+                max_bytes_per_peer: 32 * 1024 * 1024,
+            },
+            max_json_values: crate::budget::DEFAULT_MAX_VALUES,
+            metrics_max_connections: 64,
             default_budget: Duration::from_secs(10),
             shutdown_delay: Duration::ZERO,
             shutdown_grace: Duration::from_secs(20),
@@ -63,11 +116,60 @@ impl Default for TransportOptions {
     }
 }
 
+impl TransportOptions {
+    /// Bytes the largest acceptable review needs from the budget: its body and the parse
+    /// cost of `max_json_values`.
+    pub fn largest_review_cost(&self) -> usize {
+        MAX_BODY.saturating_add(self.max_json_values.saturating_mul(VALUE_COST))
+    }
+
+    /// Checks that the limits fit together; the message names the flags.
+    pub fn validate(&self) -> Result<(), String> {
+        let need = self.largest_review_cost();
+        let peer_bytes = match self.requests.max_bytes_per_peer {
+            0 => self.requests.max_bytes,
+            n => n,
+        };
+        if peer_bytes < need || self.requests.max_bytes < need {
+            return Err(format!(
+                "--max-inflight-bytes ({}) and --max-inflight-bytes-per-peer ({}) must each be at least {need}: one 3 MiB review with --max-json-values {} values (at {VALUE_COST} bytes each) must fit",
+                self.requests.max_bytes, peer_bytes, self.max_json_values
+            ));
+        }
+        if self.requests.max_requests == 0 {
+            return Err("--max-requests must be at least 1".into());
+        }
+        if self.requests.max_requests >= self.max_connections {
+            return Err(format!(
+                "--max-requests ({}) must be below --max-connections ({}), so that a full listener always has an idle connection to close for a new one",
+                self.requests.max_requests, self.max_connections
+            ));
+        }
+        for (flag, d) in [
+            ("--tls-handshake-timeout", self.handshake_timeout),
+            ("--read-timeout", self.header_read_timeout),
+            ("--idle-timeout", self.idle_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(format!("{flag} must be more than 0"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The peer address of the connection a request arrived on.
+#[derive(Debug, Clone, Copy)]
+struct Peer(IpAddr);
+
 #[derive(Clone)]
 struct AppState {
     admission: Arc<Admission>,
     ready: Arc<AtomicBool>,
     opts: Arc<TransportOptions>,
+    budget: Arc<Budget>,
+    metrics: Metrics,
+    warn: Arc<WarnEvery>,
 }
 
 fn text(status: StatusCode, msg: impl Into<String>) -> Response {
@@ -86,12 +188,12 @@ fn router(state: AppState) -> Router {
     Router::new()
         .route(
             "/mutate",
-            post(|s, q, h, b| admit(Webhook::Mutate, s, q, h, b))
+            post(|s, p, q, h, b| admit(Webhook::Mutate, s, p, q, h, b))
                 .fallback(|m: Method| async move { method_not_allowed_response(m, "POST") }),
         )
         .route(
             "/validate",
-            post(|s, q, h, b| admit(Webhook::Validate, s, q, h, b))
+            post(|s, p, q, h, b| admit(Webhook::Validate, s, p, q, h, b))
                 .fallback(|m: Method| async move { method_not_allowed_response(m, "POST") }),
         )
         .route(
@@ -162,13 +264,131 @@ fn is_json(headers: &HeaderMap) -> bool {
         .unwrap_or(false)
 }
 
+/// 503 (or 429 for one peer over its share) with `Retry-After`, counted and, at most every
+/// few seconds, logged.
+fn over_budget(s: &AppState, over: Over, peer: IpAddr) -> Response {
+    s.metrics
+        .requests_rejected
+        .with_label_values(&[over.label()])
+        .inc();
+    let l = s.budget.limits();
+    let why = match over {
+        Over::Requests => format!(
+            "tether is serving its limit of {} requests (--max-requests)",
+            l.max_requests
+        ),
+        Over::PeerRequests => format!(
+            "this client is already sending {} requests at once (--max-requests-per-peer)",
+            l.max_requests_per_peer
+        ),
+        Over::Bytes => format!(
+            "the request bodies in flight would exceed {} bytes (--max-inflight-bytes)",
+            l.max_bytes
+        ),
+        Over::PeerBytes => format!(
+            "this client's request bodies in flight would exceed {} bytes (--max-inflight-bytes-per-peer)",
+            l.max_bytes_per_peer
+        ),
+    };
+    if let Some(held_back) = s.warn.check() {
+        let (requests, bytes) = s.budget.in_flight();
+        tracing::warn!(
+            %peer,
+            reason = over.label(),
+            requests_in_flight = requests,
+            inflight_bytes = bytes,
+            similar_not_logged = held_back,
+            "request refused: {why}"
+        );
+    }
+    let (status, retry) = if over.per_peer() {
+        (StatusCode::TOO_MANY_REQUESTS, "1")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "1")
+    };
+    let mut r = text(status, format!("{why}; retry shortly"));
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static(retry));
+    r
+}
+
+/// Updates the in-flight gauges from the budget (cheap: one short lock).
+fn publish_in_flight(s: &AppState) {
+    let (requests, bytes) = s.budget.in_flight();
+    s.metrics.requests_in_flight.set(requests as i64);
+    s.metrics.inflight_bytes.set(bytes as i64);
+}
+
+/// Reads the body into memory, taking budget for each chunk before keeping it.
+async fn read_body(
+    s: &AppState,
+    ticket: &mut Ticket,
+    peer: IpAddr,
+    body: Body,
+    declared: Option<u64>,
+) -> Result<Bytes, Response> {
+    // A declared length is reserved up front, so a body that will not fit is refused before
+    // a byte of it is read.
+    if let Some(len) = declared {
+        ticket
+            .reserve_total(len as usize)
+            .map_err(|o| over_budget(s, o, peer))?;
+    }
+    let mut buf: Vec<u8> = Vec::with_capacity(declared.unwrap_or(0) as usize);
+    let mut body = body;
+    let read = async {
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| {
+                text(
+                    StatusCode::BAD_REQUEST,
+                    format!("could not read request body: {e}"),
+                )
+            })?;
+            let Ok(data) = frame.into_data() else {
+                continue; // trailers
+            };
+            let total = buf.len() + data.len();
+            if total > MAX_BODY {
+                return Err(too_large());
+            }
+            if total > buf.capacity() {
+                // The budget pays for what is allocated, not what is filled: grow by half
+                // (not double) and reserve exactly that, so many half-sent bodies cannot
+                // hold twice the budget in spare capacity.
+                let cap = (buf.capacity() + buf.capacity() / 2)
+                    .clamp(64 * 1024, MAX_BODY)
+                    .max(total);
+                ticket
+                    .reserve_total(cap)
+                    .map_err(|o| over_budget(s, o, peer))?;
+                buf.reserve_exact(cap - buf.len());
+            }
+            buf.extend_from_slice(&data);
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(s.opts.body_read_timeout, read).await {
+        Err(_) => Err(text(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "request body not received within {} s (--read-timeout)",
+                s.opts.body_read_timeout.as_secs()
+            ),
+        )),
+        Ok(Err(r)) => Err(r),
+        Ok(Ok(())) => Ok(Bytes::from(buf)),
+    }
+}
+
 async fn admit(
     webhook: Webhook,
     State(s): State<AppState>,
+    peer: Option<Extension<Peer>>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let peer = peer.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |Extension(Peer(p))| p);
     if !is_json(&headers) {
         let got = headers
             .get(header::CONTENT_TYPE)
@@ -176,46 +396,63 @@ async fn admit(
             .unwrap_or("none");
         return text(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            format!("content type {got:?} is not supported; send application/json"),
+            format!(
+                "content type {:?} is not supported; send application/json",
+                crate::text::clean(got, crate::text::MAX_FIELD)
+            ),
         );
     }
-    if let Some(len) = headers
+    let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-    {
-        if len > MAX_BODY as u64 {
-            return too_large();
-        }
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > MAX_BODY as u64) {
+        return too_large();
     }
-    let collected = tokio::time::timeout(
-        s.opts.body_read_timeout,
-        Limited::new(body, MAX_BODY).collect(),
-    )
-    .await;
-    let bytes: Bytes = match collected {
-        Err(_) => {
-            return text(
-                StatusCode::REQUEST_TIMEOUT,
-                format!(
-                    "request body not received within {} s",
-                    s.opts.body_read_timeout.as_secs()
-                ),
-            )
-        }
-        Ok(Err(e)) => {
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
-                return too_large();
-            }
-            return text(
-                StatusCode::BAD_REQUEST,
-                format!("could not read request body: {e}"),
-            );
-        }
-        Ok(Ok(c)) => c.to_bytes(),
+    let mut ticket = match s.budget.admit(peer) {
+        Ok(t) => t,
+        Err(o) => return over_budget(&s, o, peer),
     };
+    publish_in_flight(&s);
+    let answer = admit_within(webhook, &s, &mut ticket, peer, query, body, declared).await;
+    drop(ticket);
+    publish_in_flight(&s);
+    answer
+}
+
+async fn admit_within(
+    webhook: Webhook,
+    s: &AppState,
+    ticket: &mut Ticket,
+    peer: IpAddr,
+    query: Option<String>,
+    body: Body,
+    declared: Option<u64>,
+) -> Response {
+    let bytes = match read_body(s, ticket, peer, body, declared).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    // Parsing multiplies memory by up to ~40 for bodies of tiny values (`[0,0,…]`): count
+    // the values first, refuse what is over the per-review cap, and budget the rest.
+    let cost = json_cost(&bytes);
+    if cost.values > s.opts.max_json_values {
+        s.metrics
+            .requests_rejected
+            .with_label_values(&["json_values"])
+            .inc();
+        return text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "request body holds about {} JSON values; tether accepts at most {} per review (--max-json-values)",
+                cost.values, s.opts.max_json_values
+            ),
+        );
+    }
+    if let Err(o) = ticket.grow(cost.values.saturating_mul(VALUE_COST)) {
+        return over_budget(s, o, peer);
+    }
+    publish_in_flight(s);
     let budget = budget_from_query(query.as_deref(), s.opts.default_budget);
     match s.admission.review(webhook, &bytes, budget).await {
         Ok(answer) => {
@@ -237,10 +474,217 @@ fn too_large() -> Response {
     )
 }
 
+/// Coarse, bounded reason of a failed TLS handshake.
+fn handshake_failure(e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        std::io::ErrorKind::UnexpectedEof
+        | std::io::ErrorKind::ConnectionReset
+        | std::io::ErrorKind::ConnectionAborted
+        | std::io::ErrorKind::BrokenPipe => "eof",
+        // rustls reports protocol errors (bad records, no common version or cipher suite,
+        // a plaintext HTTP request) as InvalidData.
+        std::io::ErrorKind::InvalidData => "protocol",
+        _ => "io",
+    }
+}
+
+/// One listener's accept loop and connection handling, shared by both listeners.
+struct Listener {
+    name: &'static str,
+    tcp: TcpListener,
+    tls: Option<TlsAcceptor>,
+    table: Arc<ConnTable>,
+    handshake_timeout: Duration,
+    idle_timeout: Duration,
+    metrics: Metrics,
+    warn: Arc<WarnEvery>,
+}
+
+impl Listener {
+    /// Accepts until the future is dropped. Connections are watched by `graceful`.
+    async fn accept_loop(
+        &self,
+        builder: Arc<auto::Builder<TokioExecutor>>,
+        router: Router,
+        graceful: &GracefulShutdown,
+    ) {
+        let open = self
+            .metrics
+            .connections_open
+            .with_label_values(&[self.name]);
+        loop {
+            let (tcp, peer) = match self.tcp.accept().await {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    if let Some(n) = self.warn.check() {
+                        tracing::warn!(listener = self.name, error = %e, similar_not_logged = n, "accept failed");
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let slot = match self.table.admit(peer.ip()) {
+                Ok((slot, how)) => {
+                    if how == Admitted::Evicted {
+                        self.metrics
+                            .connections_closed
+                            .with_label_values(&[self.name, "evicted"])
+                            .inc();
+                    }
+                    slot
+                }
+                Err(refused) => {
+                    self.metrics
+                        .connections_rejected
+                        .with_label_values(&[self.name, refused.label()])
+                        .inc();
+                    if let Some(n) = self.warn.check() {
+                        let l = self.table.limits();
+                        tracing::warn!(
+                            listener = self.name,
+                            %peer,
+                            reason = refused.label(),
+                            max_connections = l.max,
+                            max_connections_per_peer = l.max_per_peer,
+                            similar_not_logged = n,
+                            "connection refused: every connection slot is serving a request"
+                        );
+                    }
+                    // Closing now tells the client at once; leaving it in the kernel's
+                    // accept queue would make it wait for a slot.
+                    drop(tcp);
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let conn = slot.conn().clone();
+            let tls = self.tls.clone();
+            let builder = builder.clone();
+            let watcher = graceful.watcher();
+            let router = router.clone();
+            let handshake_timeout = self.handshake_timeout;
+            let idle_timeout = self.idle_timeout;
+            let metrics = self.metrics.clone();
+            let name = self.name;
+            let open = open.clone();
+            tokio::spawn(async move {
+                open.inc();
+                let _slot = slot;
+                let closed = match tls {
+                    None => serve_io(tcp, &conn, &builder, router, watcher, idle_timeout).await,
+                    Some(acceptor) => {
+                        let handshake =
+                            tokio::time::timeout(handshake_timeout, acceptor.accept(tcp));
+                        let tls = tokio::select! {
+                            r = handshake => r,
+                            _ = conn.evicted() => {
+                                open.dec();
+                                metrics.tls_handshake_failures.with_label_values(&["timeout"]).inc();
+                                return;
+                            }
+                        };
+                        match tls {
+                            Ok(Ok(s)) => {
+                                serve_io(s, &conn, &builder, router, watcher, idle_timeout).await
+                            }
+                            Ok(Err(e)) => {
+                                let reason = handshake_failure(&e);
+                                metrics
+                                    .tls_handshake_failures
+                                    .with_label_values(&[reason])
+                                    .inc();
+                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                None
+                            }
+                            Err(_) => {
+                                metrics
+                                    .tls_handshake_failures
+                                    .with_label_values(&["timeout"])
+                                    .inc();
+                                tracing::debug!(%peer, "TLS handshake timed out");
+                                None
+                            }
+                        }
+                    }
+                };
+                if closed == Some("idle") {
+                    metrics
+                        .connections_closed
+                        .with_label_values(&[name, "idle"])
+                        .inc();
+                }
+                open.dec();
+            });
+        }
+    }
+}
+
+/// Serves HTTP on one connection until it ends, is evicted or stays idle too long. Returns
+/// `Some("idle")` when tether closed it for idleness.
+async fn serve_io<I>(
+    io: I,
+    conn: &Arc<Conn>,
+    builder: &auto::Builder<TokioExecutor>,
+    router: Router,
+    watcher: hyper_util::server::graceful::Watcher,
+    idle_timeout: Duration,
+) -> Option<&'static str>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let c = conn.clone();
+    let service = tower::service_fn(move |mut req: Request<Incoming>| {
+        // Busy from the moment hyper hands us a request until its response is ready: a
+        // busy connection is never evicted nor closed for idleness.
+        let busy = c.begin();
+        req.extensions_mut().insert(Peer(c.peer()));
+        let router = router.clone();
+        async move {
+            let r = router.oneshot(req).await;
+            drop(busy);
+            let r: Result<Response, Infallible> = r;
+            r
+        }
+    });
+    let served = builder
+        .serve_connection(TokioIo::new(io), TowerToHyperService::new(service))
+        .into_owned();
+    let served = watcher.watch(served);
+    tokio::select! {
+        r = served => {
+            if let Err(e) = r {
+                tracing::debug!(peer = %conn.peer(), error = %e, "connection ended with an error");
+            }
+            None
+        }
+        _ = conn.evicted() => None,
+        _ = conn.idle_for(idle_timeout) => Some("idle"),
+    }
+}
+
+fn http_builder(opts: &TransportOptions) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(opts.header_read_timeout)
+        .keep_alive(true)
+        .max_buf_size(64 * 1024);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(H2_MAX_STREAMS)
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONN_WINDOW)
+        .max_header_list_size(64 * 1024)
+        .keep_alive_interval(Some(Duration::from_secs(30)));
+    builder
+}
+
 /// A bound admission listener, ready to serve.
 pub struct AdmissionServer {
-    listener: TcpListener,
-    tls: TlsAcceptor,
+    listener: Listener,
     state: AppState,
 }
 
@@ -252,90 +696,48 @@ impl AdmissionServer {
         ready: Arc<AtomicBool>,
         opts: TransportOptions,
     ) -> std::io::Result<Self> {
-        let listener = TcpListener::bind(addr).await?;
+        let tcp = TcpListener::bind(addr).await?;
+        let metrics = admission.metrics.clone();
+        let warn = Arc::new(WarnEvery::new(WARN_EVERY));
+        let listener = Listener {
+            name: "admission",
+            tcp,
+            tls: Some(TlsAcceptor::from(tls)),
+            table: ConnTable::new(ConnLimits {
+                max: opts.max_connections,
+                max_per_peer: opts.max_connections_per_peer,
+            }),
+            handshake_timeout: opts.handshake_timeout,
+            idle_timeout: opts.idle_timeout,
+            metrics: metrics.clone(),
+            warn: warn.clone(),
+        };
         Ok(Self {
             listener,
-            tls: TlsAcceptor::from(tls),
             state: AppState {
                 admission,
                 ready,
+                budget: Budget::new(opts.requests),
                 opts: Arc::new(opts),
+                metrics,
+                warn,
             },
         })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
+        self.listener.tcp.local_addr()
     }
 
     /// Serves until `shutdown` fires, then drains (see module docs).
     pub async fn run(self, shutdown: Signal) {
         let opts = self.state.opts.clone();
         let ready = self.state.ready.clone();
-        let service = TowerToHyperService::new(router(self.state));
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(opts.header_read_timeout)
-            .keep_alive(true)
-            .max_buf_size(64 * 1024);
-        builder
-            .http2()
-            .timer(TokioTimer::new())
-            .max_concurrent_streams(256)
-            .max_header_list_size(64 * 1024)
-            .keep_alive_interval(Some(Duration::from_secs(30)));
-        let builder = Arc::new(builder);
-        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-        let limit = Arc::new(Semaphore::new(opts.max_connections));
-
-        let accepting = async {
-            loop {
-                let permit = match limit.clone().acquire_owned().await {
-                    Ok(p) => p,
-                    Err(_) => return,
-                };
-                let (tcp, peer) = match self.listener.accept().await {
-                    Ok(x) => x,
-                    Err(e) => {
-                        // EMFILE and friends: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = tcp.set_nodelay(true);
-                let acceptor = self.tls.clone();
-                let service = service.clone();
-                let builder = builder.clone();
-                let watcher = graceful.watcher();
-                let handshake_timeout = opts.handshake_timeout;
-                tokio::spawn(async move {
-                    let _permit = permit;
-                    let tls =
-                        match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
-                            Ok(Ok(s)) => s,
-                            Ok(Err(e)) => {
-                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => {
-                                tracing::debug!(%peer, "TLS handshake timed out");
-                                return;
-                            }
-                        };
-                    let conn = builder
-                        .serve_connection(TokioIo::new(tls), service)
-                        .into_owned();
-                    if let Err(e) = watcher.watch(conn).await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
-                });
-            }
-        };
+        let builder = Arc::new(http_builder(&opts));
+        let graceful = GracefulShutdown::new();
+        let router = router(self.state);
         tokio::select! {
-            _ = accepting => {}
+            _ = self.listener.accept_loop(builder, router, &graceful) => {}
             _ = shutdown.wait() => {}
         }
         // Accepting is over in both branches: the select dropped the accept loop.
@@ -353,11 +755,15 @@ impl AdmissionServer {
     }
 }
 
-/// The plain-HTTP metrics listener: `/metrics`, `/healthz`, `/readyz` and nothing else.
+/// The plain-HTTP metrics listener: `/metrics`, `/healthz`, `/readyz` and nothing else. It
+/// has its own small slot table (`--metrics-max-connections`) with the same eviction of idle
+/// connections and the same timeouts, so kubelet probes are served here whatever happens on
+/// the admission port, and idle connections here cannot use up file descriptors.
 pub struct MetricsServer {
-    listener: TcpListener,
+    listener: Listener,
     metrics: Metrics,
     ready: Arc<AtomicBool>,
+    opts: TransportOptions,
 }
 
 impl MetricsServer {
@@ -365,16 +771,31 @@ impl MetricsServer {
         addr: SocketAddr,
         metrics: Metrics,
         ready: Arc<AtomicBool>,
+        opts: TransportOptions,
     ) -> std::io::Result<Self> {
+        let listener = Listener {
+            name: "metrics",
+            tcp: TcpListener::bind(addr).await?,
+            tls: None,
+            table: ConnTable::new(ConnLimits {
+                max: opts.metrics_max_connections,
+                max_per_peer: 0,
+            }),
+            handshake_timeout: opts.handshake_timeout,
+            idle_timeout: opts.idle_timeout,
+            metrics: metrics.clone(),
+            warn: Arc::new(WarnEvery::new(WARN_EVERY)),
+        };
         Ok(Self {
-            listener: TcpListener::bind(addr).await?,
+            listener,
             metrics,
             ready,
+            opts,
         })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
+        self.listener.tcp.local_addr()
     }
 
     pub async fn run(self, shutdown: Signal) {
@@ -409,9 +830,14 @@ impl MetricsServer {
                     "not found: this port serves GET /metrics, /healthz and /readyz",
                 )
             });
-        let _ = axum::serve(self.listener, app)
-            .with_graceful_shutdown(async move { shutdown.wait().await })
-            .await;
+        let builder = Arc::new(http_builder(&self.opts));
+        let graceful = GracefulShutdown::new();
+        tokio::select! {
+            _ = self.listener.accept_loop(builder, app, &graceful) => {}
+            _ = shutdown.wait() => {}
+        }
+        drop(self.listener);
+        let _ = tokio::time::timeout(self.opts.shutdown_grace, graceful.shutdown()).await;
     }
 }
 

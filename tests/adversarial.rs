@@ -959,38 +959,4 @@ async fn slowloris_does_not_block_others_and_is_closed_after_the_header_timeout(
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connection_cap_holds_new_connections_until_one_closes() {
-    let s = Server::start(&["--max-connections", "2"]);
-    let a = H1::connect(s.addr, &s.ca).await;
-    let mut b = H1::connect(s.addr, &s.ca).await;
-    // The third TCP connection is accepted by the kernel, but tether does not take it (no
-    // TLS handshake) while two are open.
-    let cfg = s.tls_config(&[b"http/1.1"]);
-    let third = tokio::spawn(async move {
-        let tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
-        let connector = tokio_rustls::TlsConnector::from(cfg);
-        let t = Instant::now();
-        let tls = connector
-            .connect(
-                rustls_pki_types::ServerName::try_from("localhost").unwrap(),
-                tcp,
-            )
-            .await;
-        (tls.is_ok(), t.elapsed(), s)
-    });
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(
-        !third.is_finished(),
-        "third connection served despite --max-connections 2"
-    );
-    let r = b.send(request("GET", "/healthz", None, vec![])).await;
-    assert_eq!(r.status, 200, "existing connections keep working");
-    drop(a);
-    let (ok, waited, _s) = tokio::time::timeout(Duration::from_secs(5), third)
-        .await
-        .expect("third connection not served after one closed")
-        .unwrap();
-    assert!(ok);
-    assert!(waited >= Duration::from_millis(1400), "{waited:?}");
-}
+// The connection cap and the other budgets of issue 13 are in tests/budgets.rs.

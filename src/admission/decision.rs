@@ -110,7 +110,8 @@ impl Decision {
             Some(Status {
                 status: Some(StatusSummary::Failure),
                 code: self.code,
-                message: self.message.clone(),
+                // Messages quote the input: one line, bounded (see `text`).
+                message: crate::text::clean(&self.message, crate::text::MAX_MESSAGE).into_owned(),
                 reason: self.status_reason().to_string(),
                 metadata: None,
                 details: None,

@@ -104,18 +104,20 @@ impl Admission {
         self.metrics
             .duration_for(webhook)
             .observe(elapsed.as_secs_f64());
+        // Every user-supplied field is cut and cleaned (see `text`); borrowed when clean.
+        use crate::text::{clean, field, MAX_MESSAGE};
         tracing::info!(
-            uid = uid.as_str(),
+            uid = field(&uid).as_ref(),
             webhook = webhook.as_str(),
-            kind = ident.kind,
-            namespace = ident.namespace,
-            name = ident.name.as_ref(),
+            kind = field(ident.kind).as_ref(),
+            namespace = field(ident.namespace).as_ref(),
+            name = field(&ident.name).as_ref(),
             operation = ident.operation,
-            user = ident.user,
+            user = field(ident.user).as_ref(),
             dry_run = ident.dry_run,
             decision = decision.decision_label(),
             reason = decision.metric_reason,
-            message = decision.message.as_str(),
+            message = clean(&decision.message, MAX_MESSAGE).as_ref(),
             duration_us = elapsed.as_micros() as u64,
             "admission decision"
         );

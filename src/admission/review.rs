@@ -149,14 +149,9 @@ struct FastReview {
     request: AdmissionRequest,
 }
 
-/// Longest parser error text we echo: the error may quote the input.
-const MAX_DETAIL: usize = 300;
-
+/// Parser errors may quote the input (control characters included): cut and cleaned.
 fn cut(s: String) -> String {
-    match s.char_indices().nth(MAX_DETAIL) {
-        Some((i, _)) => format!("{}…", &s[..i]),
-        None => s,
-    }
+    crate::text::clean_owned(s, crate::text::MAX_DETAIL)
 }
 
 fn parse_staged(body: &[u8]) -> Result<Parsed, EnvelopeError> {
@@ -279,20 +274,13 @@ pub fn sanitize_warnings_within(warnings: Vec<String>, max_all: usize) -> Vec<St
     let mut out = Vec::with_capacity(warnings.len());
     let mut total = 0usize;
     for w in warnings {
-        let mut line: String = w
-            .chars()
-            .map(|c| if c.is_control() { ' ' } else { c })
-            .collect();
+        // Cut first (cheap on megabytes), then trim what cleaning turned into spaces.
+        let line = crate::text::clean_owned(w, MAX_ONE + 64);
         let trimmed = line.trim();
         if trimmed.is_empty() {
             continue;
         }
-        if trimmed.len() != line.len() {
-            line = trimmed.to_string();
-        }
-        if line.chars().count() > MAX_ONE {
-            line = line.chars().take(MAX_ONE - 1).collect::<String>() + "…";
-        }
+        let line = crate::text::clean_owned(trimmed.to_string(), MAX_ONE);
         if total + line.len() > max_all {
             break;
         }

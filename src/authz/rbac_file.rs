@@ -35,7 +35,7 @@
 //!   `ClusterRoleList`, `RoleBindingList`, `ClusterRoleBindingList`) are accepted; their items
 //!   may omit `kind`/`apiVersion`, as API list responses do.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 
 use k8s_openapi::api::rbac::v1::{
@@ -138,6 +138,12 @@ impl fmt::Display for Location {
 /// (kind and name) and, for invalid objects, which field, so the operator can fix the file.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RbacFileError {
+    /// The file is beyond what tether evaluates (nesting depth, aggregation size).
+    #[error("RBAC file: {what}; simplify the file")]
+    TooLarge {
+        /// What limit, with its value.
+        what: String,
+    },
     /// The text is not YAML (the message carries line and column).
     #[error("RBAC file, document {document}: not valid YAML: {message}")]
     Yaml {
@@ -200,7 +206,7 @@ fn named(name: &Option<String>) -> String {
 }
 
 /// A resource rule, reduced to what matching needs. `nonResourceURLs`-only rules are dropped.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Rule {
     verbs: Vec<String>,
     api_groups: Vec<String>,
@@ -405,6 +411,12 @@ impl RbacFile {
     /// );
     /// ```
     pub fn parse(yaml: &str) -> Result<RbacFile, RbacFileError> {
+        // The YAML parser is quadratic in flow nesting depth; refuse deep input first.
+        crate::budget::yaml_flow_depth(yaml, crate::budget::MAX_YAML_DEPTH).map_err(|e| {
+            RbacFileError::TooLarge {
+                what: e.to_string(),
+            }
+        })?;
         let mut loader = Loader::default();
         for (i, doc) in serde_yaml_ng::Deserializer::from_str(yaml).enumerate() {
             let document = i + 1;
@@ -414,7 +426,7 @@ impl RbacFile {
             })?;
             loader.load_document(document, value)?;
         }
-        Ok(loader.finish())
+        loader.finish()
     }
 
     /// Non-fatal findings for the operator, one line each: bindings to roles that are not in
@@ -739,12 +751,12 @@ impl Loader {
         }
     }
 
-    fn finish(mut self) -> RbacFile {
+    fn finish(mut self) -> Result<RbacFile, RbacFileError> {
         if self.objects == 0 {
             self.warnings
                 .push("the RBAC file holds no objects; every access check will be denied".into());
         }
-        let rule_sets = self.aggregate();
+        let rule_sets = self.aggregate()?;
 
         // ClusterRoleBindings first, as the RBAC authorizer visits them.
         let order = self
@@ -798,66 +810,107 @@ impl Loader {
                 }
             }
         }
-        out
+        Ok(out)
     }
 
     /// Effective rules per role index: own rules, or for aggregated ClusterRoles the union of
-    /// the rules of every other ClusterRole their selectors match, computed to a fixed point
-    /// (an aggregated role may select another aggregated role). The union only grows and is
-    /// bounded by the distinct rules in the file, so the loop ends.
-    fn aggregate(&mut self) -> Vec<Vec<Rule>> {
-        let mut sets: Vec<Vec<Rule>> = self
-            .roles
-            .iter()
-            .map(|r| {
-                if r.aggregation.is_some() {
-                    Vec::new()
-                } else {
-                    r.rules.clone()
-                }
-            })
-            .collect();
-        // ClusterRoles sorted by name, the order the aggregation controller uses.
-        let mut cluster_roles: Vec<usize> = (0..self.roles.len())
+    /// the rules of every other ClusterRole their selectors match, transitively (an
+    /// aggregated role may select another aggregated role), as the aggregation controller
+    /// reaches in steady state.
+    ///
+    /// Linear in the file plus the result (issue 13: the earlier fixed-point loop with
+    /// `Vec::contains` was quadratic, 580 KB took over a minute): rules are interned, each
+    /// selector finds its candidates through a label index, and new rules flow along the
+    /// "selected by" edges from a work list, each (role, rule) pair once.
+    fn aggregate(&mut self) -> Result<Vec<Vec<Rule>>, RbacFileError> {
+        // Intern rules: equal rules share an id, so sets compare ids, not vectors of strings.
+        let mut ids: HashMap<&Rule, usize> = HashMap::new();
+        let mut table: Vec<&Rule> = Vec::new();
+        let mut own: Vec<Vec<usize>> = Vec::with_capacity(self.roles.len());
+        for r in &self.roles {
+            own.push(
+                r.rules
+                    .iter()
+                    .map(|rule| {
+                        *ids.entry(rule).or_insert_with(|| {
+                            table.push(rule);
+                            table.len() - 1
+                        })
+                    })
+                    .collect(),
+            );
+        }
+        let cluster_roles: Vec<usize> = (0..self.roles.len())
             .filter(|&i| self.roles[i].kind == RoleKind::ClusterRole)
             .collect();
-        cluster_roles.sort_by(|&a, &b| self.roles[a].name.cmp(&self.roles[b].name));
-        let aggregated: Vec<usize> = cluster_roles
-            .iter()
-            .copied()
-            .filter(|&i| self.roles[i].aggregation.is_some())
-            .collect();
-        let mut selected_any = vec![false; self.roles.len()];
-        loop {
-            let mut changed = false;
-            for &a in &aggregated {
-                let Some(selectors) = self.roles[a].aggregation.as_ref() else {
-                    continue;
-                };
-                let mut union: Vec<Rule> = Vec::new();
-                for sel in selectors {
-                    for &m in &cluster_roles {
-                        if m == a || !sel.matches(&self.roles[m].labels) {
-                            continue;
-                        }
-                        selected_any[a] = true;
-                        for rule in &sets[m] {
-                            if !union.contains(rule) {
-                                union.push(rule.clone());
-                            }
-                        }
-                    }
-                }
-                if union.len() != sets[a].len() {
-                    sets[a] = union;
-                    changed = true;
-                }
-            }
-            if !changed {
-                break;
+        // (label key, value) → ClusterRoles carrying it.
+        let mut by_label: HashMap<(&str, &str), Vec<usize>> = HashMap::new();
+        for &m in &cluster_roles {
+            for (k, v) in &self.roles[m].labels {
+                by_label.entry((k, v)).or_default().push(m);
             }
         }
-        for &a in &aggregated {
+        // selected_by[m]: the aggregated roles whose selectors match m.
+        let mut selected_by: Vec<Vec<usize>> = vec![Vec::new(); self.roles.len()];
+        let mut selected_any = vec![false; self.roles.len()];
+        let mut stamp = vec![usize::MAX; self.roles.len()];
+        for &a in &cluster_roles {
+            let Some(selectors) = self.roles[a].aggregation.as_ref() else {
+                continue;
+            };
+            for sel in selectors {
+                // A selector with matchLabels only looks at roles carrying its first label.
+                let candidates: &[usize] = match sel.match_labels.first() {
+                    Some((k, v)) => by_label
+                        .get(&(k.as_str(), v.as_str()))
+                        .map_or(&[][..], Vec::as_slice),
+                    None => &cluster_roles,
+                };
+                for &m in candidates {
+                    if m == a || stamp[m] == a || !sel.matches(&self.roles[m].labels) {
+                        continue;
+                    }
+                    stamp[m] = a;
+                    selected_by[m].push(a);
+                    selected_any[a] = true;
+                }
+            }
+        }
+        // Propagate: every rule a role has flows to the aggregated roles selecting it.
+        let aggregated: Vec<bool> = self.roles.iter().map(|r| r.aggregation.is_some()).collect();
+        let mut sets: Vec<Vec<usize>> = own
+            .iter()
+            .enumerate()
+            .map(|(i, o)| if aggregated[i] { Vec::new() } else { o.clone() })
+            .collect();
+        let mut seen: Vec<HashSet<usize>> = vec![HashSet::new(); self.roles.len()];
+        let mut work: Vec<(usize, usize)> = Vec::new();
+        for &m in &cluster_roles {
+            if !aggregated[m] {
+                work.extend(sets[m].iter().map(|&r| (m, r)));
+            }
+        }
+        let mut total = 0usize;
+        while let Some((m, r)) = work.pop() {
+            for &a in &selected_by[m] {
+                if seen[a].insert(r) {
+                    total += 1;
+                    if total > MAX_AGGREGATED_RULES {
+                        return Err(RbacFileError::TooLarge {
+                            what: format!(
+                                "role aggregation gives more than {MAX_AGGREGATED_RULES} rules in all"
+                            ),
+                        });
+                    }
+                    sets[a].push(r);
+                    work.push((a, r));
+                }
+            }
+        }
+        for &a in &cluster_roles {
+            if !aggregated[a] {
+                continue;
+            }
             let role = &self.roles[a];
             if !selected_any[a] {
                 self.warnings.push(format!(
@@ -866,7 +919,7 @@ impl Loader {
                     role.name
                 ));
             }
-            let dropped = role.rules.iter().filter(|r| !sets[a].contains(r)).count();
+            let dropped = own[a].iter().filter(|r| !seen[a].contains(r)).count();
             if dropped > 0 {
                 self.warnings.push(format!(
                     "ClusterRole/{} has an aggregationRule, so its rules are replaced by those of \
@@ -876,9 +929,16 @@ impl Loader {
                 ));
             }
         }
-        sets
+        Ok(sets
+            .into_iter()
+            .map(|set| set.into_iter().map(|r| table[r].clone()).collect())
+            .collect())
     }
 }
+
+/// Most rules all aggregated ClusterRoles may hold together (each selected rule counted
+/// once per role that aggregates it): a bound on the work and memory of aggregation.
+pub const MAX_AGGREGATED_RULES: usize = 1_000_000;
 
 fn in_ns(ns: &str) -> String {
     if ns.is_empty() {
@@ -1521,6 +1581,52 @@ mod tests {
             rbac.warnings(),
             ["ClusterRole/top has an aggregationRule, so its rules are replaced by those of the ClusterRoles it selects (as the aggregation controller does); 1 rule(s) written in it are ignored"]
         );
+    }
+
+    #[test]
+    fn long_aggregation_chain_in_the_worst_order_resolves_fully() {
+        // c-0000 selects c-0001, ..., the last selects the leaf: sorted order visits the
+        // head first (a fixed-point loop needed one pass per link; issue 13).
+        let n = 400;
+        let mut yaml = String::new();
+        for i in 0..n {
+            yaml.push_str(&format!(
+                "{HDR_CR}metadata: {{name: c-{i:04}, labels: {{level: 'l{i}'}}}}\naggregationRule: {{clusterRoleSelectors: [{{matchLabels: {{level: 'l{}'}}}}]}}\nrules: []\n---\n",
+                i + 1
+            ));
+        }
+        yaml.push_str(&format!(
+            "{HDR_CR}metadata: {{name: leaf, labels: {{level: 'l{n}'}}}}\nrules: [{{apiGroups: [''], resources: [pods], verbs: [get]}}, {{apiGroups: [''], resources: [pods], verbs: [get]}}]\n---\n\
+             {HDR_CRB}metadata: {{name: bind}}\nroleRef: {{kind: ClusterRole, name: c-0000}}\nsubjects: [{{kind: User, name: alice}}]\n"
+        ));
+        let rbac = RbacFile::parse(&yaml).unwrap();
+        assert!(
+            rbac.check(&q("alice", &[], "get", "", "pods", Some("x")))
+                .allowed
+        );
+        assert!(
+            !rbac
+                .check(&q("alice", &[], "list", "", "pods", Some("x")))
+                .allowed
+        );
+        // Equal rules are one rule: every aggregated role holds exactly one (the leaf keeps
+        // its own two, as written).
+        assert!(
+            rbac.rule_sets[..n].iter().all(|s| s.len() == 1),
+            "{:?}",
+            rbac.rule_sets.iter().map(Vec::len).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn deep_flow_nesting_is_refused_before_parsing() {
+        let yaml = format!(
+            "{HDR_CR}metadata: {{name: x}}\nrules: {}{}\n",
+            "[".repeat(5000),
+            "]".repeat(5000)
+        );
+        let e = RbacFile::parse(&yaml).unwrap_err().to_string();
+        assert_eq!(e, "RBAC file: line 4: flow collections ([ ], { }) nested deeper than 128 levels; tether refuses such YAML before parsing it; simplify the file");
     }
 
     #[test]

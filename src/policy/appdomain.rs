@@ -292,7 +292,8 @@ pub fn validate(
         violations.push(Violation::forbidden(
             "spec.domain",
             format!(
-                "{domain:?} is not the domain computed for this tenantId and extensionId; leave it empty and tether fills in {plain:?} (or {alt:?} when that is taken)"
+                "{} is not the domain computed for this tenantId and extensionId; leave it empty and tether fills in {plain:?} (or {alt:?} when that is taken)",
+                crate::text::quoted(domain)
             ),
         ));
     } else {

@@ -157,7 +157,8 @@ pub fn summarize(violations: &[Violation]) -> (u16, String) {
     };
     let message = violations
         .iter()
-        .map(Violation::to_string)
+        // Each one bounded, so one huge quote cannot crowd out the others (see `text`).
+        .map(|v| crate::text::clean_owned(v.to_string(), crate::text::MAX_VIOLATION))
         .collect::<Vec<_>>()
         .join("; ");
     (code, message)

@@ -3,6 +3,8 @@
 //! tokio-rustls), trusting only the generated CA.
 #![allow(dead_code)]
 
+pub mod attack;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

@@ -426,13 +426,19 @@ def check_deployment(objs: list[dict[str, Any]], replicas: int) -> None:
     assert ports == {"https": 8443, "metrics": 9090}, f"ports {ports}"
     for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
         get = c[probe]["httpGet"]
-        assert (get["path"], get["port"], get["scheme"]) == (path, "https", "HTTPS"), \
+        # Probes go to the metrics listener, which the admission port's traffic cannot
+        # starve (issue 13; SECURITY.md "Budgets").
+        assert (get["path"], get["port"], get["scheme"]) == (path, "metrics", "HTTP"), \
             f"{probe} {get}"
     env = {e["name"]: e for e in c["env"]}
     for name, field in (("POD_NAMESPACE", "metadata.namespace"),
                         ("SERVICE_ACCOUNT_NAME", "spec.serviceAccountName")):
         assert env[name].get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == field, \
             f"{name} is not from the downward API"
+    for name in ("TETHER_MAX_CONNECTIONS", "TETHER_TLS_HANDSHAKE_TIMEOUT", "TETHER_IDLE_TIMEOUT",
+                 "TETHER_MAX_REQUESTS", "TETHER_MAX_INFLIGHT_BYTES", "TETHER_MAX_JSON_VALUES",
+                 "TETHER_METRICS_MAX_CONNECTIONS"):
+        assert name in env, f"budget {name} not set"
     assert env["TETHER_TLS_CERT"]["value"] == "/tls/tls.crt"
     assert env["TETHER_TLS_KEY"]["value"] == "/tls/tls.key"
     [mount] = [m for m in c["volumeMounts"] if m["mountPath"] == "/tls"]
