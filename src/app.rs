@@ -148,7 +148,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let mode_warning: Option<String> = None;
     let store = Arc::new(CertStore::open(&cert, &key, metrics.clone())?);
-    let tls = store.server_config()?;
+    let client_ca = match &args.client_ca {
+        Some(path) => {
+            let v = crate::tls::client_verifier(path)?;
+            tracing::info!(client_ca = %path.display(), "admission callers must present a client certificate");
+            Some(v)
+        }
+        None => None,
+    };
+    let tls = store.server_config(client_ca)?;
     let (handlers, mode_warning, cluster) = if args.standalone {
         let (mut h, w) = offline_handlers(
             policy,

@@ -156,6 +156,11 @@ pub struct ServeArgs {
     /// Where --standalone keeps its dev CA and certificate.
     #[arg(long, env = "TETHER_DEV_CERTS_DIR", default_value = "certs/dev")]
     pub dev_certs_dir: PathBuf,
+    /// Require every caller of the admission port to present a client certificate signed by
+    /// a CA in this PEM file (kube-apiserver presents one through its admission kubeconfig;
+    /// SECURITY.md, "Who may call"). Probes use the metrics port and are unaffected.
+    #[arg(long, env = "TETHER_CLIENT_CA")]
+    pub client_ca: Option<PathBuf>,
     /// Directory of admission-stamp keys: a mounted Secret, every file one key of at least
     /// 32 bytes, its name the key id; the greatest id signs, all verify [default in a
     /// cluster: /admission-keys; standalone: no stamps]. See SECURITY.md, "The admission

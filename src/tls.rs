@@ -42,6 +42,35 @@ pub enum TlsError {
     X509 { path: PathBuf, detail: String },
     #[error("TLS configuration: {0}")]
     Config(#[from] rustls::Error),
+    #[error("--client-ca {path}: {detail}; give a PEM file with the CA certificate(s) that sign the API server's client certificate")]
+    ClientCa { path: PathBuf, detail: String },
+}
+
+/// The verifier for `--client-ca`: every caller of the admission port must present a
+/// certificate chain to one of these CAs (kube-apiserver presents one through its admission
+/// kubeconfig). Without it, anyone who can reach the port may ask for access reviews run
+/// with tether's credentials.
+pub fn client_verifier(
+    path: &Path,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsError> {
+    let err = |detail: String| TlsError::ClientCa {
+        path: path.to_owned(),
+        detail,
+    };
+    let pem = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|e| err(format!("invalid PEM: {e}")))?;
+        roots
+            .add(cert)
+            .map_err(|e| err(format!("not a usable CA certificate: {e}")))?;
+    }
+    if roots.is_empty() {
+        return Err(err("no PEM CERTIFICATE block found".into()));
+    }
+    rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+        .build()
+        .map_err(|e| err(e.to_string()))
 }
 
 /// A verified certificate chain + key, with the leaf's expiry.
@@ -189,11 +218,18 @@ impl CertStore {
     }
 
     /// rustls server configuration: TLS 1.2 and 1.3 only, ALPN h2 then http/1.1.
-    pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-        let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-            .with_no_client_auth()
-            .with_cert_resolver(self.resolver.clone());
+    /// With `client_ca`, callers must present a certificate it verifies (`--client-ca`).
+    pub fn server_config(
+        &self,
+        client_ca: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
+    ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+        let builder = rustls::ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
+        let builder = match client_ca {
+            Some(verifier) => builder.with_client_cert_verifier(verifier),
+            None => builder.with_no_client_auth(),
+        };
+        let mut cfg = builder.with_cert_resolver(self.resolver.clone());
         cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Arc::new(cfg))
     }

@@ -626,6 +626,22 @@ def check_admission_keys() -> None:
     assert vols["admission-keys"]["secret"]["secretName"] == "my-keys"
 
 
+def check_client_ca() -> None:
+    c = one(rendered("default"), "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert "TETHER_CLIENT_CA" not in {e["name"] for e in c["env"]}, "client CA on by default"
+    objs = helm.render(CHART, {"clientCA": {"existingSecret": "apiserver-client-ca"},
+                              "domainRoot": "apps.example.com"},
+                       RELEASE, NAMESPACE).objects
+    pod = one(objs, "Deployment")["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env.get("TETHER_CLIENT_CA") == "/client-ca/ca.crt", env
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    assert mounts.get("client-ca") == "/client-ca", mounts
+    vols = {v["name"]: v for v in pod["volumes"]}
+    assert vols["client-ca"]["secret"]["secretName"] == "apiserver-client-ca"
+
+
 def check_network_policy() -> None:
     assert not by_kind(rendered("default"), "NetworkPolicy"), \
         "NetworkPolicy rendered with default values (it must be an explicit opt-in)"
@@ -844,6 +860,7 @@ def main() -> int:
     run("deployment: all-on values", check_deployment_all_on)
     run("controller skips the namespaces the webhooks skip", check_skip_namespaces)
     run("network policy: opt-in, admission from the API server only", check_network_policy)
+    run("client CA: off by default, mounted and passed when set", check_client_ca)
     run("admission-stamp keys: generated Secret, mounted, never in webhook-config/",
         check_admission_keys)
     run("rbac: default values (least privilege)", check_rbac_default)
