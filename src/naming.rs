@@ -262,10 +262,9 @@ fn host_problem(s: &str) -> Option<HostProblem> {
 /// `s` for an error message: Debug-quoting escapes control characters (warnings and
 /// messages must stay on one line), and long input is cut.
 fn shown(s: &str) -> String {
-    match s.char_indices().nth(MAX_QUOTED_LEN) {
-        Some((i, _)) => format!("{}…", &s[..i]),
-        None => s.to_string(),
-    }
+    // Through `text::clean`: control characters become spaces, so a `{:?}` quote of the
+    // result cannot grow six-fold (`\u{19}`) past the message budget (found by fuzzing).
+    crate::text::clean(s, MAX_QUOTED_LEN + 1).into_owned()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1350,7 +1349,7 @@ mod tests {
             ),
             (
                 "exa\nmple.com",
-                r#"domain root "exa\nmple.com" contains '\n'; use only lowercase letters, digits, '-' and '.'"#,
+                r#"domain root "exa mple.com" contains '\n'; use only lowercase letters, digits, '-' and '.'"#,
             ),
             (
                 "https://example.com",
@@ -1459,6 +1458,16 @@ mod tests {
         let d = disambiguated_app_domain("abcdefghijklmnop", "qrstuvwxyzabcd", &max);
         assert_eq!(d.len(), MAX_DNS1123_SUBDOMAIN_LEN);
         assert!(check_domain(&d).is_ok());
+    }
+
+    #[test]
+    fn root_errors_stay_short_with_control_characters() {
+        // Found by the naming fuzz target: 118 U+0019 quoted with `{:?}` grew to `\u{19}`
+        // each and the error past 1 KiB.
+        let root = format!("id'\0{}UUUUi-.com", "\u{19}".repeat(200));
+        let msg = DomainRoot::parse(&root).unwrap_err().to_string();
+        assert!(msg.len() < 1024, "{} bytes: {msg}", msg.len());
+        assert!(!msg.contains("\\u{19}"), "{msg}");
     }
 
     #[test]
