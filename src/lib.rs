@@ -12,6 +12,7 @@ pub mod app;
 pub mod appdomains;
 pub mod authz;
 pub mod budget;
+pub mod canonical_json;
 pub mod certs;
 pub mod cli;
 pub mod config;

@@ -260,46 +260,8 @@ pub fn message(subject: &Subject<'_>) -> String {
         subject.name.len(),
         subject.name
     );
-    canonical(subject.spec, &mut out);
+    crate::canonical_json::write(subject.spec, &mut out);
     out
-}
-
-/// JSON with object keys sorted and integral floats written as integers, so the stamp
-/// survives the API server re-encoding the object (it decodes `2.0` as the integer 2).
-fn canonical(v: &Value, out: &mut String) {
-    match v {
-        Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, k) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::String(k.clone()).to_string());
-                out.push(':');
-                canonical(&map[k], out);
-            }
-            out.push('}');
-        }
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                canonical(item, out);
-            }
-            out.push(']');
-        }
-        Value::Number(n) => match n.as_f64() {
-            Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 9.007_199_254_740_992e15 => {
-                let _ = write!(out, "{}", f as i64);
-            }
-            _ => out.push_str(&n.to_string()),
-        },
-        other => out.push_str(&other.to_string()),
-    }
 }
 
 #[cfg(test)]

@@ -307,40 +307,11 @@ pub fn render_copy(
     Ok(out)
 }
 
-/// SHA-256 (hex) of the canonical JSON of `v`: object keys sorted, no whitespace. Key order
-/// in the input never changes the hash.
+/// SHA-256 (hex) of the canonical JSON of `v` ([`crate::canonical_json`]): key order in the
+/// input never changes the hash.
 pub fn content_hash(v: &Value) -> String {
-    fn write(v: &Value, out: &mut String) {
-        match v {
-            Value::Object(m) => {
-                let mut keys: Vec<&String> = m.keys().collect();
-                keys.sort();
-                out.push('{');
-                for (i, k) in keys.into_iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    out.push_str(&Value::String(k.clone()).to_string());
-                    out.push(':');
-                    write(&m[k], out);
-                }
-                out.push('}');
-            }
-            Value::Array(a) => {
-                out.push('[');
-                for (i, item) in a.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    write(item, out);
-                }
-                out.push(']');
-            }
-            other => out.push_str(&other.to_string()),
-        }
-    }
     let mut s = String::new();
-    write(v, &mut s);
+    crate::canonical_json::write(v, &mut s);
     hex::encode(Sha256::digest(s.as_bytes()))
 }
 

@@ -1,0 +1,52 @@
+//! One canonical JSON form for hashing and signing: object keys sorted, no whitespace, and
+//! integral floats written as integers, so the result survives the API server re-encoding an
+//! object (it decodes `2.0` as the integer 2 and does not keep key order).
+//!
+//! ```
+//! use serde_json::json;
+//! let mut out = String::new();
+//! tether::canonical_json::write(&json!({"b": 2.0, "a": [true, null, 2.5]}), &mut out);
+//! assert_eq!(out, r#"{"a":[true,null,2.5],"b":2}"#);
+//! ```
+
+use std::fmt::Write as _;
+
+use serde_json::Value;
+
+/// Appends the canonical form of `v` to `out`.
+pub fn write(v: &Value, out: &mut String) {
+    match v {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(k.clone()).to_string());
+                out.push(':');
+                write(&map[k], out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write(item, out);
+            }
+            out.push(']');
+        }
+        Value::Number(n) => match n.as_f64() {
+            // Below 2^53 an integral f64 is exactly an integer.
+            Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 9.007_199_254_740_992e15 => {
+                let _ = write!(out, "{}", f as i64);
+            }
+            _ => out.push_str(&n.to_string()),
+        },
+        other => out.push_str(&other.to_string()),
+    }
+}
