@@ -91,19 +91,7 @@ fn atr_review(uid: &str, op: &str, obj: Option<Value>, old: Option<Value>) -> Va
 }
 
 async fn post(s: &Server, path: &str, body: &Value) -> Value {
-    let mut h1 = H1::connect(s.addr, &s.ca).await;
-    let r = h1
-        .send(request(
-            "POST",
-            &format!("{path}?timeout=10s"),
-            Some("application/json"),
-            serde_json::to_vec(body).unwrap(),
-        ))
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    let v = r.json();
-    assert_eq!(v["response"]["uid"], body["request"]["uid"], "uid echoed");
-    v["response"].clone()
+    common::post(s, &format!("{path}?timeout=10s"), body).await
 }
 
 fn message(r: &Value) -> String {

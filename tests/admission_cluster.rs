@@ -72,22 +72,6 @@ fn hpa() -> Value {
     json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "spec": {"scaleTargetRef": {}, "maxReplicas": 3}})
 }
 
-async fn post(s: &Server, path: &str, body: &Value) -> Value {
-    let mut h1 = H1::connect(s.addr, &s.ca).await;
-    let r = h1
-        .send(request(
-            "POST",
-            path,
-            Some("application/json"),
-            serde_json::to_vec(body).unwrap(),
-        ))
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    let v = r.json();
-    assert_eq!(v["response"]["uid"], body["request"]["uid"]);
-    v["response"].clone()
-}
-
 fn sar_specs(fake: &FakeApiServer) -> Vec<Value> {
     fake.requests_matching("POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews")
         .into_iter()

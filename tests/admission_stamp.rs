@@ -78,22 +78,6 @@ fn atr_review(uid: &str, op: &str, object: Value, old: Option<Value>) -> Value {
     )
 }
 
-async fn post(s: &Server, path: &str, body: &Value) -> Value {
-    let mut h1 = H1::connect(s.addr, &s.ca).await;
-    let r = h1
-        .send(request(
-            "POST",
-            path,
-            Some("application/json"),
-            serde_json::to_vec(body).unwrap(),
-        ))
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    let v = r.json();
-    assert_eq!(v["response"]["uid"], body["request"]["uid"]);
-    v["response"].clone()
-}
-
 fn patch_ops(resp: &Value) -> Value {
     let raw = base64::engine::general_purpose::STANDARD
         .decode(resp["patch"].as_str().expect("a patch"))

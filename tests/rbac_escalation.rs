@@ -111,19 +111,7 @@ fn attach(uid: &str, user: &str, group: &str, object: Value) -> Value {
 }
 
 async fn validate(s: &Server, body: &Value) -> Value {
-    let mut h1 = H1::connect(s.addr, &s.ca).await;
-    let r = h1
-        .send(request(
-            "POST",
-            "/validate?timeout=10s",
-            Some("application/json"),
-            serde_json::to_vec(body).unwrap(),
-        ))
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    let v = r.json();
-    assert_eq!(v["response"]["uid"], body["request"]["uid"], "uid echoed");
-    v["response"].clone()
+    common::post(s, "/validate?timeout=10s", body).await
 }
 
 fn role(rules: Value) -> Value {

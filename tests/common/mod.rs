@@ -366,6 +366,24 @@ async fn collect(r: hyper::Response<hyper::body::Incoming>) -> Resp {
     }
 }
 
+/// POSTs an AdmissionReview to `path` (with its query) over HTTP/1.1 and returns
+/// `response`, asserting HTTP 200 and that the uid was echoed.
+pub async fn post(s: &Server, path: &str, body: &Value) -> Value {
+    let mut h1 = H1::connect(s.addr, &s.ca).await;
+    let r = h1
+        .send(request(
+            "POST",
+            path,
+            Some("application/json"),
+            serde_json::to_vec(body).unwrap(),
+        ))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["response"]["uid"], body["request"]["uid"], "uid echoed");
+    v["response"].clone()
+}
+
 /// An AdmissionReview shaped like the API server's.
 #[allow(clippy::too_many_arguments)]
 pub fn review(
