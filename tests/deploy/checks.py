@@ -891,6 +891,60 @@ def check_test_hook() -> None:
     assert not by_kind(objs, "Pod"), "tests.enabled=false still renders the test pod"
 
 
+DOCS = ["README.md", "SECURITY.md", "charts/tether/README.md", "charts/tether/values.yaml",
+        "charts/tether/templates", "webhook-config/README.md", "certs/README.md"]
+
+
+def check_docs_standalone() -> None:
+    """The README and the chart's docs stand on their own: no references to the
+    product spec or other files outside the repository, and every relative
+    Markdown link resolves to a file in the repository."""
+    problems = []
+    files: list[Path] = []
+    for d in DOCS:
+        p = ROOT / d
+        files.extend(sorted(p.rglob("*")) if p.is_dir() else [p])
+    for f in files:
+        if not f.is_file():
+            continue
+        text = f.read_text()
+        rel = f.relative_to(ROOT)
+        for n, line in enumerate(text.splitlines(), 1):
+            if re.search(r"\bSPEC\b|APISERVER\.md|\bshared/", line):
+                problems.append(f"{rel}:{n}: refers outside the repository: {line.strip()}")
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text):
+            if re.match(r"^[a-z]+:", target):
+                continue  # URLs are fine; this is about files
+            dest = (f.parent / target).resolve()
+            if ROOT not in dest.parents and dest != ROOT:
+                problems.append(f"{rel}: link {target} leaves the repository")
+            elif not dest.exists():
+                problems.append(f"{rel}: link {target} points at nothing")
+    assert not problems, "; ".join(problems)
+    note(f"{len(files)} documentation files checked")
+
+
+def check_lifecycle_docs() -> None:
+    """Upgrading (CRDs are never upgraded by Helm) and uninstalling (finalizers) are
+    documented with commands that name the real paths, finalizer and label."""
+    text = (CHART / "README.md").read_text()
+    up = re.search(r"^## Upgrading$(.*?)^## ", text, re.M | re.S)
+    assert up, "chart README lacks an Upgrading section"
+    assert "kubectl apply --server-side --force-conflicts -f charts/tether/crds/" in up.group(1)
+    assert (ROOT / "charts/tether/crds").is_dir()
+    un = re.search(r"^## Uninstalling$(.*?)^## ", text, re.M | re.S)
+    assert un, "chart README lacks an Uninstalling section"
+    body = un.group(1)
+    for crd in load_yaml_docs(CHART_CRDS):
+        assert crd["metadata"]["name"] in body, f"Uninstalling does not delete {crd['metadata']['name']}"
+    # The finalizer and label the docs name are the ones the controller uses.
+    src = "\n".join(p.read_text() for p in (ROOT / "src").rglob("*.rs"))
+    for literal in ("tether.dev/cleanup", "tether.dev/attached-resource"):
+        assert f'"{literal}"' in src, f"{literal} is not a string in src/"
+        assert literal in body, f"Uninstalling does not name {literal}"
+    assert '{"metadata":{"finalizers":null}}' in body, "no finalizer removal command"
+
+
 def check_rbac_all_on() -> None:
     got = cluster_grants(rendered("all-on"))
     want = BASE_GRANTS | ATTACHED_GRANTS | KNATIVE_GRANTS | _grants([("*", ["*"], COPY_VERBS)])
@@ -1105,6 +1159,8 @@ def main() -> int:
     run("chart README attachable-kinds table", check_readme_table)
     run("Dockerfile (hadolint + final stage)", check_dockerfile)
     run("certs/.gitignore", check_certs_gitignore)
+    run("README and chart docs: nothing outside the repository", check_docs_standalone)
+    run("chart README: upgrading (CRDs) and uninstalling (finalizers)", check_lifecycle_docs)
     passed = sum(1 for _, ok, _ in RESULTS if ok)
     failed = len(RESULTS) - passed
     if failed:
