@@ -945,6 +945,117 @@ def check_lifecycle_docs() -> None:
     assert '{"metadata":{"finalizers":null}}' in body, "no finalizer removal command"
 
 
+def tether_bin() -> Path:
+    target = Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target")
+    b = target / "debug" / "tether"
+    assert b.is_file(), (f"{b} missing: run `cargo build` first (scripts/test.sh runs "
+                         "cargo test, which builds it, before these checks)")
+    return b
+
+
+class Tether:
+    """tether serve --standalone on loopback ports chosen by the kernel (port 0),
+    read back from its ready log line."""
+
+    def __init__(self, tmp: Path, extra: list[str]):
+        import json
+        import time
+        self.certs = tmp / "certs"
+        self.log = tmp / "tether.log"
+        env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+        with open(self.log, "wb") as logf:
+            self.proc = subprocess.Popen(
+                [str(tether_bin()), "serve", "--standalone", "--dev-certs-dir", str(self.certs),
+                 "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
+                 "--log-format", "json", *extra],
+                stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, env=env)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            for line in self.log.read_text().splitlines():
+                try:
+                    ev = json.loads(line)
+                except ValueError:
+                    continue
+                if "tether ready" in json.dumps(ev):
+                    fields = ev.get("fields", ev)
+                    self.port = int(str(fields["listen"]).rsplit(":", 1)[1])
+                    assert self.port != 0, f"ready line without the bound port: {line}"
+                    return
+            if self.proc.poll() is not None:
+                raise AssertionError(f"tether exited: {self.log.read_text()}")
+            time.sleep(0.05)
+        self.stop()
+        raise AssertionError(f"tether not ready: {self.log.read_text()}")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def run_hook_script(pod: dict[str, Any], env_over: dict[str, str]) -> tuple[int, str]:
+    [c] = pod["spec"]["containers"]
+    assert c["command"] == ["/bin/sh", "-ec"], c["command"]
+    env = {e["name"]: e["value"] for e in c["env"] if "value" in e}
+    env.update(env_over)
+    env["PATH"] = os.environ.get("PATH", "/usr/bin:/bin")
+    out = subprocess.run(["sh", "-ec", c["args"][0]], env=env, capture_output=True, text=True,
+                         timeout=120)
+    return out.returncode, out.stdout + out.stderr
+
+
+def check_test_hook_live() -> None:
+    """The rendered `helm test` script, run with sh and curl as in its pod, against a
+    real tether (standalone, loopback): passes on tether's answer; fails when the
+    answer lacks the expected uid or the CA is wrong; with --client-ca and no client
+    certificate it passes only because tether refuses the caller."""
+    import tempfile
+    assert shutil.which("curl"), "curl not found (scripts/test.sh installs it)"
+    pod = test_pod(helm.render(CHART, values_file(VALUE_SETS["default"]), RELEASE, NAMESPACE,
+                               test_hooks=True).objects)
+    refusal = test_pod(helm.render(CHART, {"domainRoot": "apps.example.com",
+                                           "clientCA": {"existingSecret": "client-ca"}},
+                                   RELEASE, NAMESPACE, test_hooks=True).objects)
+    with tempfile.TemporaryDirectory(prefix="tether-hook-") as d:
+        t = Tether(Path(d), [])
+        try:
+            over = {"URL": f"https://localhost:{t.port}/validate?timeout=10s",
+                    "CA_FILE": str(t.certs / "ca.crt")}
+            rc, out = run_hook_script(pod, over)
+            assert rc == 0 and "PASS" in out, f"against tether: exit {rc}: {out}"
+            rc, out = run_hook_script(pod, {**over, "UID_WANT": "another-uid"})
+            assert rc != 0 and "FAIL" in out, f"a wrong uid passed: exit {rc}: {out}"
+            # Another CA (curl trusts a partial chain, so not tether's own leaf).
+            bad_ca = Path(d) / "other-ca.crt"
+            gen = subprocess.run(
+                ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                 "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=not tether's CA",
+                 "-days", "1", "-keyout", str(Path(d) / "other-ca.key"), "-out", str(bad_ca)],
+                capture_output=True, text=True, timeout=60)
+            assert gen.returncode == 0, f"openssl: {gen.stderr}"
+            rc, out = run_hook_script(pod, {**over, "CA_FILE": str(bad_ca)})
+            assert rc != 0, f"a wrong CA passed: {out}"
+            # The clientCA variant fails against a tether that answers anyone.
+            rc, out = run_hook_script(refusal, over)
+            assert rc != 0 and "FAIL" in out, f"refusal check passed without --client-ca: {out}"
+        finally:
+            t.stop()
+    with tempfile.TemporaryDirectory(prefix="tether-hook-") as d:
+        # First start makes the dev CA; the second requires client certificates from it.
+        t = Tether(Path(d), [])
+        t.stop()
+        t = Tether(Path(d), ["--client-ca", str(Path(d) / "certs" / "ca.crt")])
+        try:
+            rc, out = run_hook_script(refusal, {
+                "URL": f"https://localhost:{t.port}/validate?timeout=10s",
+                "CA_FILE": str(t.certs / "ca.crt")})
+            assert rc == 0 and "refused" in out, f"clientCA refusal: exit {rc}: {out}"
+        finally:
+            t.stop()
+
+
 def check_rbac_all_on() -> None:
     got = cluster_grants(rendered("all-on"))
     want = BASE_GRANTS | ATTACHED_GRANTS | KNATIVE_GRANTS | _grants([("*", ["*"], COPY_VERBS)])
@@ -994,6 +1105,7 @@ def check_notes() -> None:
     assert "--dry-run=server" in notes and "kind: AttachedResource" in notes, \
         "NOTES.txt lacks the server-side dry run of a test AttachedResource"
     assert "rollout status deployment/tether" in notes
+    assert f"helm test {RELEASE} -n {NAMESPACE} --logs" in notes, "NOTES.txt lacks helm test"
 
 
 def check_raw_matches_chart() -> None:
@@ -1144,6 +1256,7 @@ def main() -> int:
         check_deployment_options)
     run("terminationGracePeriodSeconds derived from shutdownDelay", check_grace_period)
     run("helm test hook: POSTs a review over TLS with the webhooks' CA", check_test_hook)
+    run("helm test hook: its script against a real tether (loopback)", check_test_hook_live)
     run("network policy: opt-in, admission from the API server only", check_network_policy)
     run("client CA: off by default, mounted and passed when set", check_client_ca)
     run("admission-stamp keys: generated Secret, mounted, never in webhook-config/",
