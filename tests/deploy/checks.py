@@ -1056,6 +1056,26 @@ def check_test_hook_live() -> None:
             t.stop()
 
 
+def check_test_sh_promtool() -> None:
+    """scripts/test.sh gets promtool without installing Debian's prometheus package
+    (whose install starts a Prometheus server on tether's default metrics port 9090):
+    scripts/fetch-promtool.sh only downloads the .deb and unpacks promtool."""
+    test_sh = (ROOT / "scripts" / "test.sh").read_text()
+    fetch = (ROOT / "scripts" / "fetch-promtool.sh").read_text()
+    def code(t: str) -> list[str]:
+        return [ln for ln in t.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+
+    for name, lines in (("scripts/test.sh", code(test_sh)),
+                        ("scripts/fetch-promtool.sh", code(fetch))):
+        for ln in lines:
+            assert not re.search(r"apt(-get)?\s+install\b.*prometheus|dpkg\s+-i", ln), \
+                f"{name} installs the prometheus package: {ln.strip()}"
+            assert "missing+=(prometheus)" not in ln, f"{name}: {ln.strip()}"
+    assert "bash scripts/fetch-promtool.sh" in test_sh
+    assert "apt-get download -qq prometheus" in fetch and "dpkg-deb -x" in fetch
+    assert re.search(r"install -D -m 0755 \"\$tmp/x/usr/bin/promtool\"", fetch)
+
+
 def check_rbac_all_on() -> None:
     got = cluster_grants(rendered("all-on"))
     want = BASE_GRANTS | ATTACHED_GRANTS | KNATIVE_GRANTS | _grants([("*", ["*"], COPY_VERBS)])
@@ -1272,6 +1292,7 @@ def main() -> int:
     run("chart README attachable-kinds table", check_readme_table)
     run("Dockerfile (hadolint + final stage)", check_dockerfile)
     run("certs/.gitignore", check_certs_gitignore)
+    run("scripts/test.sh: promtool without installing a Prometheus server", check_test_sh_promtool)
     run("README and chart docs: nothing outside the repository", check_docs_standalone)
     run("chart README: upgrading (CRDs) and uninstalling (finalizers)", check_lifecycle_docs)
     passed = sum(1 for _, ok, _ in RESULTS if ok)
