@@ -762,7 +762,8 @@ def check_grace_period() -> None:
                                    "domainRoot": "apps.example.com"}, RELEASE, NAMESPACE).objects
         pod = one(objs, "Deployment")["spec"]["template"]["spec"]
         got = pod["terminationGracePeriodSeconds"]
-        assert got == want, f"shutdownDelay {delay}, timeoutSeconds {timeout}: grace {got} != {want}"
+        assert got == want, \
+            f"shutdownDelay {delay}, timeoutSeconds {timeout}: grace {got} != {want}"
         assert container_env(objs)["TETHER_SHUTDOWN_DELAY"] == delay
 
 
@@ -936,7 +937,8 @@ def check_lifecycle_docs() -> None:
     assert un, "chart README lacks an Uninstalling section"
     body = un.group(1)
     for crd in load_yaml_docs(CHART_CRDS):
-        assert crd["metadata"]["name"] in body, f"Uninstalling does not delete {crd['metadata']['name']}"
+        name = crd["metadata"]["name"]
+        assert name in body, f"Uninstalling does not delete {name}"
     # The finalizer and label the docs name are the ones the controller uses.
     src = "\n".join(p.read_text() for p in (ROOT / "src").rglob("*.rs"))
     for literal in ("tether.dev/cleanup", "tether.dev/attached-resource"):
@@ -1126,6 +1128,11 @@ def check_notes() -> None:
         "NOTES.txt lacks the server-side dry run of a test AttachedResource"
     assert "rollout status deployment/tether" in notes
     assert f"helm test {RELEASE} -n {NAMESPACE} --logs" in notes, "NOTES.txt lacks helm test"
+    # Helm never upgrades crds/: `helm upgrade` reminds, `helm install` does not.
+    crd_apply = "kubectl apply --server-side --force-conflicts -f charts/tether/crds/"
+    assert crd_apply not in notes, "install NOTES talk about upgrading CRDs"
+    up = helm.render(CHART, values_file(VALUE_SETS["default"]), RELEASE, NAMESPACE, upgrade=True)
+    assert crd_apply in up.notes, "upgrade NOTES do not say how to upgrade the CRDs"
 
 
 def check_raw_matches_chart() -> None:

@@ -156,6 +156,8 @@ def _load() -> ctypes.CDLL:
     lib.helm_sdkpy_lint.restype = ctypes.c_int
     lib.helm_sdkpy_install.argtypes = [h] + [ctypes.c_char_p] * 5 + [out]
     lib.helm_sdkpy_install.restype = ctypes.c_int
+    lib.helm_sdkpy_upgrade.argtypes = [h] + [ctypes.c_char_p] * 5 + [out]
+    lib.helm_sdkpy_upgrade.restype = ctypes.c_int
     lib.helm_sdkpy_last_error.argtypes = []
     lib.helm_sdkpy_last_error.restype = ctypes.c_void_p
     lib.helm_sdkpy_free.argtypes = [ctypes.c_void_p]
@@ -329,6 +331,7 @@ def render(
     release: str = "tether",
     namespace: str = "tether-system",
     test_hooks: bool = False,
+    upgrade: bool = False,
 ) -> Rendered:
     """Render ``chart`` the way `helm install` does, with Helm's own engine.
 
@@ -380,6 +383,17 @@ def render(
                 if rc != 0:
                     raise HelmError(_last_error(cfg.lib))
                 result = json.loads(_take_string(cfg.lib, out))
+                if upgrade:
+                    # `helm upgrade` of the release just installed (same store).
+                    out = ctypes.c_void_p()
+                    rc = cfg.lib.helm_sdkpy_upgrade(
+                        cfg.handle, release.encode(), str(copy).encode(),
+                        json.dumps(values).encode() if values else b"", b"",
+                        json.dumps(options).encode(), ctypes.byref(out),
+                    )
+                    if rc != 0:
+                        raise HelmError(_last_error(cfg.lib))
+                    result = json.loads(_take_string(cfg.lib, out))
     finally:
         server.shutdown()
         server.server_close()
