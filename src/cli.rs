@@ -11,7 +11,7 @@ use crate::logging::LogFormat;
 #[derive(Debug, Parser)]
 #[command(
     name = "tether",
-    version,
+    version = LONG_VERSION,
     about = "Admission webhook and controller: attach per-workload resources and app domains with kubectl apply"
 )]
 pub struct Cli {
@@ -33,6 +33,10 @@ pub enum Command {
     Certs(CertsArgs),
     /// Print the app domain computed for a tenant and extension id.
     Domain(DomainArgs),
+    /// Print the version, git commit and build date.
+    Version(VersionArgs),
+    /// Print a shell completion script: tether completion bash > /etc/bash_completion.d/tether
+    Completion(CompletionArgs),
 }
 
 /// Parses a duration like `10s`, `500ms`, `2m`.
@@ -228,13 +232,35 @@ pub enum WebhookArg {
 }
 
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Exit codes: 0 allowed, 1 denied (0 with --exit-zero), 2 a usage or input \
+error (not a v1 AdmissionReview, unreadable file)."
+)]
 pub struct ReviewArgs {
-    /// AdmissionReview JSON file, or - for standard input.
-    #[arg(short = 'f', long = "filename", default_value = "-")]
+    /// AdmissionReview JSON file, or - for standard input (on a terminal, prints this help
+    /// instead of waiting).
+    #[arg(
+        short = 'f',
+        long = "filename",
+        env = "TETHER_REVIEW_FILENAME",
+        default_value = "-"
+    )]
     pub file: String,
     /// Which webhook path to answer as.
-    #[arg(long, value_enum, default_value = "validate")]
+    #[arg(
+        long,
+        env = "TETHER_REVIEW_WEBHOOK",
+        value_enum,
+        default_value = "validate"
+    )]
     pub webhook: WebhookArg,
+    /// Exit 0 on a deny too (the behaviour before exit code 1 on deny).
+    #[arg(long, env = "TETHER_REVIEW_EXIT_ZERO", default_value_t = false)]
+    pub exit_zero: bool,
+    /// Print response.patch as JSON Patch operations instead of base64 (for reading; the
+    /// output is then no longer what the API server receives).
+    #[arg(long, env = "TETHER_REVIEW_DECODE_PATCH", default_value_t = false)]
+    pub decode_patch: bool,
     /// Largest input accepted, in bytes (the server's limit is 3 MiB).
     #[arg(long, env = "TETHER_MAX_INPUT_BYTES", default_value_t = 3 * 1024 * 1024)]
     pub max_input_bytes: usize,
@@ -246,59 +272,200 @@ pub struct ReviewArgs {
 pub enum OutputFormat {
     Table,
     Json,
+    Yaml,
 }
 
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Exit codes: 0 every object passed (allowed, or not sent to tether), 1 any \
+object denied (or skipped, with --fail-on-skip), 2 a usage or input error (unreadable or empty \
+input, duplicate YAML keys, .nan/.inf, an object without kind, apiVersion or name)."
+)]
 pub struct CheckArgs {
-    /// Manifest file (multi-document YAML or JSON), or - for standard input.
-    #[arg(short = 'f', long = "filename")]
-    pub file: String,
+    /// Manifest file (multi-document YAML or JSON, `kind: List`), a directory (searched
+    /// recursively for .yaml, .yml and .json), or - for standard input; repeatable.
+    #[arg(
+        short = 'f',
+        long = "filename",
+        env = "TETHER_CHECK_FILENAME",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub file: Vec<String>,
     /// The user the objects are created as.
-    #[arg(long, default_value = "tether-check")]
+    #[arg(long, env = "TETHER_CHECK_USER", default_value = "tether-check")]
     pub user: String,
     /// Groups of that user (repeatable). system:authenticated is always added.
-    #[arg(long = "group")]
+    #[arg(long = "group", env = "TETHER_CHECK_GROUPS", value_delimiter = ',')]
     pub groups: Vec<String>,
     /// Namespace for objects that do not set metadata.namespace.
-    #[arg(short = 'n', long, default_value = "default")]
+    #[arg(
+        short = 'n',
+        long,
+        env = "TETHER_CHECK_NAMESPACE",
+        default_value = "default"
+    )]
     pub namespace: String,
-    #[arg(short = 'o', long, value_enum, default_value = "table")]
+    /// Output: a table for people, or json / yaml with one entry per object (apiVersion,
+    /// kind, namespace, name, decision, violations, warnings, patch) and a summary.
+    #[arg(
+        short = 'o',
+        long,
+        env = "TETHER_CHECK_OUTPUT",
+        value_enum,
+        default_value = "table"
+    )]
     pub output: OutputFormat,
-    /// Largest manifest accepted, in bytes.
+    /// Print the objects as they would be stored (mutations applied) as a YAML stream,
+    /// instead of the results; denied objects are left out.
+    #[arg(long, env = "TETHER_CHECK_MUTATED", default_value_t = false)]
+    pub mutated: bool,
+    /// Exit 1 when any object is skipped (not sent to tether), for strict CI.
+    #[arg(long, env = "TETHER_CHECK_FAIL_ON_SKIP", default_value_t = false)]
+    pub fail_on_skip: bool,
+    /// A Helm values file for tether's chart (the one you install with): bannedKinds,
+    /// allowedKinds, plainKinds, domainRoot, runnerKservice, reservedNames and
+    /// namespaceSelector.excludeNamespaces apply as in the cluster; flags given on the
+    /// command line or in the environment win.
+    #[arg(long, env = "TETHER_CHECK_VALUES")]
+    pub values: Option<PathBuf>,
+    /// Namespaces the webhook configurations exclude (objects there are reported as
+    /// skipped). kube-system and POD_NAMESPACE (tether's own) are always added.
+    #[arg(
+        long,
+        env = "TETHER_SKIP_NAMESPACES",
+        value_delimiter = ',',
+        default_value = "kube-system"
+    )]
+    pub skip_namespaces: Vec<String>,
+    /// Largest input accepted (all files together), in bytes.
     #[arg(long, env = "TETHER_MAX_INPUT_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub max_input_bytes: usize,
     #[command(flatten)]
     pub policy: PolicyArgs,
+    /// Argument ids given on the command line or in the environment (filled in by main,
+    /// so that --values only replaces defaults).
+    #[arg(skip)]
+    pub explicit: std::collections::BTreeSet<String>,
 }
 
 #[derive(Debug, Args)]
 pub struct CertsArgs {
     /// Directory to write ca.crt, tls.crt and tls.key into.
-    #[arg(long)]
+    #[arg(long, env = "TETHER_CERTS_OUT")]
     pub out: PathBuf,
     /// DNS names (or IP addresses) of the serving certificate; repeatable.
-    #[arg(long = "dns", required = true)]
+    #[arg(
+        long = "dns",
+        env = "TETHER_CERTS_DNS",
+        value_delimiter = ',',
+        required = true
+    )]
     pub dns: Vec<String>,
     /// Validity of the serving certificate in days (the CA gets twice as long).
-    #[arg(long, default_value_t = 365)]
+    #[arg(long, env = "TETHER_CERTS_DAYS", default_value_t = 365)]
     pub days: u32,
+    /// Overwrite an existing ca.crt, tls.crt or tls.key in --out (a new CA: every
+    /// caBundle that trusted the old one must be updated).
+    #[arg(long, env = "TETHER_CERTS_FORCE", default_value_t = false)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Exit codes: 0 the domain is valid, 1 the webhook would deny it (reserved \
+name, invalid domain), 2 a usage error."
+)]
 pub struct DomainArgs {
-    #[arg(long)]
+    /// Tenant id (spec.tenantId of the AppDomain).
+    #[arg(long, env = "TETHER_DOMAIN_TENANT")]
     pub tenant: String,
-    #[arg(long)]
+    /// Extension id (spec.extensionId of the AppDomain).
+    #[arg(long, env = "TETHER_DOMAIN_EXTENSION")]
     pub extension: String,
-    #[arg(long, env = "EXT_DOMAIN_ROOT")]
+    /// Root domain, e.g. apps.example.com (the same flag as `serve` and `check`).
+    #[arg(long = "domain-root", visible_alias = "root", env = "EXT_DOMAIN_ROOT")]
     pub root: String,
+    /// Names that may not be a tenant or extension part of an app domain.
+    #[arg(
+        long,
+        env = "TETHER_RESERVED_NAMES",
+        value_delimiter = ',',
+        default_value = "www,api,admin,app,mail,ftp,ns,status,auth,login"
+    )]
+    pub reserved_names: Vec<String>,
     /// Explain how each part was derived.
-    #[arg(short, long)]
+    #[arg(short, long, env = "TETHER_DOMAIN_VERBOSE", default_value_t = false)]
     pub verbose: bool,
 }
 
+/// `tether version` output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum VersionFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct VersionArgs {
+    /// Output format.
+    #[arg(
+        short = 'o',
+        long,
+        env = "TETHER_VERSION_OUTPUT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub output: VersionFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionArgs {
+    /// Shell to print the completion script for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// Version, git commit and build date, set by build.rs.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub const GIT_COMMIT: &str = env!("TETHER_GIT_COMMIT");
+pub const BUILD_DATE: &str = env!("TETHER_BUILD_DATE");
+/// `--version` text.
+pub const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("TETHER_GIT_COMMIT"),
+    ", built ",
+    env!("TETHER_BUILD_DATE"),
+    ")"
+);
+
 #[cfg(test)]
 mod tests {
+    use clap::CommandFactory;
+
+    /// README: "every flag has an environment variable"; and every flag says what it does.
+    #[test]
+    fn every_flag_has_an_env_var_and_help() {
+        let mut missing = Vec::new();
+        let root = super::Cli::command();
+        for sub in root.get_subcommands() {
+            for arg in sub.get_arguments() {
+                let id = arg.get_id().as_str();
+                if arg.is_positional() || matches!(id, "help" | "version") {
+                    continue;
+                }
+                if arg.get_env().is_none() {
+                    missing.push(format!("{} --{id}: no env", sub.get_name()));
+                }
+                if arg.get_help().is_none() {
+                    missing.push(format!("{} --{id}: no help", sub.get_name()));
+                }
+            }
+        }
+        assert!(missing.is_empty(), "{missing:#?}");
+    }
+
     #[test]
     fn banned_kinds_flag_default_is_the_policy_default() {
         assert_eq!(

@@ -15,6 +15,7 @@ pub mod authz;
 pub mod budget;
 pub mod canonical_json;
 pub mod certs;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod conns;

@@ -3,8 +3,8 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use tether::cli::{CertsArgs, Cli, Command, DomainArgs};
+use clap::{CommandFactory, FromArgMatches};
+use tether::cli::{CertsArgs, Cli, Command, DomainArgs, VersionArgs, VersionFormat};
 
 // mimalloc: the admission path allocates a small object per JSON string; glibc malloc/free
 // were ~20 % of server CPU under load (bench/RESULTS.md).
@@ -40,12 +40,35 @@ fn main() -> std::process::ExitCode {
 
 /// Parses the command line and runs the subcommand.
 fn run() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
     match cli.command {
         Command::Serve(args) => tether::app::run_serve(*args),
         Command::Certs(args) => certs(args),
-        Command::Review(args) => tether::offline::run_review(args),
-        Command::Check(args) => tether::offline::run_check(args),
+        Command::Review(args) => {
+            use std::io::IsTerminal;
+            if args.file == "-" && std::io::stdin().is_terminal() {
+                // Waiting for a review typed by hand helps nobody: show how to use it.
+                let mut cmd = Cli::command();
+                if let Some(sub) = cmd.find_subcommand_mut("review") {
+                    let _ = sub.print_help();
+                }
+                eprintln!(
+                    "\ntether review: no input: pass -f FILE or pipe an AdmissionReview into it"
+                );
+                return ExitCode::from(2);
+            }
+            tether::offline::run_review(args)
+        }
+        Command::Check(mut args) => {
+            if let Some(m) = matches.subcommand_matches("check") {
+                args.explicit = explicit_ids(m);
+            }
+            tether::check::run_check(args)
+        }
         Command::Crds => match tether::crd::crds_yaml() {
             Ok(y) => {
                 print!("{y}");
@@ -57,7 +80,44 @@ fn run() -> ExitCode {
             }
         },
         Command::Domain(args) => domain(args),
+        Command::Version(args) => version(args),
+        Command::Completion(args) => {
+            let mut cmd = Cli::command();
+            let mut script = Vec::new();
+            clap_complete::generate(args.shell, &mut cmd, "tether", &mut script);
+            // A closed pipe (`| head`) is not an error worth a panic.
+            let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), &script);
+            ExitCode::SUCCESS
+        }
     }
+}
+
+/// Ids of the arguments given on the command line or in the environment (not defaults).
+fn explicit_ids(m: &clap::ArgMatches) -> std::collections::BTreeSet<String> {
+    use clap::parser::ValueSource;
+    m.ids()
+        .filter(|id| {
+            matches!(
+                m.value_source(id.as_str()),
+                Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+            )
+        })
+        .map(|id| id.as_str().to_string())
+        .collect()
+}
+
+fn version(args: VersionArgs) -> ExitCode {
+    use tether::cli::{BUILD_DATE, GIT_COMMIT, VERSION};
+    match args.output {
+        VersionFormat::Text => {
+            println!("tether {VERSION}\ngit commit: {GIT_COMMIT}\nbuild date: {BUILD_DATE}")
+        }
+        VersionFormat::Json => println!(
+            "{}",
+            serde_json::json!({"version": VERSION, "gitCommit": GIT_COMMIT, "buildDate": BUILD_DATE})
+        ),
+    }
+    ExitCode::SUCCESS
 }
 
 fn domain(args: DomainArgs) -> ExitCode {
@@ -65,7 +125,7 @@ fn domain(args: DomainArgs) -> ExitCode {
     let root = match naming::DomainRoot::parse(args.root.trim()) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("tether domain: --root: {e}");
+            eprintln!("tether domain: --domain-root: {e}");
             return ExitCode::from(2);
         }
     };
@@ -85,21 +145,58 @@ fn domain(args: DomainArgs) -> ExitCode {
             naming::disambiguated_app_domain(&args.tenant, &args.extension, &root)
         );
     }
+    // The webhook's rule (spec.tenantId / spec.extensionId must not give a reserved part).
+    let reserved: Vec<String> = args
+        .reserved_names
+        .iter()
+        .map(|s| s.trim().to_ascii_lowercase())
+        .filter(|s| !s.is_empty())
+        .collect();
+    let mut denied = false;
+    for (flag, id) in [("--tenant", &args.tenant), ("--extension", &args.extension)] {
+        let part = naming::domain_part(id).part;
+        if reserved.contains(&part) {
+            eprintln!(
+                "tether domain: {flag} {id:?} gives the domain part {part:?}, which is reserved (--reserved-names, env TETHER_RESERVED_NAMES): the webhook would deny this AppDomain; use another id"
+            );
+            denied = true;
+        }
+    }
     match naming::check_domain(&d) {
         Ok(c) => {
             if let Some(w) = c.warning() {
                 eprintln!("warning: {w}");
             }
-            ExitCode::SUCCESS
         }
         Err(e) => {
             eprintln!("tether domain: {e}");
-            ExitCode::from(1)
+            denied = true;
         }
+    }
+    if denied {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
     }
 }
 
 fn certs(args: CertsArgs) -> ExitCode {
+    if !args.force {
+        let existing: Vec<String> = ["ca.crt", "tls.crt", "tls.key"]
+            .iter()
+            .map(|f| args.out.join(f))
+            .filter(|p| p.exists())
+            .map(|p| p.display().to_string())
+            .collect();
+        if !existing.is_empty() {
+            eprintln!(
+                "tether certs: {} already exist{}; a new CA would not be trusted by the caBundle in use. Pass --force to overwrite, or choose another --out",
+                existing.join(", "),
+                if existing.len() == 1 { "s" } else { "" }
+            );
+            return ExitCode::from(2);
+        }
+    }
     let result = tether::certs::generate(&args.dns, args.days)
         .and_then(|g| tether::certs::write(&args.out, &g).map(|_| g));
     match result {
