@@ -29,7 +29,7 @@ use crate::workloads::WatchedDeployments;
 pub use crate::wiring::{offline_handlers, standalone_warning};
 
 pub fn run_serve(args: ServeArgs) -> ExitCode {
-    crate::logging::init(args.log_format);
+    crate::logging::init(args.log_format, &args.log_level);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -45,9 +45,12 @@ pub fn run_serve(args: ServeArgs) -> ExitCode {
         Err(e) => {
             // Our message plus its direct cause ("no cluster configuration: <why>"); the
             // deeper causes repeat what the direct one already says.
+            // Each OS error once: skip the cause when our message already quotes it.
             let msg = match e.chain().nth(1) {
-                Some(cause) => format!("{e}: {cause}"),
-                None => e.to_string(),
+                Some(cause) if !e.to_string().contains(&cause.to_string()) => {
+                    format!("{e}: {cause}")
+                }
+                _ => e.to_string(),
             };
             tracing::error!(error = %msg, "tether serve failed");
             eprintln!("tether serve: {msg}");
@@ -85,6 +88,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     // Configuration first: a bad flag stops start-up before anything touches files.
     let policy = PolicyConfig::from_args(&args.policy)?;
+    let (banned, allowed, empty_ban_list) = crate::config::describe_kind_policy(&args.policy);
+    if let Some(w) = empty_ban_list {
+        tracing::warn!("{w}");
+    }
+    tracing::info!(
+        banned_kinds = %banned,
+        allowed_kinds = %allowed,
+        mode = if args.standalone { "standalone" } else { "cluster" },
+        rbac_file = args.policy.rbac_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+        domain_root = args.policy.domain_root.as_deref().unwrap_or(""),
+        version = crate::cli::LONG_VERSION,
+        "policy in effect"
+    );
     let opts = transport_options(&args)?;
     let enabled = Enabled::parse(&args.controllers).map_err(anyhow::Error::msg)?;
     crate::config::require_domain_root(enabled.domains, args.standalone, &policy.domains)?;
@@ -101,11 +117,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         (true, _, _) => anyhow::bail!(
             "--tls-cert and --tls-key go together; give both, or neither to use the dev certificate"
         ),
-        (false, c, k) => (
-            c.clone().unwrap_or_else(|| "/tls/tls.crt".into()),
-            k.clone().unwrap_or_else(|| "/tls/tls.key".into()),
-            None::<String>,
-        ),
+        (false, c, k) => {
+            let (c, k) = (
+                c.clone().unwrap_or_else(|| "/tls/tls.crt".into()),
+                k.clone().unwrap_or_else(|| "/tls/tls.key".into()),
+            );
+            if args.tls_cert.is_none() && !c.exists() {
+                anyhow::bail!(
+                    "no serving certificate at {} (the default --tls-cert); to try tether on this machine, run `tether serve --standalone` (dev certificates, no cluster); to run it in a cluster, install the Helm chart (charts/tether), which mounts one; or pass --tls-cert and --tls-key",
+                    c.display()
+                );
+            }
+            (c, k, None::<String>)
+        }
     };
     let mode_warning: Option<String> = None;
     let store = Arc::new(CertStore::open(&cert, &key, metrics.clone())?);

@@ -45,6 +45,23 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .map_err(|e| format!("{e}; write a duration such as 10s, 500ms or 2m"))
 }
 
+/// Parses a listen address: `IP:PORT`, `[IPv6]:PORT`, or `localhost:PORT` (127.0.0.1).
+/// Other host names are refused rather than resolved: a name can map to several addresses.
+pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    let s = s.trim();
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    if let Some(port) = s.strip_prefix("localhost:") {
+        if let Ok(p) = port.parse::<u16>() {
+            return Ok(SocketAddr::from(([127, 0, 0, 1], p)));
+        }
+    }
+    Err(format!(
+        "{s:?} is not IP:PORT; use an IP address, e.g. 127.0.0.1:8443 (this machine only), 0.0.0.0:8443 (all interfaces) or [::]:8443"
+    ))
+}
+
 /// `--banned-kinds` default: [`crate::policy::DEFAULT_BANNED_KINDS`] joined (a test keeps
 /// the two equal; clap needs a literal).
 pub const DEFAULT_BANNED_KINDS_CSV: &str = "Deployment,StatefulSet,DaemonSet,ReplicaSet,\
@@ -94,11 +111,12 @@ pub struct PolicyArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
-    /// HTTPS admission listener.
-    #[arg(long, env = "TETHER_LISTEN", default_value = "0.0.0.0:8443")]
+    /// HTTPS admission listener: IP:PORT (localhost means 127.0.0.1; port 0 picks a free
+    /// port, logged in the ready line).
+    #[arg(long, env = "TETHER_LISTEN", default_value = "0.0.0.0:8443", value_parser = parse_listen)]
     pub listen: SocketAddr,
-    /// Plain-HTTP metrics listener (/metrics, /healthz, /readyz).
-    #[arg(long, env = "TETHER_METRICS_LISTEN", default_value = "0.0.0.0:9090")]
+    /// Plain-HTTP metrics listener (/metrics, /healthz, /readyz): IP:PORT.
+    #[arg(long, env = "TETHER_METRICS_LISTEN", default_value = "0.0.0.0:9090", value_parser = parse_listen)]
     pub metrics_listen: SocketAddr,
     /// Serving certificate (PEM), reloaded when the file changes [default: /tls/tls.crt;
     /// with --standalone: <dev-certs-dir>/tls.crt].
@@ -150,10 +168,15 @@ pub struct ServeArgs {
     /// How often healthy objects are reconciled again, repairing drift.
     #[arg(long, env = "TETHER_RESYNC_INTERVAL", default_value = "5m", value_parser = parse_duration)]
     pub resync_interval: Duration,
-    /// Log format.
+    /// Log format: json (one object per line, for clusters) or text (for people; no
+    /// colours unless stderr is a terminal and NO_COLOR is unset).
     #[arg(long, env = "TETHER_LOG_FORMAT", value_enum, default_value = "json")]
     pub log_format: LogFormat,
-    /// Run without a cluster: dev certificates, built-in kinds, local RBAC (SPEC 7).
+    /// Log level or filter (error, warn, info, debug, trace, or a tracing filter such as
+    /// info,tether=debug). RUST_LOG, when set, wins.
+    #[arg(long, env = "TETHER_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+    /// Run without a cluster: dev certificates, built-in kinds, local RBAC (--rbac-file).
     #[arg(long, env = "TETHER_STANDALONE", default_value_t = false)]
     pub standalone: bool,
     /// Where --standalone keeps its dev CA and certificate.
@@ -464,6 +487,22 @@ mod tests {
             }
         }
         assert!(missing.is_empty(), "{missing:#?}");
+    }
+
+    #[test]
+    fn listen_addresses() {
+        for (input, want) in [
+            ("127.0.0.1:8443", Ok("127.0.0.1:8443")),
+            ("localhost:8443", Ok("127.0.0.1:8443")),
+            ("[::1]:0", Ok("[::1]:0")),
+        ] {
+            assert_eq!(
+                super::parse_listen(input).map(|a| a.to_string()),
+                want.map(String::from)
+            );
+        }
+        let e = super::parse_listen("example.com:8443").unwrap_err();
+        assert!(e.contains("use an IP address, e.g. 127.0.0.1:8443"), "{e}");
     }
 
     #[test]

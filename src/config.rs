@@ -41,7 +41,13 @@ pub struct PolicyConfig {
 
 impl PolicyConfig {
     pub fn from_args(a: &PolicyArgs) -> Result<Self, ConfigError> {
-        let kinds = KindPolicy::new(&a.banned_kinds, a.allowed_kinds.as_ref());
+        // `none` is the explicit way to ban nothing (an empty list is more likely a mistake).
+        let banned: Vec<&String> = a
+            .banned_kinds
+            .iter()
+            .filter(|k| !k.trim().eq_ignore_ascii_case("none"))
+            .collect();
+        let kinds = KindPolicy::new(banned, a.allowed_kinds.as_ref());
         let rbac = match &a.rbac_file {
             None => None,
             Some(p) => Some(load_rbac(p)?),
@@ -88,6 +94,34 @@ impl PolicyConfig {
             },
         })
     }
+}
+
+/// The start-up account of the kind policy: `(ban list, allow list, warning)`. The warning
+/// is set when the ban list is empty without the explicit `--banned-kinds=none`.
+pub fn describe_kind_policy(a: &PolicyArgs) -> (String, String, Option<String>) {
+    let list = |v: &[String]| {
+        v.iter()
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let banned = list(&a.banned_kinds);
+    let allowed = a
+        .allowed_kinds
+        .as_deref()
+        .map(list)
+        .filter(|l| !l.is_empty())
+        .unwrap_or_else(|| "(any kind not banned)".into());
+    let warning = banned.is_empty().then(|| {
+        "--banned-kinds (env BANNED_KINDS) is empty: every kind may be attached, including Deployments, Pods and RBAC objects; pass --banned-kinds=none if that is intended, or remove the setting to get the default list".to_string()
+    });
+    let banned = if banned.is_empty() || banned.eq_ignore_ascii_case("none") {
+        "none".to_string()
+    } else {
+        banned
+    };
+    (banned, allowed, warning)
 }
 
 /// Largest `--rbac-file` read.

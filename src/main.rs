@@ -53,8 +53,9 @@ fn run() -> ExitCode {
             if args.file == "-" && std::io::stdin().is_terminal() {
                 // Waiting for a review typed by hand helps nobody: show how to use it.
                 let mut cmd = Cli::command();
+                cmd.build();
                 if let Some(sub) = cmd.find_subcommand_mut("review") {
-                    let _ = sub.print_help();
+                    eprintln!("{}", sub.render_help());
                 }
                 eprintln!(
                     "\ntether review: no input: pass -f FILE or pipe an AdmissionReview into it"

@@ -152,7 +152,7 @@ async fn huge_and_hostile_strings_are_cut_and_cleaned() {
     let lines = decision_lines(&s);
     assert_eq!(lines.len(), 6, "{}", s.logs());
     for l in &lines {
-        for f in ["uid", "name", "user", "message"] {
+        for f in ["uid", "name", "user", "deny_message"] {
             let n = l[f].as_str().unwrap_or("").chars().count();
             assert!(n <= MAX_MESSAGE, "{f}: {n}");
         }

@@ -123,7 +123,8 @@ impl Admission {
             dry_run = ident.dry_run,
             decision = decision.decision_label(),
             reason = decision.metric_reason,
-            message = clean(&decision.message, MAX_MESSAGE).as_ref(),
+            // Not `message`: that key holds the event name ("admission decision") in JSON.
+            deny_message = clean(&decision.message, MAX_MESSAGE).as_ref(),
             duration_us = elapsed.as_micros() as u64,
             "admission decision"
         );
