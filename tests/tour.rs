@@ -115,12 +115,10 @@ fn review_command_answers_offline_like_the_server() {
     assert_eq!(code, Some(0));
     assert_eq!(v.unwrap()["response"]["allowed"], true);
     let (code, v, _) = run("reviews/attached-denied.json", &[]);
-    assert_eq!(
-        code,
-        Some(0),
-        "an answer, even a deny, is a success for `review`"
-    );
+    assert_eq!(code, Some(1), "a deny exits 1, as `check` does");
     assert_eq!(v.unwrap()["response"]["status"]["code"], 403);
+    let (code, _, _) = run("reviews/attached-denied.json", &["--exit-zero"]);
+    assert_eq!(code, Some(0), "--exit-zero: the behaviour before issue 15");
     let (_, v, _) = run("reviews/attached-create.json", &["--webhook", "mutate"]);
     assert_eq!(v.unwrap()["response"]["patchType"], "JSONPatch");
     let (code, _, err) = run("attached-hpa.yaml", &[]);
