@@ -230,7 +230,10 @@ pub fn render_copy(
     root.remove("status");
 
     if let Some(spec) = root.get_mut("spec").and_then(Value::as_object_mut) {
-        if spec.get("scaleTargetRef").is_some_and(is_sentinel) {
+        if spec
+            .get("scaleTargetRef")
+            .is_some_and(|v| v.is_null() || crate::policy::attached::is_unset_reference(v))
+        {
             spec.insert(
                 "scaleTargetRef".into(),
                 json!({"apiVersion": "apps/v1", "kind": "Deployment", "name": target.deployment}),
