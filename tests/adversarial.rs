@@ -403,46 +403,6 @@ async fn numbers_out_of_range_and_wrong_types_for_min_replicas() {
     assert!(msg.starts_with("request.object"), "{msg}");
     assert!(msg.contains("number out of range"), "{msg}");
 
-    // -0 and -0.0 are zero: Forbidden by rule 4.
-    for tok in ["-0", "-0.0", "0.0"] {
-        let out = decide(
-            &adm,
-            Webhook::Validate,
-            &with_token(hpa_with_min(json!("@@")), tok),
-        )
-        .await;
-        let (code, msg) = out.deny();
-        assert_eq!(code, 403, "{tok}: {msg}");
-        assert!(
-            msg.starts_with("spec.object.spec.minReplicas: "),
-            "{tok}: {msg}"
-        );
-    }
-
-    // Strings, fractions, negatives, booleans, objects: Malformed, naming the field.
-    for bad in [
-        json!("2"),
-        json!("0"),
-        json!(1.5),
-        json!(-1),
-        json!(true),
-        json!({"n": 2}),
-        json!([2]),
-    ] {
-        let out = decide(
-            &adm,
-            Webhook::Validate,
-            &bytes(&atr_review(hpa_with_min(bad.clone()))),
-        )
-        .await;
-        let (code, msg) = out.deny();
-        assert_eq!(code, 400, "{bad}: {msg}");
-        assert!(
-            msg.starts_with("spec.object.spec.minReplicas: "),
-            "{bad}: {msg}"
-        );
-    }
-
     // 2^64 is a positive whole number: SPEC rule 4 only forbids 0, so tether admits it (the
     // API server's schema for the copy, an int32, is what refuses it later). -2^63-1 is
     // negative: Malformed.
@@ -480,6 +440,88 @@ async fn numbers_out_of_range_and_wrong_types_for_min_replicas() {
     assert!(msg.starts_with("request.dryRun: invalid type"), "{msg}");
 }
 
+/// -0 and -0.0 are zero: Forbidden by rule 4 (written as raw JSON number tokens).
+#[rstest]
+#[case("-0")]
+#[case("-0.0")]
+#[case("0.0")]
+#[tokio::test]
+async fn min_replicas_spelled_as_zero_is_forbidden(#[case] tok: &str) {
+    let adm = admission();
+    let out = decide(
+        &adm,
+        Webhook::Validate,
+        &with_token(hpa_with_min(json!("@@")), tok),
+    )
+    .await;
+    let (code, msg) = out.deny();
+    assert_eq!(code, 403, "{tok}: {msg}");
+    assert!(
+        msg.starts_with("spec.object.spec.minReplicas: "),
+        "{tok}: {msg}"
+    );
+}
+
+/// Strings, fractions, negatives, booleans, objects: Malformed, naming the field.
+#[rstest]
+#[case::numeric_string(json!("2"))]
+#[case::zero_string(json!("0"))]
+#[case::fraction(json!(1.5))]
+#[case::negative(json!(-1))]
+#[case::boolean(json!(true))]
+#[case::object(json!({"n": 2}))]
+#[case::array(json!([2]))]
+#[tokio::test]
+async fn min_replicas_of_the_wrong_type_is_malformed(#[case] bad: Value) {
+    let adm = admission();
+    let out = decide(
+        &adm,
+        Webhook::Validate,
+        &bytes(&atr_review(hpa_with_min(bad.clone()))),
+    )
+    .await;
+    let (code, msg) = out.deny();
+    assert_eq!(code, 400, "{bad}: {msg}");
+    assert!(
+        msg.starts_with("spec.object.spec.minReplicas: "),
+        "{bad}: {msg}"
+    );
+}
+
+/// Banned kinds are matched case-insensitively and after trimming whitespace. Only the exact
+/// spelling is also a kind apps/v1 serves; the others are Malformed as well (discovery is
+/// exact), so they answer 400 and say the kind is not in the resource table.
+#[rstest]
+#[case::exact("Deployment", 403)]
+#[case::lowercase("deployment", 400)]
+#[case::uppercase("DEPLOYMENT", 400)]
+#[case::leading_space(" Deployment", 400)]
+#[case::trailing_tab("Deployment\t", 400)]
+#[case::mixed_case("dEpLoYmEnT", 400)]
+#[tokio::test]
+async fn banned_kinds_match_whatever_the_case(#[case] kind: &str, #[case] want: u64) {
+    let adm = admission();
+    let mut o = hpa();
+    o["kind"] = json!(kind);
+    o["apiVersion"] = json!("apps/v1");
+    let (code, msg) = decide(&adm, Webhook::Validate, &bytes(&atr_review(o)))
+        .await
+        .deny()
+        .clone_parts();
+    let banned = format!(
+        "spec.object.kind: kind {:?} may not be attached: it is in --banned-kinds",
+        kind.trim()
+    );
+    assert!(msg.starts_with(&banned), "{kind:?}: {msg}");
+    assert_eq!(code, want, "{kind:?}: {msg}");
+    if want == 400 {
+        assert!(
+            msg.contains("is not in tether's built-in resource table"),
+            "{kind:?}: {msg}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn scale_target_ref_as_array_and_odd_kinds() {
     let adm = admission();
@@ -492,38 +534,6 @@ async fn scale_target_ref_as_array_and_odd_kinds() {
     assert_eq!(code, 403);
     assert!(msg.starts_with("spec.object.spec.scaleTargetRef: tether owns this field, so it may only be {} or null (got [])"), "{msg}");
 
-    // Banned kinds are matched case-insensitively and after trimming whitespace.
-    for kind in [
-        "Deployment",
-        "deployment",
-        "DEPLOYMENT",
-        " Deployment",
-        "Deployment\t",
-        "dEpLoYmEnT",
-    ] {
-        let mut o = hpa();
-        o["kind"] = json!(kind);
-        o["apiVersion"] = json!("apps/v1");
-        let (code, msg) = decide(&adm, Webhook::Validate, &bytes(&atr_review(o)))
-            .await
-            .deny()
-            .clone_parts();
-        let banned = format!(
-            "spec.object.kind: kind {:?} may not be attached: it is in --banned-kinds",
-            kind.trim()
-        );
-        assert!(msg.starts_with(&banned), "{kind:?}: {msg}");
-        if kind == "Deployment" {
-            assert_eq!(code, 403, "{kind:?}: {msg}");
-        } else {
-            // Also not a kind apps/v1 serves (discovery is exact), so Malformed wins.
-            assert_eq!(code, 400, "{kind:?}: {msg}");
-            assert!(
-                msg.contains("is not in tether's built-in resource table"),
-                "{kind:?}: {msg}"
-            );
-        }
-    }
     // Not banned but oddly cased: discovery is case-sensitive and says what was meant.
     let mut o = hpa();
     o["kind"] = json!("horizontalpodautoscaler");

@@ -950,55 +950,47 @@ fn target(dep: &str, version: &str) -> Target {
     }
 }
 
-#[test]
-fn render_fills_both_sentinels_names_labels_and_owner() {
-    for sentinel in [json!({}), Value::Null] {
-        let object = json!({
+#[rstest]
+#[case::empty_object(json!({}))]
+#[case::null(Value::Null)]
+fn render_fills_both_sentinels_names_labels_and_owner(#[case] sentinel: Value) {
+    let object = json!({
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {"labels": {"tether.dev/version": "user-tries-to-override", "x": "{{ .WorkloadName }}"}},
+        "spec": {"selector": {"matchLabels": sentinel.clone()}, "minAvailable": "{{ .Version }}"},
+        "status": {"ignored": true}
+    });
+    let out = render_copy(&object, "web-pdb", "shop", "web", &target("web-v2", "v2")).unwrap();
+    assert_eq!(
+        out,
+        json!({
             "apiVersion": "policy/v1",
             "kind": "PodDisruptionBudget",
-            "metadata": {"labels": {"tether.dev/version": "user-tries-to-override", "x": "{{ .WorkloadName }}"}},
-            "spec": {"selector": {"matchLabels": sentinel.clone()}, "minAvailable": "{{ .Version }}"},
-            "status": {"ignored": true}
-        });
-        let out = render_copy(&object, "web-pdb", "shop", "web", &target("web-v2", "v2")).unwrap();
-        assert_eq!(
-            out,
-            json!({
-                "apiVersion": "policy/v1",
-                "kind": "PodDisruptionBudget",
-                "metadata": {
-                    "name": "web-v2-web-pdb-be570e86",
-                    "namespace": "shop",
-                    "labels": {
-                        "x": "web",
-                        "tether.dev/attached-resource": "web-pdb",
-                        "tether.dev/workload": "web",
-                        "tether.dev/version": "v2"
-                    },
-                    "ownerReferences": [{
-                        "apiVersion": "apps/v1", "kind": "Deployment", "name": "web-v2",
-                        "uid": "uid-123", "controller": true, "blockOwnerDeletion": true
-                    }]
+            "metadata": {
+                "name": "web-v2-web-pdb-be570e86",
+                "namespace": "shop",
+                "labels": {
+                    "x": "web",
+                    "tether.dev/attached-resource": "web-pdb",
+                    "tether.dev/workload": "web",
+                    "tether.dev/version": "v2"
                 },
-                "spec": {"selector": {"matchLabels": {"app": "web", "version": "v2"}}, "minAvailable": "v2"}
-            }),
-            "sentinel {sentinel}"
-        );
-    }
+                "ownerReferences": [{
+                    "apiVersion": "apps/v1", "kind": "Deployment", "name": "web-v2",
+                    "uid": "uid-123", "controller": true, "blockOwnerDeletion": true
+                }]
+            },
+            "spec": {"selector": {"matchLabels": {"app": "web", "version": "v2"}}, "minAvailable": "v2"}
+        }),
+        "sentinel {sentinel}"
+    );
 }
 
 #[test]
 fn render_scale_target_ref_sentinels_and_absent_fields() {
+    // The sentinels themselves: render_fills_in_every_scale_target_ref_sentinel.
     let t = target("api-v1", "v1");
-    for sentinel in [json!({}), Value::Null] {
-        let object = json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
-                            "spec": {"scaleTargetRef": sentinel, "maxReplicas": 3}});
-        let out = render_copy(&object, "hpa", "ns", "api", &t).unwrap();
-        assert_eq!(
-            out["spec"]["scaleTargetRef"],
-            json!({"apiVersion": "apps/v1", "kind": "Deployment", "name": "api-v1"})
-        );
-    }
     // Absent: left alone (no scaleTargetRef, no selector invented).
     let object = json!({"apiVersion": "v1", "kind": "ConfigMap", "data": {"v": "{{ .Version }}"}});
     let out = render_copy(&object, "cm", "ns", "api", &t).unwrap();
