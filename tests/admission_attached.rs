@@ -447,7 +447,9 @@ async fn labelled_pdb_needs_the_deployment_and_unlabelled_objects_are_left_alone
     let v = post(&s, "/mutate", &rv).await;
     assert_eq!(v["allowed"], false);
     assert!(message(&v).contains("\"shop/web\""), "{v}");
-    // Unlabelled objects are left alone.
+    // Unlabelled objects are left alone. (An input the API server never sends: it decodes
+    // HPAs into Go structs, so `spec` would carry `scaleTargetRef: {"kind":"","name":""}`,
+    // `maxReplicas: 0` and defaults. Without the label the spec is never looked at.)
     let plain = json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "x"}, "spec": {}});
     let rv = review(
         "p3",
