@@ -396,12 +396,11 @@ fn review_exits_1_on_deny_and_decodes_the_patch() {
     assert_eq!(v["response"]["patch"][0]["op"], "add", "{v}");
 }
 
-/// With a terminal on stdin and no -f, `review` shows its usage instead of waiting.
-#[test]
-fn review_on_a_terminal_prints_usage() {
+/// A pseudo-terminal: (the controlling side, the terminal side for a child).
+fn pty() -> (std::fs::File, std::fs::File) {
     use std::os::fd::FromRawFd;
-    // A pseudo-terminal pair: the child's stdin is the terminal side.
-    let (master, slave) = unsafe {
+    // SAFETY: plain libc calls on descriptors this function owns; each is checked.
+    unsafe {
         let m = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY);
         assert!(m >= 0);
         assert_eq!(libc::grantpt(m), 0);
@@ -410,7 +409,13 @@ fn review_on_a_terminal_prints_usage() {
         let s = libc::open(name.as_ptr(), libc::O_RDWR | libc::O_NOCTTY);
         assert!(s >= 0);
         (std::fs::File::from_raw_fd(m), std::fs::File::from_raw_fd(s))
-    };
+    }
+}
+
+/// With a terminal on stdin and no -f, `review` shows its usage instead of waiting.
+#[test]
+fn review_on_a_terminal_prints_usage() {
+    let (master, slave) = pty();
     let out = Command::new(tether_bin())
         .arg("review")
         .stdin(Stdio::from(slave))
@@ -424,6 +429,55 @@ fn review_on_a_terminal_prints_usage() {
         err.contains("tether review: no input: pass -f FILE or pipe an AdmissionReview into it"),
         "{err}"
     );
+}
+
+/// Text logs on a terminal: coloured, unless NO_COLOR is set.
+#[test]
+fn text_logs_on_a_terminal_honour_no_color() {
+    use std::io::Read;
+    for (no_color, want_ansi) in [(None, true), (Some("1"), false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut master, slave) = pty();
+        let mut cmd = Command::new(tether_bin());
+        cmd.args([
+            "serve",
+            "--standalone",
+            "--controllers",
+            "none",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "text",
+        ])
+        .arg("--dev-certs-dir")
+        .arg(dir.path())
+        .env_remove("NO_COLOR")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(slave));
+        if let Some(v) = no_color {
+            cmd.env("NO_COLOR", v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&seen).contains("tether ready") {
+            let n = master.read(&mut buf).unwrap();
+            assert!(n > 0, "terminal closed: {}", String::from_utf8_lossy(&seen));
+            seen.extend_from_slice(&buf[..n]);
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        let text = String::from_utf8_lossy(&seen);
+        assert_eq!(
+            text.contains('\u{1b}'),
+            want_ansi,
+            "NO_COLOR={no_color:?}: {text:?}"
+        );
+    }
 }
 
 #[test]
