@@ -156,7 +156,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         (h, Some(w), None)
     } else {
         let client = kube::Client::try_default().await.context(
-            "no Kubernetes cluster configuration found (in-cluster service account or KUBECONFIG); to try tether without a cluster, use --standalone",
+            "no Kubernetes cluster configuration found (in-cluster service account or KUBECONFIG); to try tether without a cluster, run `tether serve --standalone`; to run it in a cluster, install the Helm chart (charts/tether)",
         )?;
         // Without keys the controller could not tell admitted objects from unchecked ones.
         let keys_dir = args

@@ -735,6 +735,40 @@ fn serve_without_cluster_or_certificates_says_what_to_do() {
     assert_eq!(code, 1);
     let last = err.lines().last().unwrap();
     assert_eq!(last.matches("os error 2").count(), 1, "{last}");
+    // Certificates but no cluster: the same two ways forward.
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    make_certs(&certs, &["localhost"]);
+    let out = Command::new(tether_bin())
+        .args([
+            "serve",
+            "--controllers",
+            "none",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--tls-cert")
+        .arg(certs.join("tls.crt"))
+        .arg("--tls-key")
+        .arg(certs.join("tls.key"))
+        .env_remove("KUBECONFIG")
+        .env("HOME", dir.path())
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let last = err.lines().last().unwrap();
+    assert!(
+        last.starts_with("tether serve: no Kubernetes cluster configuration found"),
+        "{err}"
+    );
+    assert!(
+        last.contains("tether serve --standalone") && last.contains("install the Helm chart"),
+        "{err}"
+    );
     let (code, _, err) = run(&["serve", "--listen", "tether.example:8443"], "");
     assert_eq!(code, 2);
     assert!(
