@@ -122,7 +122,9 @@ def build() -> dict:
     dash = dash.with_panel(series(
         "Access review cache hit ratio", "Share of access reviews answered from the cache (or shared with an identical one in flight).", "percentunit",
         [(
-            f'sum(rate(tether_access_reviews_total{{{SEL},cache=~"hit|shared"}}[{RATE}])) / sum(rate(tether_access_reviews_total{{{SEL}}}[{RATE}]))',
+            # `or vector(0)`: no hit yet is a ratio of 0, not "no data".
+            f'(sum(rate(tether_access_reviews_total{{{SEL},cache=~"hit|shared"}}[{RATE}])) or vector(0))'
+            f" / sum(rate(tether_access_reviews_total{{{SEL}}}[{RATE}]))",
             "hit ratio",
         )],
         w=8,

@@ -755,6 +755,13 @@ def check_observability() -> None:
     note(f"{len(names)} alerts, {len(got['panels'])} dashboard panels")
 
 
+def check_dashboard_generated() -> None:
+    """files/dashboard.json is what scripts/dashboard.py generates (run it after editing)."""
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "dashboard.py"), "--check"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, (out.stdout + out.stderr).strip()
+
+
 def check_notes() -> None:
     notes = RENDERS["default"].notes if "default" in RENDERS else ""
     assert "--dry-run=server" in notes and "kind: AttachedResource" in notes, \
@@ -907,6 +914,7 @@ def main() -> int:
     run("cert-manager chain (default values)", lambda: check_cert_manager(rendered("default")))
     run("bring-your-own TLS (byo-tls values)", check_byo_tls)
     run("prometheusRule and grafanaDashboard (opt-in, one source each)", check_observability)
+    run("dashboard.json is up to date with scripts/dashboard.py", check_dashboard_generated)
     run("NOTES.txt says how to verify", check_notes)
     run("webhook-config/ matches the chart", check_raw_matches_chart)
     run("webhook-config/kustomization.yaml", check_kustomization)
