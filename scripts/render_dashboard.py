@@ -7,7 +7,7 @@ that scraped a real tether under load. Everything runs on 127.0.0.1 and stops by
 
   1. builds tether (debug by default, like the tests; --release for release numbers);
   2. starts `tether serve --standalone --rbac-file examples/rbac.yaml` on free ports;
-  3. starts Prometheus (Debian package `prometheus`, /usr/bin/prometheus) on a free
+  3. starts Prometheus (the binary of Debian's package `prometheus`) on a free
      loopback port with a temporary config and data directory, scraping tether every 2 s;
   4. sends a bounded load for --duration seconds (default 120): valid reviews from
      bench/fixtures at --rate requests/s from a few threads, plus a trickle of malformed
@@ -263,9 +263,14 @@ def main() -> int:
     args = ap.parse_args()
     duration = min(max(args.duration, 20.0), 600.0)
     rate = min(max(args.rate, 1.0), 500.0)
-    prometheus = shutil.which("prometheus") or "/usr/bin/prometheus"
+    # Installing Debian's package would also start a Prometheus service on port 9090; its
+    # binary alone, unpacked next to promtool (scripts/fetch-promtool.sh), is enough.
+    prometheus = shutil.which("prometheus") or str(ROOT / "target" / "tools" / "bin" / "prometheus")
     if not os.path.exists(prometheus):
-        raise SystemExit("needs the prometheus binary: apt-get install prometheus")
+        raise SystemExit(
+            "needs the prometheus binary on PATH or in target/tools/bin: e.g.\n"
+            "  apt-get download prometheus && dpkg-deb -x prometheus_*.deb /tmp/p && "
+            "install -D /tmp/p/usr/bin/prometheus target/tools/bin/prometheus")
 
     profile = ["--release"] if args.release else []
     subprocess.run(["cargo", "build", "--locked", "--bin", "tether", *profile], cwd=ROOT, check=True)
