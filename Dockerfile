@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # tether: a static (musl) binary on a distroless base, running as UID 65532.
-#   docker build -t tether --build-arg TETHER_GIT_COMMIT="$(git rev-parse --short=12 HEAD)" .
+#   docker build -t tether --build-arg TETHER_BUILD_COMMIT="$(git rev-parse --short=12 HEAD)" .
 #   docker run --rm tether --help
 
 # ---- build -------------------------------------------------------------------
@@ -10,7 +10,7 @@ FROM rust:1.95.0-bookworm AS build
 ARG RUST_TARGET=x86_64-unknown-linux-musl
 # `tether version` reports these; .git is not in the build context. SOURCE_DATE_EPOCH, when
 # given, is the build date (reproducible builds).
-ARG TETHER_GIT_COMMIT=unknown
+ARG TETHER_BUILD_COMMIT=unknown
 ARG SOURCE_DATE_EPOCH
 # musl-tools: a musl C compiler for crates that build C (e.g. ring).
 # hadolint ignore=DL3008

@@ -451,13 +451,13 @@ pub struct CompletionArgs {
 
 /// Version, git commit and build date, set by build.rs.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
-pub const GIT_COMMIT: &str = env!("TETHER_GIT_COMMIT");
+pub const GIT_COMMIT: &str = env!("TETHER_BUILD_COMMIT");
 pub const BUILD_DATE: &str = env!("TETHER_BUILD_DATE");
 /// `--version` text.
 pub const LONG_VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
     " (commit ",
-    env!("TETHER_GIT_COMMIT"),
+    env!("TETHER_BUILD_COMMIT"),
     ", built ",
     env!("TETHER_BUILD_DATE"),
     ")"

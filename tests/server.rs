@@ -210,7 +210,7 @@ async fn metrics_port_serves_only_metrics_and_health() {
     assert_eq!(plain_get(s.metrics_addr, "/validate").unwrap().0, 404);
     let m = s.metrics();
     for family in [
-        "tether_build_info{version=",
+        "tether_build_info{commit=",
         "tether_tls_certificate_expiry_timestamp_seconds",
         "tether_tls_reloads_total{result=\"success\"} 0",
     ] {

@@ -121,16 +121,25 @@ impl CachedReviewer {
         }
     }
 
-    fn count(&self, role: Role, result: &Result<AccessDecision, AuthzError>, cache: &str) {
+    /// Counts one answer and records how long the caller waited for it.
+    fn count(
+        &self,
+        role: Role,
+        result: &Result<AccessDecision, AuthzError>,
+        cache: &str,
+        started: Instant,
+    ) {
         let r = match result {
             Ok(d) if d.allowed => "allowed",
             Ok(_) => "denied",
             Err(_) => "error",
         };
+        let labels = [role.as_str(), r, cache];
+        self.metrics.access_reviews.with_label_values(&labels).inc();
         self.metrics
-            .access_reviews
-            .with_label_values(&[role.as_str(), r, cache])
-            .inc();
+            .access_review_duration
+            .with_label_values(&labels)
+            .observe(started.elapsed().as_secs_f64());
     }
 
     /// Reviews currently running (each at most once per distinct question).
@@ -157,11 +166,12 @@ impl CachedReviewer {
         who: &Identity,
         attrs: &ResourceAttributes,
     ) -> Result<AccessDecision, AuthzError> {
+        let started = Instant::now();
         if self.state.allowed_ttl.is_zero() && self.state.denied_ttl.is_zero() {
             // Caching off (offline evaluation is already local and exact): no key, no
             // single-flight bookkeeping.
             let r = self.inner.review(who, attrs).await;
-            self.count(role, &r, "miss");
+            self.count(role, &r, "miss", started);
             return r;
         }
         {
@@ -170,7 +180,7 @@ impl CachedReviewer {
             if let Some((d, exp)) = entries.get(&probe as &dyn KeyView) {
                 if *exp > Instant::now() {
                     let r = Ok(d.clone());
-                    self.count(role, &r, "hit");
+                    self.count(role, &r, "hit", started);
                     return r;
                 }
             }
@@ -212,7 +222,7 @@ impl CachedReviewer {
             }
         };
         let r = pending.await;
-        self.count(role, &r, cache);
+        self.count(role, &r, cache, started);
         r
     }
 }
