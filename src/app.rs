@@ -68,7 +68,8 @@ pub fn offline_handlers(
 }
 
 pub fn run_serve(args: ServeArgs) -> ExitCode {
-    crate::logging::init(args.log_format);
+    // Held to the end: dropping it writes out the queued log lines.
+    let _log = crate::logging::init(args.log_format);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
