@@ -62,6 +62,16 @@ where
     }
 }
 
+/// (page size, selector, namespace, expected names, remainingItemCount after page one, pages)
+type Case = (
+    u32,
+    Option<&'static str>,
+    Option<&'static str>,
+    Vec<String>,
+    Option<i64>,
+    usize,
+);
+
 fn expected(namespaces: &[&str], only_odd: bool) -> Vec<String> {
     let mut v = Vec::new();
     for ns in namespaces {
@@ -79,15 +89,7 @@ async fn paged_lists_return_each_object_once_in_order() {
     let fake = seeded().await;
     let client = fake.client().await;
     let all: Api<ConfigMap> = Api::all(client.clone());
-    // (page size, selector, namespace, expected names, remainingItemCount after page one, pages)
-    let cases: Vec<(
-        u32,
-        Option<&str>,
-        Option<&str>,
-        Vec<String>,
-        Option<i64>,
-        usize,
-    )> = vec![
+    let cases: Vec<Case> = vec![
         (3, None, None, expected(&NAMESPACES, false), Some(25), 10),
         (28, None, None, expected(&NAMESPACES, false), None, 1),
         (27, None, None, expected(&NAMESPACES, false), Some(1), 2),

@@ -12,13 +12,12 @@
 //! would; warm ones repeat namespaces already seen. The same is measured with no delay, so
 //! the delay's share is `(latency - latency without delay) / delay`.
 
-#[allow(dead_code)]
 #[path = "../../tests/common/mod.rs"]
 mod common;
-#[allow(dead_code)]
+// Its unit-test modules' imports are unused outside `cargo test`.
+#[allow(unused_imports)]
 #[path = "../../tests/support/fake_apiserver.rs"]
 mod fake_apiserver;
-#[allow(dead_code)]
 #[path = "../../tests/support/tether_cluster.rs"]
 mod tether_cluster;
 

@@ -15,17 +15,17 @@
 //!     done when its reconcile counter reaches the object count;
 //!   - one version changes: one Deployment's `tether.dev/version` label changes, so the copies
 //!     of that Deployment's AttachedResources are replaced; done when all the new copies exist
-//!     and every old one is gone;
-//! each with its time, the write calls tether made (copies: the attached kind; bookkeeping:
-//! AttachedResources and their status; other), and tether's peak RSS (VmHWM).
+//!     and every old one is gone.
+//!
+//! Each phase prints its time, the write calls tether made (copies: the attached kind;
+//! bookkeeping: AttachedResources and their status; other), and tether's peak RSS (VmHWM).
 
-#[allow(dead_code)]
 #[path = "../../tests/common/mod.rs"]
 mod common;
-#[allow(dead_code)]
+// Its unit-test modules' imports are unused outside `cargo test`.
+#[allow(unused_imports)]
 #[path = "../../tests/support/fake_apiserver.rs"]
 mod fake_apiserver;
-#[allow(dead_code)]
 #[path = "../../tests/support/tether_cluster.rs"]
 mod tether_cluster;
 
