@@ -50,6 +50,32 @@ pub fn dropped_lines() -> u64 {
     DROPPED.get().map_or(0, |c| c.dropped_lines() as u64)
 }
 
+/// `tether_log_lines_dropped_total`, read from the writer when scraped.
+pub fn dropped_lines_collector() -> Box<dyn prometheus::core::Collector> {
+    let counter = prometheus::IntCounter::new(
+        "tether_log_lines_dropped_total",
+        "Log lines dropped because stderr could not keep up (the log queue was full).",
+    )
+    .expect("static metric definition");
+    Box::new(DroppedLines(counter))
+}
+
+struct DroppedLines(prometheus::IntCounter);
+
+impl prometheus::core::Collector for DroppedLines {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.0.desc()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        let (now, shown) = (dropped_lines(), self.0.get());
+        if now > shown {
+            self.0.inc_by(now - shown);
+        }
+        self.0.collect()
+    }
+}
+
 /// Installs the global subscriber. A second call (tests) installs nothing and returns `None`.
 /// Keep the guard for the life of the process so queued lines are written at exit.
 pub fn init(format: LogFormat) -> Option<LogGuard> {
@@ -176,5 +202,16 @@ mod tests {
         assert_eq!(writes, 2, "the big line, then one batch");
         assert_eq!(out.lock().unwrap().len(), BATCH_BYTES + 1 + 5000);
         assert_eq!(writer.error_counter().dropped_lines(), 0);
+    }
+
+    #[test]
+    fn dropped_lines_are_exported() {
+        // Before `init` nothing was dropped; the family exists with a zero.
+        let text = crate::metrics::Metrics::new().render();
+        assert!(
+            text.lines()
+                .any(|l| l == "tether_log_lines_dropped_total 0"),
+            "{text}"
+        );
     }
 }
