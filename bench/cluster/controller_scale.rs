@@ -96,6 +96,8 @@ struct Writes {
     copies: usize,
     bookkeeping: usize,
     other: usize,
+    /// The other writes by method and resource (path without names), most frequent first.
+    other_kinds: Vec<(String, usize)>,
 }
 
 fn writes_since(fake: &fake_apiserver::FakeApiServer, from: usize) -> Writes {
@@ -107,8 +109,23 @@ fn writes_since(fake: &fake_apiserver::FakeApiServer, from: usize) -> Writes {
             w.bookkeeping += 1;
         } else {
             w.other += 1;
+            let segs: Vec<&str> = r.path.split('/').collect();
+            // /api/v1/namespaces/NS/RESOURCE[/NAME...] or /apis/G/V/namespaces/NS/RESOURCE...
+            let resource = segs
+                .iter()
+                .position(|s| *s == "namespaces")
+                .and_then(|i| segs.get(i + 2))
+                .or(segs.last())
+                .copied()
+                .unwrap_or("");
+            let key = format!("{} {resource}", r.method);
+            match w.other_kinds.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, n)) => *n += 1,
+                None => w.other_kinds.push((key, 1)),
+            }
         }
     }
+    w.other_kinds.sort_by(|a, b| b.1.cmp(&a.1));
     w
 }
 
@@ -285,6 +302,9 @@ fn main() {
                 p.writes.other,
                 p.rss_mb
             );
+            if !p.writes.other_kinds.is_empty() {
+                println!("{:>6}   other writes: {:?}", "", p.writes.other_kinds);
+            }
         }
     }
 }
