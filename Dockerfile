@@ -4,7 +4,9 @@
 #   docker run --rm tether --help
 
 # ---- build -------------------------------------------------------------------
-FROM rust:1-bookworm AS build
+# Exact versions, so a rebuild of the same commit uses the same toolchain and base. To
+# update the runtime digest: `crane digest gcr.io/distroless/static-debian12:nonroot`.
+FROM rust:1.95.0-bookworm AS build
 ARG RUST_TARGET=x86_64-unknown-linux-musl
 # musl-tools: a musl C compiler for crates that build C (e.g. ring).
 # hadolint ignore=DL3008
@@ -22,7 +24,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 
 # ---- runtime -----------------------------------------------------------------
 # No shell, no package manager; CA certificates and /etc/passwd for nonroot only.
-FROM gcr.io/distroless/static-debian12:nonroot
+FROM gcr.io/distroless/static-debian12:nonroot@sha256:afa5c872c891853ca7fcf1f12c3edb23f7eeef36189728842dd51042ff57f7ab
 COPY --from=build /out/tether /usr/local/bin/tether
 # Numeric, so Kubernetes can verify runAsNonRoot without reading /etc/passwd.
 USER 65532:65532

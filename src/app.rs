@@ -4,68 +4,29 @@
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context;
 
-use crate::admission::handlers::Handlers;
 use crate::admission::Admission;
-use crate::appdomains::{DomainHolders, StaticDomains, WatchedAppDomains};
+use crate::appdomains::{StaticDomains, WatchedAppDomains};
 use crate::authz::cache::CachedReviewer;
 use crate::authz::sar::SarReviewer;
-use crate::authz::{AccessReviewer, AllowAll, RbacFileReviewer};
+use crate::authz::AccessReviewer;
 use crate::cli::ServeArgs;
 use crate::config::PolicyConfig;
 use crate::controller::admitted::SkipNamespaces;
 use crate::controller::leader::LeaderConfig;
 use crate::controller::{Context as ControllerContext, Enabled, ReconcilePolicy, Settings};
-use crate::discovery::{ApiResolver, BuiltinResolver, KindResolver};
+use crate::discovery::{ApiResolver, KindResolver};
 use crate::metrics::Metrics;
 use crate::server::{AdmissionServer, MetricsServer, TransportOptions};
 use crate::stamp::KeyRing;
 use crate::tls::CertStore;
-use crate::workloads::{DeploymentSelectors, WatchedDeployments};
+use crate::workloads::WatchedDeployments;
 
-/// The warning on every response in standalone mode (SPEC 7), which says how access reviews
-/// are answered.
-pub fn standalone_warning(rbac_file: bool) -> String {
-    if rbac_file {
-        "tether runs standalone (no cluster): kinds resolve from a built-in table, access reviews from --rbac-file".into()
-    } else {
-        "tether runs standalone (no cluster): kinds resolve from a built-in table and access reviews are NOT evaluated (all allowed); pass --rbac-file to evaluate them".into()
-    }
-}
-
-/// Handlers for offline use (`serve --standalone`, `review`, `check`).
-pub fn offline_handlers(
-    cfg: PolicyConfig,
-    deployments: Arc<dyn DeploymentSelectors>,
-    appdomains: Arc<dyn DomainHolders>,
-    metrics: &Metrics,
-) -> (Handlers, String) {
-    let warning = standalone_warning(cfg.rbac.is_some());
-    let inner: Arc<dyn AccessReviewer> = match cfg.rbac {
-        Some(f) => Arc::new(RbacFileReviewer(f)),
-        None => Arc::new(AllowAll),
-    };
-    let handlers = Handlers {
-        kinds: cfg.kinds,
-        resolver: Arc::new(BuiltinResolver),
-        // Local evaluation is cheap and exact: no caching needed.
-        reviewer: Arc::new(CachedReviewer::new(
-            inner,
-            Duration::ZERO,
-            Duration::ZERO,
-            metrics.clone(),
-        )),
-        tether: cfg.tether,
-        deployments,
-        domains: cfg.domains,
-        appdomains,
-        stamps: None,
-    };
-    (handlers, warning)
-}
+// Handler wiring shared with `offline` lives in `wiring`; re-exported for existing callers.
+pub use crate::wiring::{offline_handlers, standalone_warning};
 
 pub fn run_serve(args: ServeArgs) -> ExitCode {
     // Held to the end: dropping it writes out the queued log lines.
@@ -214,16 +175,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             skip_namespaces = ?reconcile_policy.skip.iter().collect::<Vec<_>>(),
             "the controller skips the namespaces the webhooks skip"
         );
-        let h = Handlers {
-            kinds: policy.kinds,
-            resolver: resolver.clone(),
+        let h = crate::wiring::handlers(
+            policy,
+            resolver.clone(),
             reviewer,
-            tether: policy.tether,
-            deployments: watched.clone(),
-            domains: policy.domains,
-            appdomains: domains.clone(),
-            stamps: Some(stamps.clone()),
-        };
+            watched.clone(),
+            domains.clone(),
+            Some(stamps.clone()),
+        );
         let cluster = Cluster {
             client,
             policy: reconcile_policy,

@@ -2,7 +2,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -296,88 +295,6 @@ pub struct DomainArgs {
     /// Explain how each part was derived.
     #[arg(short, long)]
     pub verbose: bool,
-}
-
-/// Entry point of the binary.
-pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match cli.command {
-        Command::Serve(args) => crate::app::run_serve(*args),
-        Command::Certs(args) => certs(args),
-        Command::Review(args) => crate::offline::run_review(args),
-        Command::Check(args) => crate::offline::run_check(args),
-        Command::Crds => match crate::crd::crds_yaml() {
-            Ok(y) => {
-                print!("{y}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("tether crds: {e}");
-                ExitCode::from(1)
-            }
-        },
-        Command::Domain(args) => domain(args),
-    }
-}
-
-fn domain(args: DomainArgs) -> ExitCode {
-    use crate::naming;
-    let root = match naming::DomainRoot::parse(args.root.trim()) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("tether domain: --root: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    for (flag, id) in [("--tenant", &args.tenant), ("--extension", &args.extension)] {
-        if id.trim().is_empty() {
-            eprintln!("tether domain: {flag} must not be empty");
-            return ExitCode::from(2);
-        }
-    }
-    let d = naming::app_domain(&args.tenant, &args.extension, &root);
-    println!("{d}");
-    if args.verbose {
-        println!("tenant:    {}", naming::domain_part(&args.tenant));
-        println!("extension: {}", naming::domain_part(&args.extension));
-        println!(
-            "if {d} is held by another (tenant, extension) pair: {}",
-            naming::disambiguated_app_domain(&args.tenant, &args.extension, &root)
-        );
-    }
-    match naming::check_domain(&d) {
-        Ok(c) => {
-            if let Some(w) = c.warning() {
-                eprintln!("warning: {w}");
-            }
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("tether domain: {e}");
-            ExitCode::from(1)
-        }
-    }
-}
-
-fn certs(args: CertsArgs) -> ExitCode {
-    let result = crate::certs::generate(&args.dns, args.days)
-        .and_then(|g| crate::certs::write(&args.out, &g).map(|_| g));
-    match result {
-        Ok(g) => {
-            println!(
-                "wrote {0}/ca.crt, {0}/tls.crt, {0}/tls.key (serving names: {1})",
-                args.out.display(),
-                args.dns.join(", ")
-            );
-            println!("caBundle (base64 of ca.crt, for the webhook configurations):");
-            println!("{}", g.ca_bundle());
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("tether certs: {e}");
-            ExitCode::from(2)
-        }
-    }
 }
 
 #[cfg(test)]

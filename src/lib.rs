@@ -1,11 +1,12 @@
 //! tether: a Kubernetes admission webhook and companion controller that lets application teams
 //! attach per-workload resources and per-install app domains with a plain `kubectl apply`.
 //!
-//! Module map: `admission` (review in, review out), `policy` (rules, pure), `naming` (hashed
-//! names, domains), `authz` (access reviews and their cache), `discovery` (kind → resource),
-//! `controller` (reconcilers), `tls` (serving certificates), `certs` (generation), `server`
-//! (listeners), `conns` and `budget` (connection and request budgets), `text` (making
-//! user-supplied text safe to show), `metrics`, `config`, `cli`.
+//! Module map, by layer (a module imports only its own layer or below; README "Layout"):
+//! leaves `text`, `canonical_json`, `webhook`, `crd`, `cli` (clap types), `logging`,
+//! `shutdown`; infrastructure `metrics`, `budget`, `conns`, `certs`, `tls`, `watched`, `server`
+//! (never importing the domain); pure domain `naming`, `policy`, `stamp`, `discovery`, `authz`;
+//! domain with I/O `admission`, `controller`, `workloads`, `appdomains`; wiring `config`,
+//! `wiring`, `app`, `offline`.
 
 pub mod admission;
 pub mod app;
@@ -31,4 +32,6 @@ pub mod stamp;
 pub mod text;
 pub mod tls;
 pub mod watched;
+pub mod webhook;
+pub mod wiring;
 pub mod workloads;

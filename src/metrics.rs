@@ -276,10 +276,10 @@ impl Metrics {
     }
 
     /// Duration histogram for a webhook path without a label lookup.
-    pub fn duration_for(&self, webhook: crate::admission::Webhook) -> &Histogram {
+    pub fn duration_for(&self, webhook: crate::webhook::Webhook) -> &Histogram {
         match webhook {
-            crate::admission::Webhook::Mutate => &self.admission_duration_mutate,
-            crate::admission::Webhook::Validate => &self.admission_duration_validate,
+            crate::webhook::Webhook::Mutate => &self.admission_duration_mutate,
+            crate::webhook::Webhook::Validate => &self.admission_duration_validate,
         }
     }
 
@@ -311,7 +311,7 @@ mod tests {
         m.admission_requests
             .with_label_values(&["validate", "CREATE", "AttachedResource", "denied", "policy"])
             .inc();
-        m.duration_for(crate::admission::Webhook::Mutate)
+        m.duration_for(crate::webhook::Webhook::Mutate)
             .observe(0.001);
         let text = m.render();
         assert!(

@@ -75,7 +75,7 @@ pub fn run_review(args: ReviewArgs) -> ExitCode {
         }
     };
     let metrics = Metrics::new();
-    let (handlers, warning) = crate::app::offline_handlers(
+    let (handlers, warning) = crate::wiring::offline_handlers(
         cfg,
         Arc::new(StaticDeployments::default()),
         Arc::new(StaticDomains::default()),
@@ -359,7 +359,7 @@ pub fn run_check(args: CheckArgs) -> ExitCode {
     let deployments = deployments_in(&objects, &args.namespace);
     let domains = Arc::new(StaticDomains::default());
     let (handlers, warning) =
-        crate::app::offline_handlers(cfg, Arc::new(deployments), domains.clone(), &metrics);
+        crate::wiring::offline_handlers(cfg, Arc::new(deployments), domains.clone(), &metrics);
     let admission = Admission::new(metrics, handlers, None);
     let mut groups = args.groups.clone();
     if !groups.iter().any(|g| g == "system:authenticated") {

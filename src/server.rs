@@ -37,17 +37,15 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
-use tower::ServiceExt;
 
-use crate::admission::{Admission, Webhook};
 use crate::budget::{json_cost, Budget, Over, RequestLimits, Ticket, VALUE_COST};
 use crate::conns::{Admitted, Conn, ConnLimits, ConnTable, WarnEvery};
 use crate::metrics::Metrics;
 use crate::shutdown::Signal;
+use crate::webhook::Webhook;
 
 /// Largest AdmissionReview body accepted (SPEC 5). The API server's own request limit is
 /// 3 MiB for objects; a review carrying object and oldObject can approach that.
@@ -164,7 +162,7 @@ struct Peer(IpAddr);
 
 #[derive(Clone)]
 struct AppState {
-    admission: Arc<Admission>,
+    admission: Arc<dyn Reviews>,
     ready: Arc<AtomicBool>,
     opts: Arc<TransportOptions>,
     budget: Arc<Budget>,
@@ -457,8 +455,8 @@ async fn admit_within(
     publish_in_flight(s);
     let budget = budget_from_query(query.as_deref(), s.opts.default_budget);
     match s.admission.review(webhook, &bytes, budget).await {
-        Ok(answer) => {
-            let mut r = Response::new(Body::from(answer.body));
+        Ok(body) => {
+            let mut r = Response::new(Body::from(body));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
@@ -636,21 +634,22 @@ where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let c = conn.clone();
-    let service = tower::service_fn(move |mut req: Request<Incoming>| {
+    let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         // Busy from the moment hyper hands us a request until its response is ready: a
         // busy connection is never evicted nor closed for idleness.
         let busy = c.begin();
         req.extensions_mut().insert(Peer(c.peer()));
-        let router = router.clone();
+        let mut router = router.clone();
         async move {
-            let r = router.oneshot(req).await;
+            // A Router is always ready (its `poll_ready` returns `Ready`), so `call` directly.
+            let r = tower_service::Service::call(&mut router, req).await;
             drop(busy);
             let r: Result<Response, Infallible> = r;
             r
         }
     });
     let served = builder
-        .serve_connection(TokioIo::new(io), TowerToHyperService::new(service))
+        .serve_connection(TokioIo::new(io), service)
         .into_owned();
     let served = watcher.watch(served);
     tokio::select! {
@@ -684,6 +683,22 @@ fn http_builder(opts: &TransportOptions) -> auto::Builder<TokioExecutor> {
     builder
 }
 
+/// What the admission listener serves (implemented by `admission::Admission`). Declared here
+/// so that the listener, infrastructure, does not import the domain it serves.
+#[async_trait::async_trait]
+pub trait Reviews: Send + Sync + 'static {
+    /// The metrics the listener records into.
+    fn metrics(&self) -> &Metrics;
+    /// The response AdmissionReview body for one request body, or why the body is not an
+    /// AdmissionReview (answered as 400 with that text).
+    async fn review(
+        &self,
+        webhook: Webhook,
+        body: &[u8],
+        budget: Duration,
+    ) -> Result<Vec<u8>, String>;
+}
+
 /// A bound admission listener, ready to serve.
 pub struct AdmissionServer {
     listener: Listener,
@@ -694,12 +709,12 @@ impl AdmissionServer {
     pub async fn bind(
         addr: SocketAddr,
         tls: Arc<rustls::ServerConfig>,
-        admission: Arc<Admission>,
+        admission: Arc<dyn Reviews>,
         ready: Arc<AtomicBool>,
         opts: TransportOptions,
     ) -> std::io::Result<Self> {
         let tcp = TcpListener::bind(addr).await?;
-        let metrics = admission.metrics.clone();
+        let metrics = admission.metrics().clone();
         let warn = Arc::new(WarnEvery::new(WARN_EVERY));
         let listener = Listener {
             name: "admission",

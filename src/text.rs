@@ -87,6 +87,51 @@ pub fn field(s: &str) -> Cow<'_, str> {
     clean(s, MAX_FIELD)
 }
 
+/// The first `max` bytes of `s`, or all of `s`; never splits a character. For limits counted
+/// in bytes (Kubernetes name parts, Events API fields, condition messages).
+pub fn cut_bytes(s: &str, max: usize) -> &str {
+    let mut end = max.min(s.len());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// `s` unchanged when it fits in `max` bytes, else cut so that it ends with `...` within
+/// `max` bytes (status condition messages).
+pub fn cut_bytes_marked(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    format!("{}...", cut_bytes(s, max.saturating_sub(3)))
+}
+
+/// A string quoted for a message, cut to `max` characters so one absurd value cannot bloat
+/// a deny message; control characters come out escaped (`{:?}`), unlike [`quoted`], which
+/// turns them into spaces.
+pub fn quote_short(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        format!("{s:?}")
+    } else {
+        let cut: String = s.chars().take(max).collect();
+        format!("{cut:?}{ELLIPSIS}")
+    }
+}
+
+/// Longest rendering of a JSON value in a message, in characters.
+const MAX_SHOWN_VALUE: usize = 60;
+
+/// A JSON value rendered for a message (compact, cut to [`MAX_SHOWN_VALUE`] characters).
+pub fn show_value(v: &serde_json::Value) -> String {
+    let s = v.to_string();
+    if s.chars().count() <= MAX_SHOWN_VALUE {
+        s
+    } else {
+        let cut: String = s.chars().take(MAX_SHOWN_VALUE).collect();
+        format!("{cut}{ELLIPSIS}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,5 +185,28 @@ mod tests {
         let user = format!("{}\n{}", "u".repeat(1_250_000), "v".repeat(1_250_000));
         assert_eq!(field(&user).chars().count(), MAX_FIELD);
         assert_eq!(clean_owned(user, 5), "uuuu…");
+    }
+
+    #[test]
+    fn quote_and_show() {
+        assert_eq!(quote_short("ab", 5), "\"ab\"");
+        assert_eq!(quote_short("a\nb", 5), "\"a\\nb\"");
+        assert_eq!(quote_short("abcdef", 3), "\"abc\"…");
+        assert_eq!(show_value(&serde_json::json!([1])), "[1]");
+        assert_eq!(
+            show_value(&serde_json::json!("x".repeat(70))),
+            format!("\"{}…", "x".repeat(59))
+        );
+    }
+
+    #[test]
+    fn byte_cuts_keep_characters_whole() {
+        assert_eq!(cut_bytes("abc", 10), "abc");
+        assert_eq!(cut_bytes("abcdef", 3), "abc");
+        assert_eq!(cut_bytes("aé", 2), "a"); // é is 2 bytes: not split
+        assert_eq!(cut_bytes_marked("abc", 3), "abc");
+        assert_eq!(cut_bytes_marked("abcdef", 5), "ab...");
+        assert_eq!(cut_bytes_marked("ééé", 6), "ééé");
+        assert_eq!(cut_bytes_marked("éééé", 6), "é...");
     }
 }

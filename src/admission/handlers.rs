@@ -34,10 +34,7 @@ pub struct Handlers {
     pub stamps: Option<Arc<KeyRing>>,
 }
 
-/// Verbs tether's controller uses on every attached copy (SPEC 5.1.8): create and patch
-/// (server-side apply), get, list (finding existing copies by label) and delete (pruning,
-/// cleanup). Copies are never watched.
-pub const TETHER_VERBS: [&str; 5] = ["create", "patch", "get", "list", "delete"];
+pub use crate::policy::attached::TETHER_VERBS;
 
 impl Handlers {
     pub async fn decide(&self, webhook: Webhook, req: &AdmissionRequest) -> Decision {

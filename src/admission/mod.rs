@@ -15,21 +15,8 @@ use crate::metrics::Metrics;
 pub use decision::Decision;
 use review::{AdmissionRequest, AdmissionReviewOut, EnvelopeError};
 
-/// Which webhook path a review arrived on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Webhook {
-    Mutate,
-    Validate,
-}
-
-impl Webhook {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Webhook::Mutate => "mutate",
-            Webhook::Validate => "validate",
-        }
-    }
-}
+// A leaf module, so that `metrics` can name the paths without importing `admission`.
+pub use crate::webhook::Webhook;
 
 /// Everything a decision may consult. Built once at start-up and shared by all requests.
 pub struct Admission {
@@ -43,6 +30,25 @@ pub struct Admission {
 pub struct Answer {
     pub body: Vec<u8>,
     pub allowed: bool,
+}
+
+#[async_trait::async_trait]
+impl crate::server::Reviews for Admission {
+    fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    async fn review(
+        &self,
+        webhook: Webhook,
+        body: &[u8],
+        budget: Duration,
+    ) -> Result<Vec<u8>, String> {
+        Admission::review(self, webhook, body, budget)
+            .await
+            .map(|a| a.body)
+            .map_err(|e| e.to_string())
+    }
 }
 
 impl Admission {

@@ -1,11 +1,37 @@
 //! The companion controller (SPEC 6): one reconciler per custom resource, in the shape of
 //! kube-runtime's `Controller` (a shared [`Context`], `Action::requeue`, an error policy with
 //! per-object exponential backoff), run only by the replica that holds the Lease.
+//!
+//! Shared by the reconcilers: [`conditions`] (time stamps, `lastTransitionTime` carry-over)
+//! and [`measure`] (the reconcile metrics, a Drop guard).
+//!
+//! Finalizers are written by hand, not with `kube::runtime::finalizer`, because that helper
+//! adds the finalizer (a write) *before* it calls the reconciler, and tether must not write
+//! first in two cases: an AttachedResource in a namespace the webhooks skip gets no write at
+//! all, and one refused by the reconcile-time policy gate gets only its refusal status, never
+//! a finalizer (SECURITY.md, "Reconcile-time policy"). The AttachedResource finalizer is also
+//! added in the same resourceVersion-guarded patch that records the applied kinds, which
+//! cleanup relies on; `finalizer` would make that two writes. Both reconcilers guard their
+//! finalizer patches (resourceVersion, or a JSON-patch `test` of the entry removed), which
+//! is what `finalizer` does too.
 
 pub mod admitted;
 pub mod attached;
+pub mod conditions;
 pub mod domains;
 pub mod leader;
+pub mod measure;
+
+/// Objects each controller reconciles at once. A reconcile makes a few API calls one after
+/// another, so this bounds tether's requests in flight (and the memory they hold at 10k
+/// objects) to what the API server's priority and fairness gives a workload controller,
+/// instead of starting every object's reconcile at once after a restart (bench/RESULTS.md).
+pub const RECONCILE_CONCURRENCY: u16 = 16;
+
+/// kube-runtime's controller settings with [`RECONCILE_CONCURRENCY`].
+pub fn controller_config() -> kube::runtime::controller::Config {
+    kube::runtime::controller::Config::default().concurrency(RECONCILE_CONCURRENCY)
+}
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};

@@ -15,7 +15,7 @@ use async_trait::async_trait;
 pub use builtin::ResourceInfo;
 use thiserror::Error;
 
-use crate::policy::quote_short;
+use crate::text::quote_short;
 
 #[derive(Debug, Clone, Error, PartialEq, Eq)]
 pub enum ResolveError {

@@ -206,6 +206,8 @@ VALUE_SETS = {
     "default": "values-default.yaml",
     "all-on": "values-all-on.yaml",
     "byo-tls": "values-byo-tls.yaml",
+    # Host network, non-default ports, OpenShift UIDs, digest, extra args/env.
+    "hostnet-openshift": "values-hostnet-openshift.yaml",
 }
 
 
@@ -293,10 +295,66 @@ SCHEMA_REJECTS = [
     ("NetworkPolicy without the API server's addresses",
      {"networkPolicy": {"enabled": True}, "domainRoot": "apps.example.com"},
      "networkPolicy.apiServerCIDRs is required"),
+    # A PDB that allows no eviction blocks every node drain (issue 15).
+    ("replicas 1 with the default PDB (minAvailable 1)",
+     {"replicas": 1, "domainRoot": "apps.example.com"},
+     "podDisruptionBudget.minAvailable 1 with replicas 1 allows no pod to be evicted"),
+    ("minAvailable equal to replicas",
+     {"replicas": 3, "podDisruptionBudget": {"minAvailable": 3},
+      "domainRoot": "apps.example.com"},
+     "set replicas to at least 4"),
+    ("minAvailable 100%",
+     {"podDisruptionBudget": {"minAvailable": "100%"}, "domainRoot": "apps.example.com"},
+     "podDisruptionBudget.minAvailable 100% with replicas 2"),
+    ("minAvailable 60% of 2 replicas (rounds up to 2)",
+     {"podDisruptionBudget": {"minAvailable": "60%"}, "domainRoot": "apps.example.com"},
+     "allows no pod to be evicted"),
+    ("minAvailable that is neither a count nor a percentage",
+     {"podDisruptionBudget": {"minAvailable": "one"}, "domainRoot": "apps.example.com"},
+     "minAvailable"),
+    ("shutdownDelay over 60s",
+     {"shutdownDelay": "61s", "domainRoot": "apps.example.com"},
+     "shutdownDelay 61s is more than 60s"),
+    ("shutdownDelay of 2m",
+     {"shutdownDelay": "2m", "domainRoot": "apps.example.com"}, "more than 60s"),
+    ("shutdownDelay in hours / with a space",
+     {"shutdownDelay": "1h", "domainRoot": "apps.example.com"}, "shutdownDelay"),
+    ("extraEnv repeating a variable the chart sets",
+     {"extraEnv": [{"name": "TETHER_LISTEN", "value": "0.0.0.0:1"}],
+      "domainRoot": "apps.example.com"},
+     "extraEnv sets TETHER_LISTEN, which the chart already sets"),
+    ("extraEnv entry without a name",
+     {"extraEnv": [{"value": "x"}], "domainRoot": "apps.example.com"}, "name"),
+    ("extraArgs entry that is not a flag",
+     {"extraArgs": ["check"], "domainRoot": "apps.example.com"}, "extraArgs"),
+    ("image.digest that is not a sha256 digest",
+     {"image": {"digest": "latest"}, "domainRoot": "apps.example.com"}, "digest"),
+    ("admission and metrics on one port",
+     {"ports": {"admission": 9090, "metrics": 9090}, "domainRoot": "apps.example.com"},
+     "ports.admission and ports.metrics are both 9090"),
+    ("port out of range",
+     {"ports": {"admission": 70000, "metrics": 9090}, "domainRoot": "apps.example.com"},
+     "admission"),
+    ("hostNetwork with a NetworkPolicy (which would not apply)",
+     {"hostNetwork": True,
+      "networkPolicy": {"enabled": True, "apiServerCIDRs": ["10.0.0.0/8"]},
+      "domainRoot": "apps.example.com"},
+     "a NetworkPolicy does not apply to pods in the node's network"),
+    ("helm test image without a tag",
+     {"tests": {"image": {"repository": "curlimages/curl", "tag": ""}},
+      "domainRoot": "apps.example.com"}, "tag"),
     ("NetworkPolicy CIDR that is not a CIDR",
      {"networkPolicy": {"enabled": True, "apiServerCIDRs": ["api.example.com"]},
       "domainRoot": "apps.example.com"},
      "apiServerCIDRs"),
+]
+
+
+SCHEMA_ACCEPTS = [
+    ("replicas 1 without a PDB", {"replicas": 1, "podDisruptionBudget": {"enabled": False}}),
+    ("minAvailable 50% of 2 replicas", {"podDisruptionBudget": {"minAvailable": "50%"}}),
+    ("shutdownDelay of exactly 60s", {"shutdownDelay": "60s"}),
+    ("shutdownDelay of 1m", {"shutdownDelay": "1m"}),
 ]
 
 
@@ -322,6 +380,12 @@ def check_schema_rejects() -> None:
         helm.render(CHART, {"controllers": "attached"}, RELEASE, NAMESPACE)
     except helm.HelmError as e:
         problems.append(f"controllers=attached without domainRoot: rejected: {e}")
+    # Accepted: what the refusals above must not catch.
+    for what, values in SCHEMA_ACCEPTS:
+        try:
+            helm.render(CHART, {"domainRoot": "apps.example.com", **values}, RELEASE, NAMESPACE)
+        except helm.HelmError as e:
+            problems.append(f"{what}: rejected: {e}")
     assert not problems, "; ".join(problems)
     note(f"{len(SCHEMA_REJECTS)} bad value sets rejected by Helm")
 
@@ -655,8 +719,12 @@ def check_network_policy() -> None:
     rules = {r["ports"][0]["port"]: r for r in spec["ingress"]}
     assert set(rules) == {"https", "metrics"}, f"ingress ports {sorted(rules)}"
     assert all(len(r["ports"]) == 1 for r in spec["ingress"]), "one port per ingress rule"
-    admission = [p["ipBlock"]["cidr"] for p in rules["https"]["from"]]
+    admission = [p["ipBlock"]["cidr"] for p in rules["https"]["from"] if "ipBlock" in p]
     assert admission == ["10.0.0.10/32", "fd00::10/128"], f"admission peers {admission}"
+    # Besides the API server, only this release's `helm test` pod (same namespace).
+    others = [p for p in rules["https"]["from"] if "ipBlock" not in p]
+    assert others == [{"podSelector": {"matchLabels": TEST_POD_LABELS}}], \
+        f"admission peers besides the API server: {others}"
     values = values_file(VALUE_SETS["all-on"])
     assert rules["metrics"]["from"] == values["networkPolicy"]["metricsFrom"], \
         f"metrics peers {rules['metrics']['from']}"
@@ -671,6 +739,343 @@ def check_network_policy() -> None:
     ingress = one(closed.objects, "NetworkPolicy")["spec"]["ingress"]
     assert [r["ports"][0]["port"] for r in ingress] == ["https"], \
         f"metricsFrom: [] must close the metrics port, got {ingress}"
+
+
+TEST_POD_LABELS = {"app.kubernetes.io/name": "tether-test", "app.kubernetes.io/instance": RELEASE,
+                   "app.kubernetes.io/component": "helm-test"}
+
+
+def container_env(objs: list[dict[str, Any]]) -> dict[str, Any]:
+    c = one(objs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in c["env"]}
+
+
+def check_grace_period() -> None:
+    """terminationGracePeriodSeconds = shutdownDelay (rounded up) + timeoutSeconds + 5."""
+    pod = one(rendered("default"), "Deployment")["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] == 20, pod.get("terminationGracePeriodSeconds")
+    pod = one(rendered("hostnet-openshift"), "Deployment")["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] == 50, pod.get("terminationGracePeriodSeconds")
+    for delay, timeout, want in (("500ms", 10, 16), ("0s", 10, 15), ("60s", 30, 95),
+                                 ("1m", 1, 66)):
+        objs = helm.render(CHART, {"shutdownDelay": delay, "timeoutSeconds": timeout,
+                                   "domainRoot": "apps.example.com"}, RELEASE, NAMESPACE).objects
+        pod = one(objs, "Deployment")["spec"]["template"]["spec"]
+        got = pod["terminationGracePeriodSeconds"]
+        assert got == want, \
+            f"shutdownDelay {delay}, timeoutSeconds {timeout}: grace {got} != {want}"
+        assert container_env(objs)["TETHER_SHUTDOWN_DELAY"] == delay
+
+
+def check_deployment_options() -> None:
+    """hostNetwork with its ports, OpenShift UIDs, image.digest, extraArgs/extraEnv,
+    priorityClassName and resources reach the pod as the values say."""
+    objs = rendered("hostnet-openshift")
+    dep = one(objs, "Deployment", "tether")
+    pod = dep["spec"]["template"]["spec"]
+    assert dep["spec"]["replicas"] == 3
+    assert pod.get("hostNetwork") is True, "hostNetwork"
+    assert pod.get("dnsPolicy") == "ClusterFirstWithHostNet", f"dnsPolicy {pod.get('dnsPolicy')}"
+    assert pod.get("priorityClassName") == "system-cluster-critical"
+    # OpenShift: no fixed IDs anywhere, still non-root with seccomp.
+    psc, csc = pod["securityContext"], pod["containers"][0]["securityContext"]
+    assert psc == {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}, psc
+    assert "runAsUser" not in csc and csc["runAsNonRoot"] is True and \
+        csc["readOnlyRootFilesystem"] is True and csc["capabilities"] == {"drop": ["ALL"]}, csc
+    [c] = pod["containers"]
+    assert c["image"] == ("registry.example.com/platform/tether@sha256:"
+                          "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"), \
+        c["image"]
+    assert c["args"] == ["serve", "--access-review-cache-ttl=30s"], c["args"]
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"https": 10443,
+                                                                   "metrics": 10090}
+    env = container_env(objs)
+    assert env["TETHER_LISTEN"] == "0.0.0.0:10443", env["TETHER_LISTEN"]
+    assert env["TETHER_METRICS_LISTEN"] == "0.0.0.0:10090", env["TETHER_METRICS_LISTEN"]
+    assert env["TETHER_SHUTDOWN_DELAY"] == "30s"
+    names = [e["name"] for e in c["env"]]
+    assert names[-2:] == ["HTTPS_PROXY", "NODE_NAME"], f"extraEnv not appended: {names[-3:]}"
+    assert env["NODE_NAME"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
+    assert len(names) == len(set(names)), "duplicate env names"
+    assert c["resources"] == {"requests": {"cpu": "100m", "memory": "128Mi"},
+                              "limits": {"memory": "512Mi"}}, c["resources"]
+    # Probes and the Service follow the named ports, so they follow the values.
+    assert c["readinessProbe"]["httpGet"]["port"] == "metrics"
+    svc = one(objs, "Service", "tether")
+    assert {(p["port"], p["targetPort"]) for p in svc["spec"]["ports"]} == \
+        {(443, "https"), (9090, "metrics")}
+    # Defaults: pod network, the image's UID, tag from appVersion, only `serve`.
+    dpod = one(rendered("default"), "Deployment")["spec"]["template"]["spec"]
+    assert "hostNetwork" not in dpod and "dnsPolicy" not in dpod
+    assert dpod["securityContext"]["runAsUser"] == 65532
+    assert dpod["containers"][0]["args"] == ["serve"]
+    tagged = helm.render(CHART, {"image": {"tag": "1.2.3", "digest": "sha256:" + "a" * 64},
+                                 "domainRoot": "apps.example.com"}, RELEASE, NAMESPACE).objects
+    img = one(tagged, "Deployment")["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert img == "ghcr.io/tether-dev/tether:1.2.3@sha256:" + "a" * 64, img
+    one(rendered("hostnet-openshift"), "PodDisruptionBudget")  # 2 of 3: allowed
+
+
+def test_pod(objs: list[dict[str, Any]]) -> dict[str, Any]:
+    return one(objs, "Pod", "tether-test-webhook")
+
+
+def check_test_hook() -> None:
+    """templates/tests/: a `helm test` pod that POSTs an AdmissionReview to the webhook
+    Service over TLS with the webhooks' CA and requires tether's answer."""
+    import base64
+    import json
+    text = (CHART / "templates" / "tests" / "webhook-answers.yaml").read_text()
+    assert re.search(r"^\s+helm\.sh/hook: test$", text, re.M), "no helm.sh/hook: test"
+    assert re.search(r"^\s+helm\.sh/hook-delete-policy: before-hook-creation,hook-succeeded$",
+                     text, re.M), "hook-delete-policy"
+    # install never creates it: the default render has no Pod.
+    assert not by_kind(rendered("default"), "Pod"), "the test pod is created on install"
+
+    def render(values: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        objs = helm.render(CHART, {"domainRoot": "apps.example.com", **values}, RELEASE,
+                           NAMESPACE, test_hooks=True).objects
+        pod = test_pod(objs)
+        ann = pod["metadata"]["annotations"]
+        assert ann == {"hook.stripped.test/hook": "test", "hook.stripped.test/hook-delete-policy":
+                       "before-hook-creation,hook-succeeded"}, ann
+        k8s_validate([("test hook", pod)])
+        return objs, pod
+
+    objs, pod = render({})
+    svc = one(objs, "Service", "tether")
+    assert pod["metadata"]["labels"].items() >= TEST_POD_LABELS.items()
+    sel = svc["spec"]["selector"]
+    assert not sel.items() <= pod["metadata"]["labels"].items(), \
+        "the test pod carries the Service's selector labels (it would receive webhook calls)"
+    [c] = pod["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    # Where the API server calls: the webhooks' clientConfig.service.
+    hook = one(objs, "ValidatingWebhookConfiguration")["webhooks"][0]["clientConfig"]["service"]
+    assert env["URL"] == (f"https://{hook['name']}.{hook['namespace']}.svc:{hook['port']}"
+                          f"{hook['path']}?timeout=10s"), env["URL"]
+    review = json.loads(env["REVIEW"])
+    assert review["kind"] == "AdmissionReview" and review["apiVersion"] == "admission.k8s.io/v1"
+    assert review["request"]["uid"] == env["UID_WANT"]
+    assert "object" not in review["request"]["object"]["spec"], "the review must be invalid"
+    assert review["request"]["namespace"] not in ("kube-system", NAMESPACE)
+    script = c["args"][0]
+    assert '"allowed":false' in script and "$UID_WANT" in script and "--cacert" in script
+    assert c["image"] == "curlimages/curl:8.11.1", c["image"]
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    vols = {v["name"]: v for v in pod["spec"]["volumes"]}
+    # cert-manager: the CA issuer's ca.crt beside the serving certificate.
+    assert env["CA_FILE"] == "/ca/ca.crt" and mounts["ca"] == "/ca"
+    assert vols["ca"]["secret"] == {"secretName": "tether-tls",
+                                    "items": [{"key": "ca.crt", "path": "ca.crt"}]}
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    # Bring-your-own TLS: the CA is tls.caBundle itself.
+    byo = values_file(VALUE_SETS["byo-tls"])
+    _, pod = render(byo)
+    env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+    assert env["CA_PEM"] == base64.b64decode(byo["tls"]["caBundle"]).decode()
+    assert env["CA_FILE"] == "/tmp/ca.crt"
+    # Client certificates required, none given to the test: it checks the refusal.
+    _, pod = render({"clientCA": {"existingSecret": "apiserver-client-ca"}})
+    script = pod["spec"]["containers"][0]["args"][0]
+    assert "refused" in script and "--data" not in script, script
+    # ... and with one, it presents it.
+    _, pod = render({"clientCA": {"existingSecret": "apiserver-client-ca"},
+                     "tests": {"clientCertSecret": "tether-test-client"}})
+    script = pod["spec"]["containers"][0]["args"][0]
+    assert "--cert /client/tls.crt --key /client/tls.key" in script, script
+    vols = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert vols["client"]["secret"]["secretName"] == "tether-test-client"
+    # tests.enabled=false: no test pod.
+    objs = helm.render(CHART, {"domainRoot": "apps.example.com", "tests": {"enabled": False}},
+                       RELEASE, NAMESPACE, test_hooks=True).objects
+    assert not by_kind(objs, "Pod"), "tests.enabled=false still renders the test pod"
+
+
+DOCS = ["README.md", "SECURITY.md", "charts/tether/README.md", "charts/tether/values.yaml",
+        "charts/tether/templates", "webhook-config/README.md", "certs/README.md"]
+
+
+def check_docs_standalone() -> None:
+    """The README and the chart's docs stand on their own: no references to the
+    product spec or other files outside the repository, and every relative
+    Markdown link resolves to a file in the repository."""
+    problems = []
+    files: list[Path] = []
+    for d in DOCS:
+        p = ROOT / d
+        files.extend(sorted(p.rglob("*")) if p.is_dir() else [p])
+    for f in files:
+        if not f.is_file():
+            continue
+        text = f.read_text()
+        rel = f.relative_to(ROOT)
+        for n, line in enumerate(text.splitlines(), 1):
+            if re.search(r"\bSPEC\b|APISERVER\.md|\bshared/", line):
+                problems.append(f"{rel}:{n}: refers outside the repository: {line.strip()}")
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text):
+            if re.match(r"^[a-z]+:", target):
+                continue  # URLs are fine; this is about files
+            dest = (f.parent / target).resolve()
+            if ROOT not in dest.parents and dest != ROOT:
+                problems.append(f"{rel}: link {target} leaves the repository")
+            elif not dest.exists():
+                problems.append(f"{rel}: link {target} points at nothing")
+    assert not problems, "; ".join(problems)
+    note(f"{len(files)} documentation files checked")
+
+
+def check_lifecycle_docs() -> None:
+    """Upgrading (CRDs are never upgraded by Helm) and uninstalling (finalizers) are
+    documented with commands that name the real paths, finalizer and label."""
+    text = (CHART / "README.md").read_text()
+    up = re.search(r"^## Upgrading$(.*?)^## ", text, re.M | re.S)
+    assert up, "chart README lacks an Upgrading section"
+    assert "kubectl apply --server-side --force-conflicts -f charts/tether/crds/" in up.group(1)
+    assert (ROOT / "charts/tether/crds").is_dir()
+    un = re.search(r"^## Uninstalling$(.*?)^## ", text, re.M | re.S)
+    assert un, "chart README lacks an Uninstalling section"
+    body = un.group(1)
+    for crd in load_yaml_docs(CHART_CRDS):
+        name = crd["metadata"]["name"]
+        assert name in body, f"Uninstalling does not delete {name}"
+    # The finalizer and label the docs name are the ones the controller uses.
+    src = "\n".join(p.read_text() for p in (ROOT / "src").rglob("*.rs"))
+    for literal in ("tether.dev/cleanup", "tether.dev/attached-resource"):
+        assert f'"{literal}"' in src, f"{literal} is not a string in src/"
+        assert literal in body, f"Uninstalling does not name {literal}"
+    assert '{"metadata":{"finalizers":null}}' in body, "no finalizer removal command"
+
+
+def tether_bin() -> Path:
+    target = Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target")
+    b = target / "debug" / "tether"
+    assert b.is_file(), (f"{b} missing: run `cargo build` first (scripts/test.sh runs "
+                         "cargo test, which builds it, before these checks)")
+    return b
+
+
+class Tether:
+    """tether serve --standalone on loopback ports chosen by the kernel (port 0),
+    read back from its ready log line."""
+
+    def __init__(self, tmp: Path, extra: list[str]):
+        import json
+        import time
+        self.certs = tmp / "certs"
+        self.log = tmp / "tether.log"
+        env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+        with open(self.log, "wb") as logf:
+            self.proc = subprocess.Popen(
+                [str(tether_bin()), "serve", "--standalone", "--dev-certs-dir", str(self.certs),
+                 "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
+                 "--log-format", "json", *extra],
+                stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, env=env)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            for line in self.log.read_text().splitlines():
+                try:
+                    ev = json.loads(line)
+                except ValueError:
+                    continue
+                if "tether ready" in json.dumps(ev):
+                    fields = ev.get("fields", ev)
+                    self.port = int(str(fields["listen"]).rsplit(":", 1)[1])
+                    assert self.port != 0, f"ready line without the bound port: {line}"
+                    return
+            if self.proc.poll() is not None:
+                raise AssertionError(f"tether exited: {self.log.read_text()}")
+            time.sleep(0.05)
+        self.stop()
+        raise AssertionError(f"tether not ready: {self.log.read_text()}")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def run_hook_script(pod: dict[str, Any], env_over: dict[str, str]) -> tuple[int, str]:
+    [c] = pod["spec"]["containers"]
+    assert c["command"] == ["/bin/sh", "-ec"], c["command"]
+    env = {e["name"]: e["value"] for e in c["env"] if "value" in e}
+    env.update(env_over)
+    env["PATH"] = os.environ.get("PATH", "/usr/bin:/bin")
+    out = subprocess.run(["sh", "-ec", c["args"][0]], env=env, capture_output=True, text=True,
+                         timeout=120)
+    return out.returncode, out.stdout + out.stderr
+
+
+def check_test_hook_live() -> None:
+    """The rendered `helm test` script, run with sh and curl as in its pod, against a
+    real tether (standalone, loopback): passes on tether's answer; fails when the
+    answer lacks the expected uid or the CA is wrong; with --client-ca and no client
+    certificate it passes only because tether refuses the caller."""
+    import tempfile
+    assert shutil.which("curl"), "curl not found (scripts/test.sh installs it)"
+    pod = test_pod(helm.render(CHART, values_file(VALUE_SETS["default"]), RELEASE, NAMESPACE,
+                               test_hooks=True).objects)
+    refusal = test_pod(helm.render(CHART, {"domainRoot": "apps.example.com",
+                                           "clientCA": {"existingSecret": "client-ca"}},
+                                   RELEASE, NAMESPACE, test_hooks=True).objects)
+    with tempfile.TemporaryDirectory(prefix="tether-hook-") as d:
+        t = Tether(Path(d), [])
+        try:
+            over = {"URL": f"https://localhost:{t.port}/validate?timeout=10s",
+                    "CA_FILE": str(t.certs / "ca.crt")}
+            rc, out = run_hook_script(pod, over)
+            assert rc == 0 and "PASS" in out, f"against tether: exit {rc}: {out}"
+            rc, out = run_hook_script(pod, {**over, "UID_WANT": "another-uid"})
+            assert rc != 0 and "FAIL" in out, f"a wrong uid passed: exit {rc}: {out}"
+            # Another CA (curl trusts a partial chain, so not tether's own leaf).
+            bad_ca = Path(d) / "other-ca.crt"
+            gen = subprocess.run(
+                ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                 "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=not tether's CA",
+                 "-days", "1", "-keyout", str(Path(d) / "other-ca.key"), "-out", str(bad_ca)],
+                capture_output=True, text=True, timeout=60)
+            assert gen.returncode == 0, f"openssl: {gen.stderr}"
+            rc, out = run_hook_script(pod, {**over, "CA_FILE": str(bad_ca)})
+            assert rc != 0, f"a wrong CA passed: {out}"
+            # The clientCA variant fails against a tether that answers anyone.
+            rc, out = run_hook_script(refusal, over)
+            assert rc != 0 and "FAIL" in out, f"refusal check passed without --client-ca: {out}"
+        finally:
+            t.stop()
+    with tempfile.TemporaryDirectory(prefix="tether-hook-") as d:
+        # First start makes the dev CA; the second requires client certificates from it.
+        t = Tether(Path(d), [])
+        t.stop()
+        t = Tether(Path(d), ["--client-ca", str(Path(d) / "certs" / "ca.crt")])
+        try:
+            rc, out = run_hook_script(refusal, {
+                "URL": f"https://localhost:{t.port}/validate?timeout=10s",
+                "CA_FILE": str(t.certs / "ca.crt")})
+            assert rc == 0 and "refused" in out, f"clientCA refusal: exit {rc}: {out}"
+        finally:
+            t.stop()
+
+
+def check_test_sh_promtool() -> None:
+    """scripts/test.sh gets promtool without installing Debian's prometheus package
+    (whose install starts a Prometheus server on tether's default metrics port 9090):
+    scripts/fetch-promtool.sh only downloads the .deb and unpacks promtool."""
+    test_sh = (ROOT / "scripts" / "test.sh").read_text()
+    fetch = (ROOT / "scripts" / "fetch-promtool.sh").read_text()
+    def code(t: str) -> list[str]:
+        return [ln for ln in t.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+
+    for name, lines in (("scripts/test.sh", code(test_sh)),
+                        ("scripts/fetch-promtool.sh", code(fetch))):
+        for ln in lines:
+            assert not re.search(r"apt(-get)?\s+install\b.*prometheus|dpkg\s+-i", ln), \
+                f"{name} installs the prometheus package: {ln.strip()}"
+            assert "missing+=(prometheus)" not in ln, f"{name}: {ln.strip()}"
+    assert "bash scripts/fetch-promtool.sh" in test_sh
+    assert "apt-get download -qq prometheus" in fetch and "dpkg-deb -x" in fetch
+    assert re.search(r"install -D -m 0755 \"\$tmp/x/usr/bin/promtool\"", fetch)
 
 
 def check_rbac_all_on() -> None:
@@ -722,6 +1127,12 @@ def check_notes() -> None:
     assert "--dry-run=server" in notes and "kind: AttachedResource" in notes, \
         "NOTES.txt lacks the server-side dry run of a test AttachedResource"
     assert "rollout status deployment/tether" in notes
+    assert f"helm test {RELEASE} -n {NAMESPACE} --logs" in notes, "NOTES.txt lacks helm test"
+    # Helm never upgrades crds/: `helm upgrade` reminds, `helm install` does not.
+    crd_apply = "kubectl apply --server-side --force-conflicts -f charts/tether/crds/"
+    assert crd_apply not in notes, "install NOTES talk about upgrading CRDs"
+    up = helm.render(CHART, values_file(VALUE_SETS["default"]), RELEASE, NAMESPACE, upgrade=True)
+    assert crd_apply in up.notes, "upgrade NOTES do not say how to upgrade the CRDs"
 
 
 def check_raw_matches_chart() -> None:
@@ -791,7 +1202,16 @@ def check_dockerfile() -> None:
     assert len(froms) >= 2, "Dockerfile is not multi-stage"
     final = instrs[froms[-1]:]
     base = final[0].split()[1]
-    assert base in ("scratch", "gcr.io/distroless/static-debian12:nonroot"), f"base {base}"
+    assert base == "scratch" or re.fullmatch(
+        r"gcr\.io/distroless/static-debian12:nonroot@sha256:[0-9a-f]{64}", base), f"base {base}"
+    # Every base image pinned: by digest, or by an exact x.y.z version tag (issue 15).
+    for i in froms:
+        image = instrs[i].split()[1]
+        if image == "scratch":
+            continue
+        assert re.search(r"@sha256:[0-9a-f]{64}$", image) or \
+            re.fullmatch(r"[^:@]+:\d+\.\d+\.\d+(-[a-z0-9.]+)?", image), \
+            f"FROM {image}: pin it by digest or an exact version"
     users = [ln.split()[1] for ln in final if ln.upper().startswith("USER ")]
     assert users and users[-1] in ("65532", "65532:65532"), f"USER {users}"
     assert 'ENTRYPOINT ["/usr/local/bin/tether"]' in final, "ENTRYPOINT"
@@ -859,6 +1279,11 @@ def main() -> int:
     run("deployment: default values", check_deployment_default)
     run("deployment: all-on values", check_deployment_all_on)
     run("controller skips the namespaces the webhooks skip", check_skip_namespaces)
+    run("deployment: hostNetwork, ports, OpenShift UIDs, digest, extraArgs/extraEnv",
+        check_deployment_options)
+    run("terminationGracePeriodSeconds derived from shutdownDelay", check_grace_period)
+    run("helm test hook: POSTs a review over TLS with the webhooks' CA", check_test_hook)
+    run("helm test hook: its script against a real tether (loopback)", check_test_hook_live)
     run("network policy: opt-in, admission from the API server only", check_network_policy)
     run("client CA: off by default, mounted and passed when set", check_client_ca)
     run("admission-stamp keys: generated Secret, mounted, never in webhook-config/",
@@ -874,6 +1299,9 @@ def main() -> int:
     run("chart README attachable-kinds table", check_readme_table)
     run("Dockerfile (hadolint + final stage)", check_dockerfile)
     run("certs/.gitignore", check_certs_gitignore)
+    run("scripts/test.sh: promtool without installing a Prometheus server", check_test_sh_promtool)
+    run("README and chart docs: nothing outside the repository", check_docs_standalone)
+    run("chart README: upgrading (CRDs) and uninstalling (finalizers)", check_lifecycle_docs)
     passed = sum(1 for _, ok, _ in RESULTS if ok)
     failed = len(RESULTS) - passed
     if failed:

@@ -62,6 +62,7 @@ DISCOVERY: dict[tuple[str, str], list[tuple[str, str, bool]]] = {
         ("serviceaccounts", "ServiceAccount", True),
         ("secrets", "Secret", True),
         ("configmaps", "ConfigMap", True),
+        ("pods", "Pod", True),
     ],
     ("apps", "v1"): [("deployments", "Deployment", True)],
     ("rbac.authorization.k8s.io", "v1"): [
@@ -155,6 +156,8 @@ def _load() -> ctypes.CDLL:
     lib.helm_sdkpy_lint.restype = ctypes.c_int
     lib.helm_sdkpy_install.argtypes = [h] + [ctypes.c_char_p] * 5 + [out]
     lib.helm_sdkpy_install.restype = ctypes.c_int
+    lib.helm_sdkpy_upgrade.argtypes = [h] + [ctypes.c_char_p] * 5 + [out]
+    lib.helm_sdkpy_upgrade.restype = ctypes.c_int
     lib.helm_sdkpy_last_error.argtypes = []
     lib.helm_sdkpy_last_error.restype = ctypes.c_void_p
     lib.helm_sdkpy_free.argtypes = [ctypes.c_void_p]
@@ -327,8 +330,18 @@ def render(
     values: dict[str, Any] | None = None,
     release: str = "tether",
     namespace: str = "tether-system",
+    test_hooks: bool = False,
+    upgrade: bool = False,
 ) -> Rendered:
-    """Render ``chart`` the way `helm install` does, with Helm's own engine."""
+    """Render ``chart`` the way `helm install` does, with Helm's own engine.
+
+    Install never renders `helm test` hooks into the manifest (they only run on
+    `helm test`, which needs a real cluster to run the pod). With ``test_hooks``
+    the copy's templates/tests/* have their ``helm.sh/hook*`` annotations renamed
+    to ``hook.stripped.test/hook*``, so
+    the same engine renders them as plain objects into the manifest; callers check
+    the annotations on the template files themselves.
+    """
     writes: list[tuple[str, str]] = []
     handler = type("Handler", (_ApiStandIn,), {"writes": writes})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -348,6 +361,13 @@ def render(
         with tempfile.TemporaryDirectory(prefix="tether-render-") as tmp:
             copy = Path(tmp) / chart.name
             shutil.copytree(chart, copy, ignore=shutil.ignore_patterns("crds"))
+            tests_dir = copy / "templates" / "tests"
+            if test_hooks:
+                for t in tests_dir.glob("*.yaml"):
+                    lines = t.read_text().splitlines(keepends=True)
+                    # helm.sh/hook* -> hook.stripped.test/* (kept visible to the checks).
+                    t.write_text("".join(ln.replace("helm.sh/hook", "hook.stripped.test/hook", 1)
+                                         for ln in lines))
             options = {
                 "create_namespace": False, "wait": False, "timeout_seconds": 60,
                 "server_side_apply": "false", "disable_openapi_validation": True,
@@ -363,6 +383,17 @@ def render(
                 if rc != 0:
                     raise HelmError(_last_error(cfg.lib))
                 result = json.loads(_take_string(cfg.lib, out))
+                if upgrade:
+                    # `helm upgrade` of the release just installed (same store).
+                    out = ctypes.c_void_p()
+                    rc = cfg.lib.helm_sdkpy_upgrade(
+                        cfg.handle, release.encode(), str(copy).encode(),
+                        json.dumps(values).encode() if values else b"", b"",
+                        json.dumps(options).encode(), ctypes.byref(out),
+                    )
+                    if rc != 0:
+                        raise HelmError(_last_error(cfg.lib))
+                    result = json.loads(_take_string(cfg.lib, out))
     finally:
         server.shutdown()
         server.server_close()

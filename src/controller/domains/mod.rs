@@ -38,7 +38,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -54,8 +54,19 @@ use kube::{Resource, ResourceExt};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+use super::conditions::{carry_transition_times, now_rfc3339};
+use super::measure::ReconcileMeasurer;
 use super::Context;
 use crate::crd::{AppDomain, AppDomainStatus, Condition};
+
+mod claim;
+mod mapping;
+mod status;
+
+pub use claim::claim_manifest;
+use claim::*;
+use mapping::*;
+use status::*;
 
 /// Metric label `controller`.
 pub const NAME: &str = "domains";
@@ -173,105 +184,11 @@ pub fn appdomain_label_value(namespace: &str, name: &str) -> String {
     hex::encode(digest)[..32].to_string()
 }
 
-/// The ClusterDomainClaim that gives `domain` to `namespace`, as a cluster administrator
-/// would apply it (no tether labels: a claim made by hand is the administrator's, and tether
-/// never deletes it).
-pub fn claim_manifest(domain: &str, namespace: &str) -> Value {
-    json!({
-        "apiVersion": "networking.internal.knative.dev/v1alpha1",
-        "kind": "ClusterDomainClaim",
-        "metadata": {"name": domain},
-        "spec": {"namespace": namespace},
-    })
-}
-
-fn now_rfc3339() -> String {
-    let now = k8s_openapi::jiff::Timestamp::now();
-    k8s_openapi::jiff::fmt::strtime::format("%Y-%m-%dT%H:%M:%SZ", now)
-        .unwrap_or_else(|_| now.to_string())
-}
-
-fn cond(type_: &str, status: &str, reason: &str, message: impl Into<String>) -> Condition {
-    Condition {
-        type_: type_.to_string(),
-        status: status.to_string(),
-        reason: reason.to_string(),
-        message: message.into(),
-        last_transition_time: None,
-        observed_generation: None,
-    }
-}
-
-/// Carries `lastTransitionTime` over from `old` when a condition's status did not change;
-/// stamps it now otherwise.
-fn stamp(mut conds: Vec<Condition>, old: &[Condition]) -> Vec<Condition> {
-    let now = now_rfc3339();
-    for c in &mut conds {
-        c.last_transition_time = match old.iter().find(|o| o.type_ == c.type_) {
-            Some(o) if o.status == c.status && o.last_transition_time.is_some() => {
-                o.last_transition_time.clone()
-            }
-            _ => Some(now.clone()),
-        };
-    }
-    conds
-}
-
-/// What the reconcile found, before it becomes conditions.
-struct Outcome {
-    service: Condition,
-    claim: Condition,
-    mapping: Condition,
-    url: String,
-}
-
-impl Outcome {
-    fn not_checked(type_: &str, after: &str) -> Condition {
-        cond(
-            type_,
-            "Unknown",
-            reasons::NOT_CHECKED,
-            format!("not checked until {after} is True"),
-        )
-    }
-
-    /// `Ready` is True when the three others are; otherwise it carries the first failing
-    /// condition's reason and message, so `kubectl get apd` shows what to fix.
-    fn conditions(self) -> Vec<Condition> {
-        let ready = match [&self.service, &self.claim, &self.mapping]
-            .into_iter()
-            .find(|c| c.status != "True")
-        {
-            None => cond(
-                READY,
-                "True",
-                reasons::READY,
-                if self.url.is_empty() {
-                    "the DomainMapping is Ready".to_string()
-                } else {
-                    format!("{} is served by the Knative Service", self.url)
-                },
-            ),
-            Some(c) => cond(
-                READY,
-                if c.status == "False" {
-                    "False"
-                } else {
-                    "Unknown"
-                },
-                &c.reason,
-                c.message.clone(),
-            ),
-        };
-        vec![self.service, self.claim, self.mapping, ready]
-    }
-}
-
 /// Reconciles one AppDomain. Counts `tether_reconcile_total{controller="domains"}` and
 /// observes `tether_reconcile_duration_seconds`; on failure also shows the error in status and
 /// emits a Warning Event before returning it (kube-runtime's error policy cannot await).
 pub async fn reconcile(obj: Arc<AppDomain>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let started = Instant::now();
+    let measure = ReconcileMeasurer::start(&ctx.metrics, NAME);
     let result = reconcile_inner(&obj, &ctx).await;
     let outcome = match &result {
         Ok(_) => {
@@ -283,14 +200,7 @@ pub async fn reconcile(obj: Arc<AppDomain>, ctx: Arc<Context>) -> Result<Action,
             "error"
         }
     };
-    ctx.metrics
-        .reconcile_total
-        .with_label_values(&[NAME, outcome])
-        .inc();
-    ctx.metrics
-        .reconcile_duration
-        .with_label_values(&[NAME])
-        .observe(started.elapsed().as_secs_f64());
+    measure.count(outcome == "success");
     result
 }
 
@@ -365,7 +275,7 @@ async fn reconcile_inner(obj: &AppDomain, ctx: &Context) -> Result<Action, Error
     };
     let old = obj.status.clone().unwrap_or_default();
     let new_status = AppDomainStatus {
-        conditions: stamp(outcome.conditions(), &old.conditions),
+        conditions: carry_transition_times(outcome.conditions(), &old.conditions, &now_rfc3339()),
         ..new_status
     };
     if new_status != old {
@@ -440,273 +350,6 @@ async fn converge(obj: &AppDomain, ns: &str, name: &str, ctx: &Context) -> Resul
         mapping,
         url,
     })
-}
-
-fn claim_namespace(claim: &DynamicObject) -> String {
-    claim
-        .data
-        .get("spec")
-        .and_then(|s| s.get("namespace"))
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string()
-}
-
-fn is_tethers(claim: &DynamicObject) -> bool {
-    claim.labels().get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY_VALUE)
-}
-
-/// The `DomainClaimed` condition for a claim that exists.
-fn judge_claim(claim: &DynamicObject, domain: &str, ns: &str) -> Condition {
-    let holder = claim_namespace(claim);
-    if holder == ns {
-        let by = if is_tethers(claim) {
-            " (created by tether)"
-        } else {
-            ""
-        };
-        cond(
-            DOMAIN_CLAIMED,
-            "True",
-            reasons::DOMAIN_CLAIMED,
-            format!("ClusterDomainClaim {domain} assigns the domain to namespace {ns}{by}"),
-        )
-    } else {
-        let held = if holder.is_empty() {
-            "names no namespace (spec.namespace is empty)".to_string()
-        } else {
-            format!("assigns the domain to namespace {holder:?}")
-        };
-        cond(
-            DOMAIN_CLAIMED,
-            "False",
-            reasons::DOMAIN_ALREADY_CLAIMED,
-            format!(
-                "ClusterDomainClaim {domain} {held}, not to {ns:?}, so Knative will not serve a DomainMapping for it here; if that claim is stale, a cluster administrator can delete it (kubectl delete clusterdomainclaim {domain}) and tether will claim the domain for this namespace"
-            ),
-        )
-    }
-}
-
-async fn ensure_claim(
-    domain: &str,
-    ns: &str,
-    name: &str,
-    ctx: &Context,
-) -> Result<Condition, Error> {
-    let api: Api<DynamicObject> =
-        Api::all_with(ctx.client.clone(), &cluster_domain_claim_resource());
-    let get_action = || format!("getting ClusterDomainClaim {domain}");
-    if let Some(claim) = api.get_opt(domain).await.map_err(kube_err(get_action()))? {
-        return Ok(judge_claim(&claim, domain, ns));
-    }
-    if !ctx.settings.auto_create_domain_claims {
-        let manifest = serde_yaml_ng::to_string(&claim_manifest(domain, ns))
-            .unwrap_or_else(|e| format!("# could not render the manifest: {e}\n"));
-        return Ok(cond(
-            DOMAIN_CLAIMED,
-            "False",
-            reasons::DOMAIN_CLAIM_MISSING,
-            format!(
-                "ClusterDomainClaim {domain} does not exist, and tether creates claims only with --auto-create-domain-claims (env KNATIVE_AUTO_CREATE_CDC). Knative serves a DomainMapping only for a domain claimed for its namespace: a cluster administrator can claim it with `kubectl apply -f -` and this manifest:\n{manifest}"
-            ),
-        ));
-    }
-    let mut labels = BTreeMap::new();
-    labels.insert(MANAGED_BY_LABEL.to_string(), MANAGED_BY_VALUE.to_string());
-    labels.insert(APPDOMAIN_LABEL.to_string(), appdomain_label_value(ns, name));
-    let mut claim = DynamicObject::new(domain, &cluster_domain_claim_resource())
-        .data(json!({"spec": {"namespace": ns}}));
-    claim.metadata.labels = Some(labels);
-    match api.create(&PostParams::default(), &claim).await {
-        Ok(created) => {
-            tracing::info!(
-                controller = NAME,
-                domain,
-                namespace = ns,
-                "created ClusterDomainClaim"
-            );
-            Ok(judge_claim(&created, domain, ns))
-        }
-        Err(kube::Error::Api(s)) if s.code == 409 => {
-            // Someone (another replica, an administrator) created it in between.
-            match api.get_opt(domain).await.map_err(kube_err(get_action()))? {
-                Some(claim) => Ok(judge_claim(&claim, domain, ns)),
-                None => Err(Error::Kube {
-                    action: format!("creating ClusterDomainClaim {domain}"),
-                    source: kube::Error::Api(s),
-                }),
-            }
-        }
-        Err(e) => Err(Error::Kube {
-            action: format!("creating ClusterDomainClaim {domain}"),
-            source: e,
-        }),
-    }
-}
-
-/// The DomainMapping tether wants for this AppDomain.
-fn desired_mapping(obj: &AppDomain, domain: &str, ns: &str, name: &str, svc: &str) -> Value {
-    json!({
-        "apiVersion": "serving.knative.dev/v1beta1",
-        "kind": "DomainMapping",
-        "metadata": {
-            "name": domain,
-            "namespace": ns,
-            "labels": {
-                MANAGED_BY_LABEL: MANAGED_BY_VALUE,
-                APPDOMAIN_LABEL: appdomain_label_value(ns, name),
-            },
-            "ownerReferences": [{
-                "apiVersion": "tether.dev/v1alpha1",
-                "kind": "AppDomain",
-                "name": name,
-                "uid": obj.meta().uid.clone().unwrap_or_default(),
-                "controller": true,
-                "blockOwnerDeletion": true,
-            }],
-        },
-        "spec": {
-            "ref": {
-                "apiVersion": "serving.knative.dev/v1",
-                "kind": "Service",
-                "name": svc,
-            },
-        },
-    })
-}
-
-/// Whether the existing mapping already has every field tether applies (Knative may default
-/// `spec.ref.namespace` to the mapping's namespace; that counts as equal).
-fn mapping_up_to_date(
-    existing: &DynamicObject,
-    uid: &str,
-    ns: &str,
-    name: &str,
-    svc: &str,
-) -> bool {
-    let labels = existing.labels();
-    let labels_ok = labels.get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY_VALUE)
-        && labels.get(APPDOMAIN_LABEL) == Some(&appdomain_label_value(ns, name));
-    let owner_ok = existing
-        .owner_references()
-        .iter()
-        .any(|o| o.uid == uid && o.controller == Some(true) && o.kind == "AppDomain");
-    let r = existing.data.get("spec").and_then(|s| s.get("ref"));
-    let field = |k: &str| r.and_then(|r| r.get(k)).and_then(Value::as_str);
-    let ns_ok = matches!(field("namespace"), None | Some("")) || field("namespace") == Some(ns);
-    let ref_ok = field("apiVersion") == Some("serving.knative.dev/v1")
-        && field("kind") == Some("Service")
-        && field("name") == Some(svc)
-        && ns_ok;
-    labels_ok && owner_ok && ref_ok
-}
-
-async fn ensure_mapping(
-    obj: &AppDomain,
-    domain: &str,
-    ns: &str,
-    name: &str,
-    svc: &str,
-    ctx: &Context,
-) -> Result<(Condition, String), Error> {
-    let api: Api<DynamicObject> =
-        Api::namespaced_with(ctx.client.clone(), ns, &domain_mapping_resource());
-    let uid = obj
-        .meta()
-        .uid
-        .clone()
-        .ok_or(Error::MissingMetadata("uid"))?;
-    let existing = api
-        .get_opt(domain)
-        .await
-        .map_err(kube_err(format!("getting DomainMapping {ns}/{domain}")))?;
-
-    if let Some(dm) = &existing {
-        if let Some(other) = dm
-            .owner_references()
-            .iter()
-            .find(|o| o.controller == Some(true) && o.uid != uid)
-        {
-            let cond = cond(
-                DOMAIN_MAPPING_READY,
-                "False",
-                reasons::DOMAIN_MAPPING_CONFLICT,
-                format!(
-                    "DomainMapping {ns}/{domain} is controlled by {} {:?}, not by this AppDomain; tether leaves it alone. Delete it (or that owner) to let tether manage the mapping",
-                    other.kind, other.name
-                ),
-            );
-            return Ok((cond, String::new()));
-        }
-    }
-
-    let mapping = match existing {
-        Some(dm) if mapping_up_to_date(&dm, &uid, ns, name, svc) => dm,
-        _ => {
-            let body = desired_mapping(obj, domain, ns, name, svc);
-            let pp = PatchParams::apply(&field_manager(ns, name)).force();
-            let applied = api
-                .patch(domain, &pp, &Patch::Apply(&body))
-                .await
-                .map_err(kube_err(format!(
-                    "applying DomainMapping {ns}/{domain} (server-side apply)"
-                )))?;
-            tracing::info!(
-                controller = NAME,
-                namespace = ns,
-                domain,
-                "applied DomainMapping"
-            );
-            applied
-        }
-    };
-    Ok(mapping_condition(&mapping, ns, domain))
-}
-
-/// `DomainMappingReady` and the URL, copied from the mapping's status.
-fn mapping_condition(dm: &DynamicObject, ns: &str, domain: &str) -> (Condition, String) {
-    let status = dm.data.get("status");
-    let url = status
-        .and_then(|s| s.get("url"))
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
-    let ready = status
-        .and_then(|s| s.get("conditions"))
-        .and_then(Value::as_array)
-        .and_then(|cs| {
-            cs.iter()
-                .find(|c| c.get("type").and_then(Value::as_str) == Some("Ready"))
-        });
-    let s = |c: &Value, k: &str| c.get(k).and_then(Value::as_str).unwrap_or("").to_string();
-    let cond = match ready {
-        None => cond(
-            DOMAIN_MAPPING_READY,
-            "Unknown",
-            reasons::DOMAIN_MAPPING_PENDING,
-            format!("DomainMapping {ns}/{domain} has no Ready condition yet; Knative has not reconciled it (is Knative Serving running?)"),
-        ),
-        Some(c) => {
-            let status = match s(c, "status").as_str() {
-                "True" => "True",
-                "False" => "False",
-                _ => "Unknown",
-            };
-            let reason = match (s(c, "reason"), status) {
-                (r, _) if !r.is_empty() => r,
-                (_, "True") => reasons::DOMAIN_MAPPING_READY.to_string(),
-                _ => reasons::DOMAIN_MAPPING_NOT_READY.to_string(),
-            };
-            let message = match s(c, "message") {
-                m if !m.is_empty() => format!("DomainMapping {ns}/{domain}: {m}"),
-                _ if status == "True" => format!("DomainMapping {ns}/{domain} is Ready"),
-                _ => format!("DomainMapping {ns}/{domain} is not Ready yet (Ready={status})"),
-            };
-            self::cond(DOMAIN_MAPPING_READY, status, &reason, message)
-        }
-    };
-    (cond, url)
 }
 
 /// Deletes the ClusterDomainClaim tether created for this namespace's domain, unless another
@@ -827,129 +470,6 @@ async fn remove_finalizer(api: &Api<AppDomain>, name: &str, idx: usize) -> Resul
     }
 }
 
-/// Status as a merge patch; empty `domain`/`url`/`observedGeneration` are sent as `null` so a
-/// value that went away is removed rather than left behind.
-async fn write_status(
-    api: &Api<AppDomain>,
-    name: &str,
-    status: &AppDomainStatus,
-) -> Result<(), Error> {
-    let mut body = serde_json::to_value(status).unwrap_or_else(|_| json!({}));
-    if let Some(m) = body.as_object_mut() {
-        for k in ["domain", "url", "observedGeneration"] {
-            m.entry(k).or_insert(Value::Null);
-        }
-    }
-    api.patch_status(
-        name,
-        &PatchParams::default(),
-        &Patch::Merge(json!({ "status": body })),
-    )
-    .await
-    .map_err(kube_err(format!("writing status of AppDomain {name}")))?;
-    Ok(())
-}
-
-fn ready_of(status: &AppDomainStatus) -> Option<&Condition> {
-    status.conditions.iter().find(|c| c.type_ == READY)
-}
-
-/// Emits an Event when `Ready` changed status or reason: Normal when it became True, Warning
-/// otherwise (so `kubectl describe apd` shows what to fix).
-async fn announce_ready_change(
-    obj: &AppDomain,
-    ctx: &Context,
-    old: &AppDomainStatus,
-    new: &AppDomainStatus,
-) {
-    let Some(now) = ready_of(new) else { return };
-    let before = ready_of(old);
-    if before.is_some_and(|b| b.status == now.status && b.reason == now.reason) {
-        return;
-    }
-    let type_ = if now.status == "True" {
-        EventType::Normal
-    } else {
-        EventType::Warning
-    };
-    publish(obj, ctx, type_, &now.reason, "Reconcile", &now.message).await;
-}
-
-/// Shows a failed reconcile in the status (`Ready=False`, `ReconcileError`, written only when
-/// it changes) and as a Warning Event; best effort (the API may be what failed).
-async fn report_failure(obj: &AppDomain, ctx: &Context, err: &Error) {
-    let message = err.to_string();
-    publish(
-        obj,
-        ctx,
-        EventType::Warning,
-        reasons::RECONCILE_ERROR,
-        "Reconcile",
-        &message,
-    )
-    .await;
-    if obj.meta().deletion_timestamp.is_some() {
-        return;
-    }
-    let (Some(ns), Some(name)) = (obj.namespace(), obj.meta().name.clone()) else {
-        return;
-    };
-    let old = obj.status.clone().unwrap_or_default();
-    let mut conds: Vec<Condition> = old
-        .conditions
-        .iter()
-        .filter(|c| c.type_ != READY)
-        .cloned()
-        .collect();
-    conds.push(cond(READY, "False", reasons::RECONCILE_ERROR, message));
-    let new = AppDomainStatus {
-        conditions: stamp(conds, &old.conditions),
-        ..old.clone()
-    };
-    if new != old {
-        let api: Api<AppDomain> = Api::namespaced(ctx.client.clone(), &ns);
-        if let Err(e) = write_status(&api, &name, &new).await {
-            tracing::debug!(controller = NAME, error = %e, "could not record the failure in status");
-        }
-    }
-}
-
-/// Events API limits: reason ≤ 128 bytes, note ≤ 1 kB.
-fn cut(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s[..end].to_string()
-}
-
-async fn publish(
-    obj: &AppDomain,
-    ctx: &Context,
-    type_: EventType,
-    reason: &str,
-    action: &str,
-    note: &str,
-) {
-    let mut reference: ObjectReference = obj.object_ref(&());
-    // The recorder deduplicates on the whole reference: a changing resourceVersion would
-    // defeat that.
-    reference.resource_version = None;
-    let ev = Event {
-        type_,
-        reason: cut(reason, 128),
-        note: Some(cut(note, 1024)),
-        action: action.to_string(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&ev, &reference).await {
-        tracing::warn!(controller = NAME, object = %backoff_key(obj), error = %e, "could not publish an Event");
-    }
-}
-
 /// Whether the Knative kinds this controller needs are served; `Err` says what is missing.
 async fn knative_served(ctx: &Context) -> Result<(), String> {
     for ar in [
@@ -992,7 +512,8 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     let controller = Controller::new(
         Api::<AppDomain>::all(client.clone()),
         watcher::Config::default(),
-    );
+    )
+    .with_config(super::controller_config());
     let pruner = super::prune_backoff(
         ctx.clone(),
         controller.store(),

@@ -45,9 +45,8 @@
 //! nothing to change makes no write call at all (reads: one LIST of Deployments, one LIST of
 //! copies, discovery while its cache is cold).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::Instant;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -59,15 +58,15 @@ use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{watcher, Controller};
 use kube::{Resource, ResourceExt};
-use serde_json::{json, Map, Value};
-use sha2::{Digest, Sha256};
+use serde_json::{json, Value};
 
 use super::admitted::{self, AccessAnswer, Denial, Facts, Gate};
+use super::conditions::{carry_transition_time, now_rfc3339};
+use super::measure::ReconcileMeasurer;
 use super::{Context, ReconcilePolicy};
 use crate::crd::{AttachedResource, AttachedResourceStatus, Condition, TargetStatus};
 use crate::discovery::ResolveError;
 use crate::policy::attached::WORKLOAD_LABEL;
-use crate::policy::placeholders::{render_value, RenderError, Vars};
 
 /// Metric label `controller` of this reconciler.
 pub const NAME: &str = "attached";
@@ -152,302 +151,12 @@ pub enum Error {
     },
 }
 
-// ---------------------------------------------------------------------------------------
-// Rendering (pure)
-// ---------------------------------------------------------------------------------------
+mod render;
 
-/// One target Deployment, reduced to what rendering needs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
-    pub deployment: String,
-    pub uid: String,
-    pub version: String,
-    /// The Deployment's `spec.selector.matchLabels` (empty when it has none).
-    pub match_labels: BTreeMap<String, String>,
-}
-
-impl Target {
-    /// The target for a Deployment; `None` when it has no name or uid.
-    pub fn from_deployment(d: &Deployment) -> Option<Self> {
-        let deployment = d.metadata.name.clone()?;
-        let uid = d.metadata.uid.clone()?;
-        let version = d
-            .labels()
-            .get(VERSION_LABEL)
-            .filter(|v| !v.is_empty())
-            .cloned()
-            .unwrap_or_else(|| deployment.clone());
-        let match_labels = d
-            .spec
-            .as_ref()
-            .and_then(|s| s.selector.match_labels.clone())
-            .unwrap_or_default();
-        Some(Target {
-            deployment,
-            uid,
-            version,
-            match_labels,
-        })
-    }
-}
-
-/// Why one target's copy could not be rendered.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RenderFailure {
-    #[error("spec.object must be a JSON object")]
-    NotAnObject,
-    #[error("spec.object.{0}")]
-    Placeholder(RenderError),
-    #[error("spec.object.spec.selector.matchLabels asks for the Deployment's selector labels, but Deployment {0} has no spec.selector.matchLabels (only matchExpressions?); set the selector explicitly")]
-    NoMatchLabels(String),
-}
-
-/// `null` or `{}`: the "tether fills this in" sentinels.
-fn is_sentinel(v: &Value) -> bool {
-    v.is_null() || v.as_object().is_some_and(Map::is_empty)
-}
-
-/// Renders `spec.object` of AttachedResource `atr_name` in `namespace` (workload `workload`)
-/// for one target: the complete object to server-side apply.
-pub fn render_copy(
-    object: &Value,
-    atr_name: &str,
-    namespace: &str,
-    workload: &str,
-    target: &Target,
-) -> Result<Value, RenderFailure> {
-    if !object.is_object() {
-        return Err(RenderFailure::NotAnObject);
-    }
-    let vars = Vars {
-        deployment_name: &target.deployment,
-        version: &target.version,
-        namespace,
-        workload_name: workload,
-    };
-    let mut out = render_value(object, &vars).map_err(RenderFailure::Placeholder)?;
-    let root = out.as_object_mut().ok_or(RenderFailure::NotAnObject)?;
-    root.remove("status");
-
-    if let Some(spec) = root.get_mut("spec").and_then(Value::as_object_mut) {
-        if spec.get("scaleTargetRef").is_some_and(is_sentinel) {
-            spec.insert(
-                "scaleTargetRef".into(),
-                json!({"apiVersion": "apps/v1", "kind": "Deployment", "name": target.deployment}),
-            );
-        }
-        if let Some(selector) = spec.get_mut("selector").and_then(Value::as_object_mut) {
-            if selector.get("matchLabels").is_some_and(is_sentinel) {
-                if target.match_labels.is_empty() {
-                    return Err(RenderFailure::NoMatchLabels(target.deployment.clone()));
-                }
-                selector.insert("matchLabels".into(), json!(target.match_labels));
-            }
-        }
-    }
-
-    let meta = root
-        .entry("metadata")
-        .or_insert_with(|| Value::Object(Map::new()));
-    if !meta.is_object() {
-        *meta = Value::Object(Map::new());
-    }
-    let Some(meta) = meta.as_object_mut() else {
-        return Err(RenderFailure::NotAnObject);
-    };
-    for f in [
-        "uid",
-        "resourceVersion",
-        "generation",
-        "creationTimestamp",
-        "deletionTimestamp",
-        "managedFields",
-        "generateName",
-        "finalizers",
-    ] {
-        meta.remove(f);
-    }
-    meta.insert(
-        "name".into(),
-        Value::String(crate::naming::attached_name(
-            &target.deployment,
-            atr_name,
-            workload,
-            &target.version,
-        )),
-    );
-    meta.insert("namespace".into(), Value::String(namespace.to_string()));
-    let mut labels = meta
-        .get("labels")
-        .and_then(Value::as_object)
-        .cloned()
-        .unwrap_or_default();
-    labels.insert(ATTACHED_LABEL.into(), Value::String(atr_name.to_string()));
-    labels.insert(WORKLOAD_LABEL.into(), Value::String(workload.to_string()));
-    labels.insert(VERSION_LABEL.into(), Value::String(target.version.clone()));
-    // Every label value must be valid, at most 63 characters (SPEC 6.1): names (up to 253)
-    // and placeholders rendered into labels are shortened with a hash suffix.
-    for v in labels.values_mut() {
-        if let Value::String(s) = v {
-            *s = crate::naming::label_value(s);
-        }
-    }
-    meta.insert("labels".into(), Value::Object(labels));
-    meta.insert(
-        "ownerReferences".into(),
-        json!([{
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "name": target.deployment,
-            "uid": target.uid,
-            "controller": true,
-            "blockOwnerDeletion": true,
-        }]),
-    );
-    Ok(out)
-}
-
-/// SHA-256 (hex) of the canonical JSON of `v` ([`crate::canonical_json`]): key order in the
-/// input never changes the hash.
-pub fn content_hash(v: &Value) -> String {
-    let mut s = String::new();
-    crate::canonical_json::write(v, &mut s);
-    hex::encode(Sha256::digest(s.as_bytes()))
-}
-
-/// Whether the live copy is still what tether applied for `hash`, judged only from what the
-/// API server preserves verbatim (SPEC 6): its [`APPLIED_HASH_ANNOTATION`], the generation
-/// recorded after the last apply (the server moves it on every spec change, by anyone), the
-/// owner reference to the target, and tether's labels. Never the copy's spec: list items of
-/// built-in kinds come back without apiVersion/kind, and values come back normalised
-/// (quantities, int-or-string, defaults), so comparing JSON would re-apply on every reconcile.
-pub fn copy_up_to_date(
-    live: &DynamicObject,
-    rendered: &Value,
-    hash: &str,
-    recorded_generation: Option<i64>,
-    owner_uid: &str,
-) -> bool {
-    let meta = &live.metadata;
-    if meta.deletion_timestamp.is_some() {
-        return false;
-    }
-    let annotated = live
-        .annotations()
-        .get(APPLIED_HASH_ANNOTATION)
-        .map(String::as_str)
-        == Some(hash);
-    let generation_ok = recorded_generation.is_some() && meta.generation == recorded_generation;
-    let owned = live
-        .owner_references()
-        .iter()
-        .any(|o| o.uid == owner_uid && o.controller == Some(true));
-    let labels_ok = rendered
-        .pointer("/metadata/labels")
-        .and_then(Value::as_object)
-        .is_none_or(|want| {
-            want.iter()
-                .all(|(k, v)| live.labels().get(k).map(String::as_str) == v.as_str())
-        });
-    annotated && generation_ok && owned && labels_ok
-}
-
-/// Sets `metadata.annotations[key]` on a rendered copy (whose `metadata` is an object);
-/// annotations that are not an object (invalid anyway) are replaced.
-fn set_annotation(body: &mut Value, key: &str, value: &str) {
-    let Some(meta) = body.get_mut("metadata").and_then(Value::as_object_mut) else {
-        return;
-    };
-    let annotations = meta
-        .entry("annotations")
-        .or_insert_with(|| Value::Object(Map::new()));
-    if !annotations.is_object() {
-        *annotations = Value::Object(Map::new());
-    }
-    if let Some(a) = annotations.as_object_mut() {
-        a.insert(key.to_string(), Value::String(value.to_string()));
-    }
-}
-
-/// The `Ready` condition for these target entries.
-pub fn ready_condition(
-    targets: &[TargetStatus],
-    extra_failures: &[String],
-    namespace: &str,
-    workload: &str,
-    generation: Option<i64>,
-) -> Condition {
-    let failed: Vec<String> = targets
-        .iter()
-        .filter(|t| !t.applied)
-        .map(|t| format!("{}: {}", t.deployment, t.message))
-        .collect();
-    let (status, reason, message) = if !failed.is_empty() || !extra_failures.is_empty() {
-        let mut parts = Vec::new();
-        if !failed.is_empty() {
-            parts.push(format!(
-                "{} of {} target(s) failed: {}",
-                failed.len(),
-                targets.len(),
-                failed.join("; ")
-            ));
-        }
-        parts.extend(extra_failures.iter().cloned());
-        ("False", REASON_FAILED, parts.join("; "))
-    } else if targets.is_empty() {
-        (
-            "False",
-            REASON_NO_TARGETS,
-            format!(
-                "no Deployment in namespace {namespace} is labelled {WORKLOAD_LABEL}={workload}"
-            ),
-        )
-    } else {
-        (
-            "True",
-            REASON_APPLIED,
-            format!("{} of {} target(s) applied", targets.len(), targets.len()),
-        )
-    };
-    Condition {
-        type_: "Ready".into(),
-        status: status.into(),
-        reason: reason.into(),
-        message: truncate(&message, 2048),
-        last_transition_time: None,
-        observed_generation: generation,
-    }
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut end = max.saturating_sub(3);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}...", &s[..end])
-}
-
-fn now_rfc3339() -> String {
-    k8s_openapi::jiff::Timestamp::now()
-        .strftime("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
-}
-
-/// Keeps the old `lastTransitionTime` when the condition did not change; stamps now otherwise.
-fn carry_transition_time(mut new: Condition, old: &[Condition]) -> Condition {
-    let prev = old.iter().find(|c| c.type_ == new.type_);
-    new.last_transition_time = match prev {
-        Some(p) if p.status == new.status => p
-            .last_transition_time
-            .clone()
-            .or_else(|| Some(now_rfc3339())),
-        _ => Some(now_rfc3339()),
-    };
-    new
-}
+use render::set_annotation;
+pub use render::{
+    content_hash, copy_up_to_date, ready_condition, render_copy, RenderFailure, Target,
+};
 
 // ---------------------------------------------------------------------------------------
 // Reconcile
@@ -464,17 +173,9 @@ fn backoff_key(obj: &AttachedResource) -> String {
 /// Reconciles one AttachedResource. Records `tether_reconcile_total` and
 /// `tether_reconcile_duration_seconds`; resets the object's backoff on success.
 pub async fn reconcile(obj: Arc<AttachedResource>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let started = Instant::now();
+    let measure = ReconcileMeasurer::start(&ctx.metrics, NAME);
     let result = reconcile_inner(&obj, &ctx).await;
-    ctx.metrics
-        .reconcile_duration
-        .with_label_values(&[NAME])
-        .observe(started.elapsed().as_secs_f64());
-    let label = if result.is_ok() { "success" } else { "error" };
-    ctx.metrics
-        .reconcile_total
-        .with_label_values(&[NAME, label])
-        .inc();
+    measure.count(result.is_ok());
     if result.is_ok() {
         ctx.backoff.succeeded(&backoff_key(&obj));
     }
@@ -486,7 +187,7 @@ pub async fn reconcile(obj: Arc<AttachedResource>, ctx: Arc<Context>) -> Result<
 pub fn error_policy(obj: Arc<AttachedResource>, err: &Error, ctx: Arc<Context>) -> Action {
     let action = ctx.requeue_failed(NAME, &backoff_key(&obj), err);
     let reference = obj.object_ref(&());
-    let note = truncate(&err.to_string(), 1000);
+    let note = crate::text::cut_bytes_marked(&err.to_string(), 1000);
     let recorder = ctx.recorder.clone();
     if let Ok(handle) = tokio::runtime::Handle::try_current() {
         handle.spawn(async move {
@@ -654,6 +355,27 @@ async fn patch_metadata(
         namespace: obj.namespace().unwrap_or_default(),
         name: obj.name_any(),
         what,
+        source,
+    })
+}
+
+/// Merge-patches `status` of AttachedResource `ns/name`.
+async fn write_status(
+    atrs: &Api<AttachedResource>,
+    ns: &str,
+    name: &str,
+    status: &AttachedResourceStatus,
+) -> Result<(), Error> {
+    atrs.patch_status(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "status": status })),
+    )
+    .await
+    .map(|_| ())
+    .map_err(|source| Error::Status {
+        namespace: ns.to_string(),
+        name: name.to_string(),
         source,
     })
 }
@@ -896,6 +618,7 @@ async fn reconcile_inner(obj: &AttachedResource, ctx: &Context) -> Result<Action
             obj.metadata.generation,
         ),
         &old_status.conditions,
+        &now_rfc3339(),
     );
     // A pass that acts clears an earlier refusal.
     let mut conditions: Vec<Condition> = old_status
@@ -911,17 +634,7 @@ async fn reconcile_inner(obj: &AttachedResource, ctx: &Context) -> Result<Action
         conditions,
     };
     if new_status != old_status {
-        atrs.patch_status(
-            &name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "status": new_status })),
-        )
-        .await
-        .map_err(|source| Error::Status {
-            namespace: ns.clone(),
-            name: name.clone(),
-            source,
-        })?;
+        write_status(&atrs, &ns, &name, &new_status).await?;
     }
 
     let failures: Vec<String> = new_status
@@ -1001,7 +714,7 @@ async fn gate(
         }
         if let (true, Ok(kind)) = (violations.is_empty(), resolved) {
             let questions: Vec<crate::authz::ResourceAttributes> =
-                crate::admission::handlers::TETHER_VERBS
+                crate::policy::attached::TETHER_VERBS
                     .iter()
                     .map(|verb| crate::authz::ResourceAttributes {
                         verb: verb.to_string(),
@@ -1080,17 +793,7 @@ async fn refuse(
         &now_rfc3339(),
     );
     if new != old {
-        atrs.patch_status(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "status": new })),
-        )
-        .await
-        .map_err(|source| Error::Status {
-            namespace: ns.to_string(),
-            name: name.to_string(),
-            source,
-        })?;
+        write_status(atrs, ns, name, &new).await?;
     }
     if admitted::denial_changed(&old, &new) {
         tracing::warn!(
@@ -1104,7 +807,7 @@ async fn refuse(
             .conditions
             .iter()
             .find(|c| c.type_ == admitted::POLICY_DENIED)
-            .map(|c| truncate(&c.message, 1000));
+            .map(|c| crate::text::cut_bytes_marked(&c.message, 1000));
         let ev = Event {
             type_: EventType::Warning,
             reason: admitted::POLICY_DENIED.into(),
@@ -1224,7 +927,8 @@ pub async fn run(
 ) {
     let atrs: Api<AttachedResource> = Api::all(ctx.client.clone());
     let deployments: Api<Deployment> = Api::all(ctx.client.clone());
-    let controller = Controller::new(atrs, watcher::Config::default());
+    let controller =
+        Controller::new(atrs, watcher::Config::default()).with_config(super::controller_config());
     let store = controller.store();
     let pruner = super::prune_backoff(
         ctx.clone(),
