@@ -125,7 +125,7 @@ fn writes_since(fake: &fake_apiserver::FakeApiServer, from: usize) -> Writes {
             }
         }
     }
-    w.other_kinds.sort_by(|a, b| b.1.cmp(&a.1));
+    w.other_kinds.sort_by_key(|k| std::cmp::Reverse(k.1));
     w
 }
 
