@@ -156,7 +156,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let domains = Arc::new(domains);
         let inner: Arc<dyn AccessReviewer> =
             Arc::new(SarReviewer::new(client.clone(), args.access_review_timeout));
-        let resolver: Arc<dyn KindResolver> = Arc::new(ApiResolver::new(client.clone()));
+        let resolver: Arc<dyn KindResolver> =
+            Arc::new(ApiResolver::new(client.clone()).with_metrics(metrics.clone()));
         let reviewer = Arc::new(CachedReviewer::new(
             inner,
             args.access_review_cache_ttl,

@@ -24,7 +24,7 @@ pub struct Condition {
     pub observed_generation: Option<i64>,
 }
 
-/// Attach one object to every version of a workload (SPEC 3.1).
+/// Attach one object to every version of a workload.
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, JsonSchema)]
 #[kube(
     group = "tether.dev",
@@ -83,7 +83,7 @@ pub struct TargetStatus {
     pub copy_generation: Option<i64>,
 }
 
-/// A per-install application domain served by a Knative Service (SPEC 3.2).
+/// A per-install application domain served by a Knative Service.
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, JsonSchema)]
 #[kube(
     group = "tether.dev",

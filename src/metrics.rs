@@ -6,8 +6,8 @@
 //! come from `&'static str` constants, never from names or uids.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// The metric families of SPEC 8, plus `tether_leader`.
@@ -41,6 +41,20 @@ pub struct Metrics {
     pub requests_in_flight: IntGauge,
     /// Bytes of the in-flight budget held now (bodies plus estimated parse cost).
     pub inflight_bytes: IntGauge,
+    /// Connection cap of each listener (`--max-connections`, `--metrics-max-connections`),
+    /// so a dashboard can draw open connections against it.
+    pub connections_max: IntGaugeVec,
+    /// HTTP requests answered with an error status (or dropped by the HTTP layer), by
+    /// listener and reason ([`TRANSPORT_REJECTIONS`]).
+    pub transport_rejections: IntCounterVec,
+    /// Access review latency as seen by the caller, by identity, result and cache outcome.
+    pub access_review_duration: HistogramVec,
+    /// API discovery calls, by result (`success`, `not_found`, `error`).
+    pub discovery_requests: IntCounterVec,
+    /// Changes of `tether_leader` (either way).
+    pub leader_transitions: IntCounter,
+    /// Objects waiting for a reconcile retry after a failure, by controller.
+    pub reconcile_queue_depth: IntGaugeVec,
     /// Cached children for the hot path: looking a child up by label values hashes the values
     /// and takes a lock each time, which a histogram per request does not need.
     admission_duration_mutate: Histogram,
@@ -57,7 +71,15 @@ const LATENCY_BUCKETS: &[f64] = &[
 /// Listener label values.
 pub const LISTENERS: [&str; 2] = ["admission", "metrics"];
 /// `reason` values of `tether_tls_handshake_failures_total`.
-pub const HANDSHAKE_FAILURES: [&str; 4] = ["timeout", "eof", "protocol", "io"];
+pub const HANDSHAKE_FAILURES: [&str; 7] = [
+    "timeout",
+    "eof",
+    "peer_rejected_certificate",
+    "client_certificate",
+    "not_tls",
+    "protocol",
+    "io",
+];
 /// `reason` values of `tether_requests_rejected_total`.
 pub const REQUEST_REJECTIONS: [&str; 5] = [
     "concurrency",
@@ -66,6 +88,50 @@ pub const REQUEST_REJECTIONS: [&str; 5] = [
     "peer_memory",
     "json_values",
 ];
+
+/// `reason` values of `tether_transport_rejections_total`: one per way a request can fail
+/// before (or instead of) an AdmissionReview decision. `bad_http` and `timeout` also cover
+/// requests the HTTP layer itself refused or timed out (no handler ran).
+pub const TRANSPORT_REJECTIONS: [&str; 9] = [
+    "not_found",
+    "method",
+    "content_type",
+    "too_large",
+    "bad_json",
+    "timeout",
+    "over_budget",
+    "bad_http",
+    "other",
+];
+
+/// The transport rejection reason of an HTTP status tether answered with, `None` for a
+/// success. Pure, so every status the routers can produce is covered by one table test.
+pub fn rejection_reason(status: u16) -> Option<&'static str> {
+    Some(match status {
+        0..=399 => return None,
+        400 => "bad_json",
+        404 => "not_found",
+        405 => "method",
+        408 => "timeout",
+        413 | 431 => "too_large",
+        415 => "content_type",
+        429 | 503 => "over_budget",
+        _ => "other",
+    })
+}
+
+/// `controller` values of the per-controller families.
+pub const CONTROLLERS: [&str; 2] = ["attached", "domains"];
+
+/// Access reviews take from microseconds (a cache hit) to the SubjectAccessReview timeout.
+const ACCESS_REVIEW_BUCKETS: &[f64] = &[
+    0.000_01, 0.000_1, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// `tether_build_info` labels, fixed at build time by `build.rs`.
+pub const BUILD_VERSION: &str = env!("CARGO_PKG_VERSION");
+pub const BUILD_COMMIT: &str = env!("TETHER_BUILD_COMMIT");
+pub const BUILD_RUST_VERSION: &str = env!("TETHER_BUILD_RUSTC");
 
 const RECONCILE_BUCKETS: &[f64] = &[
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -134,7 +200,7 @@ impl Metrics {
                 "tether_build_info",
                 "Build information; the value is always 1.",
             ),
-            &["version"],
+            &["version", "commit", "rust_version"],
         )
         .expect("static metric definition");
         let leader = IntGauge::new(
@@ -178,7 +244,7 @@ impl Metrics {
         let tls_handshake_failures = IntCounterVec::new(
             Opts::new(
                 "tether_tls_handshake_failures_total",
-                "Failed TLS handshakes on the admission port, by reason (timeout, eof, protocol, io).",
+                "Failed TLS handshakes on the admission port, by reason (timeout, eof, peer_rejected_certificate, client_certificate, not_tls, protocol, io).",
             ),
             &["reason"],
         )
@@ -202,8 +268,61 @@ impl Metrics {
         )
         .expect("static metric definition");
 
+        let connections_max = IntGaugeVec::new(
+            Opts::new(
+                "tether_connections_max",
+                "Connection cap of each listener (--max-connections, --metrics-max-connections).",
+            ),
+            &["listener"],
+        )
+        .expect("static metric definition");
+        let transport_rejections = IntCounterVec::new(
+            Opts::new(
+                "tether_transport_rejections_total",
+                "HTTP requests refused before or instead of an admission decision, by listener and reason (not_found, method, content_type, too_large, bad_json, timeout, over_budget, bad_http, other).",
+            ),
+            &["listener", "reason"],
+        )
+        .expect("static metric definition");
+        let access_review_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "tether_access_review_duration_seconds",
+                "Access review latency seen by the caller, by identity (user, tether), result (allowed, denied, error) and cache (hit, miss, shared).",
+            )
+            .buckets(ACCESS_REVIEW_BUCKETS.to_vec()),
+            &["identity", "result", "cache"],
+        )
+        .expect("static metric definition");
+        let discovery_requests = IntCounterVec::new(
+            Opts::new(
+                "tether_discovery_requests_total",
+                "API discovery calls for a group/version's resources, by result (success, not_found, error).",
+            ),
+            &["result"],
+        )
+        .expect("static metric definition");
+        let leader_transitions = IntCounter::new(
+            "tether_leader_transitions_total",
+            "Times tether_leader changed value (became leader or stopped leading).",
+        )
+        .expect("static metric definition");
+        let reconcile_queue_depth = IntGaugeVec::new(
+            Opts::new(
+                "tether_reconcile_queue_depth",
+                "Objects waiting for a reconcile retry after a failed reconcile, by controller.",
+            ),
+            &["controller"],
+        )
+        .expect("static metric definition");
+
         for c in [
             Box::new(admission_requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(connections_max.clone()),
+            Box::new(transport_rejections.clone()),
+            Box::new(access_review_duration.clone()),
+            Box::new(discovery_requests.clone()),
+            Box::new(leader_transitions.clone()),
+            Box::new(reconcile_queue_depth.clone()),
             Box::new(connections_open.clone()),
             Box::new(connections_rejected.clone()),
             Box::new(connections_closed.clone()),
@@ -227,8 +346,9 @@ impl Metrics {
                 .expect("each family is registered exactly once");
         }
         build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .with_label_values(&[BUILD_VERSION, BUILD_COMMIT, BUILD_RUST_VERSION])
             .set(1);
+        register_process_collector(&registry);
         // Pre-create the children whose absence would hide a zero: an alert on
         // `rate(tether_tls_reloads_total{result="error"}[5m]) > 0` needs the series to exist.
         for r in ["success", "error"] {
@@ -248,6 +368,20 @@ impl Metrics {
         }
         for r in REQUEST_REJECTIONS {
             requests_rejected.with_label_values(&[r]);
+        }
+        for l in LISTENERS {
+            for r in TRANSPORT_REJECTIONS {
+                transport_rejections.with_label_values(&[l, r]);
+            }
+        }
+        for r in ["success", "not_found", "error"] {
+            discovery_requests.with_label_values(&[r]);
+        }
+        for c in CONTROLLERS {
+            reconcile_queue_depth.with_label_values(&[c]);
+            // An alert on the error rate needs the series before the first failure.
+            reconcile_total.with_label_values(&[c, "success"]);
+            reconcile_total.with_label_values(&[c, "error"]);
         }
         let admission_duration_mutate = admission_duration.with_label_values(&["mutate"]);
         let admission_duration_validate = admission_duration.with_label_values(&["validate"]);
@@ -270,6 +404,12 @@ impl Metrics {
             requests_rejected,
             requests_in_flight,
             inflight_bytes,
+            connections_max,
+            transport_rejections,
+            access_review_duration,
+            discovery_requests,
+            leader_transitions,
+            reconcile_queue_depth,
             admission_duration_mutate,
             admission_duration_validate,
         }
@@ -283,6 +423,22 @@ impl Metrics {
         }
     }
 
+    /// Sets `tether_leader`, counting a transition when the value changes.
+    pub fn set_leader(&self, leading: bool) {
+        let v = i64::from(leading);
+        if self.leader.get() != v {
+            self.leader.set(v);
+            self.leader_transitions.inc();
+        }
+    }
+
+    /// Counts one transport rejection (see [`rejection_reason`]).
+    pub fn reject(&self, listener: &str, reason: &str) {
+        self.transport_rejections
+            .with_label_values(&[listener, reason])
+            .inc();
+    }
+
     /// The Prometheus text exposition of every family.
     pub fn render(&self) -> String {
         let mut buf = Vec::with_capacity(8 * 1024);
@@ -294,6 +450,19 @@ impl Metrics {
         String::from_utf8(buf).unwrap_or_default()
     }
 }
+
+/// Process metrics (`process_cpu_seconds_total`, `process_resident_memory_bytes`,
+/// `process_open_fds`, `process_start_time_seconds`, ...) from /proc, on Linux only: the
+/// prometheus crate's collector exists only there.
+#[cfg(target_os = "linux")]
+fn register_process_collector(registry: &Registry) {
+    let pc = prometheus::process_collector::ProcessCollector::for_self();
+    // Registering a fresh collector on a fresh registry cannot collide.
+    let _ = registry.register(Box::new(pc));
+}
+
+#[cfg(not(target_os = "linux"))]
+fn register_process_collector(_registry: &Registry) {}
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -314,10 +483,7 @@ mod tests {
         m.duration_for(crate::webhook::Webhook::Mutate)
             .observe(0.001);
         let text = m.render();
-        assert!(
-            text.contains("tether_build_info{version=\"0.1.0\"} 1"),
-            "{text}"
-        );
+        assert!(text.contains("tether_build_info{commit="), "{text}");
         assert!(text.contains("tether_admission_requests_total{decision=\"denied\",kind=\"AttachedResource\",operation=\"CREATE\",reason=\"policy\",webhook=\"validate\"} 1"), "{text}");
         assert!(
             text.contains(
@@ -329,6 +495,71 @@ mod tests {
             text.contains("tether_tls_reloads_total{result=\"error\"} 0"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn every_error_status_has_a_rejection_reason() {
+        for (status, want) in [
+            (200, None),
+            (204, None),
+            (302, None),
+            (400, Some("bad_json")),
+            (404, Some("not_found")),
+            (405, Some("method")),
+            (408, Some("timeout")),
+            (413, Some("too_large")),
+            (431, Some("too_large")),
+            (415, Some("content_type")),
+            (429, Some("over_budget")),
+            (503, Some("over_budget")),
+            (500, Some("other")),
+            (418, Some("other")),
+        ] {
+            assert_eq!(rejection_reason(status), want, "{status}");
+            if let Some(r) = want {
+                assert!(TRANSPORT_REJECTIONS.contains(&r), "{r}");
+            }
+        }
+    }
+
+    #[test]
+    fn leader_transitions_count_changes_only() {
+        let m = Metrics::new();
+        m.set_leader(false);
+        assert_eq!(m.leader_transitions.get(), 0);
+        m.set_leader(true);
+        m.set_leader(true);
+        m.set_leader(false);
+        assert_eq!(m.leader_transitions.get(), 2);
+        assert!(m.render().contains("tether_leader_transitions_total 2"));
+    }
+
+    #[test]
+    fn build_info_and_process_metrics_are_exported() {
+        let text = Metrics::new().render();
+        let line = format!(
+            "tether_build_info{{commit=\"{BUILD_COMMIT}\",rust_version=\"{BUILD_RUST_VERSION}\",version=\"0.1.0\"}} 1"
+        );
+        assert!(text.contains(&line), "{text}");
+        assert!(!BUILD_COMMIT.is_empty() && !BUILD_RUST_VERSION.is_empty());
+        // rustc --version always has a dotted version; "unknown" only if rustc could not run.
+        assert!(
+            BUILD_RUST_VERSION.split('.').count() >= 3,
+            "{BUILD_RUST_VERSION}"
+        );
+        #[cfg(target_os = "linux")]
+        for family in [
+            "process_start_time_seconds",
+            "process_resident_memory_bytes",
+            "process_cpu_seconds_total",
+            "process_open_fds",
+            "process_max_fds",
+        ] {
+            assert!(
+                text.contains(&format!("\n{family} ")),
+                "{family} missing: {text}"
+            );
+        }
     }
 
     #[test]

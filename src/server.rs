@@ -474,15 +474,40 @@ fn too_large() -> Response {
     )
 }
 
-/// Coarse, bounded reason of a failed TLS handshake.
+/// Coarse, bounded reason of a failed TLS handshake (a value of
+/// [`crate::metrics::HANDSHAKE_FAILURES`]).
 fn handshake_failure(e: &std::io::Error) -> &'static str {
+    use rustls::AlertDescription as A;
+    // rustls reports its own errors as InvalidData wrapping a `rustls::Error`.
+    if let Some(tls) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        return match tls {
+            // The client does not trust our certificate: the classic wrong `caBundle` (or a
+            // certificate for another name). A caBundle holding an older CA of the same name
+            // fails the signature check, which clients report as DecryptError.
+            rustls::Error::AlertReceived(
+                A::DecryptError
+                | A::BadCertificate
+                | A::UnknownCA
+                | A::CertificateUnknown
+                | A::CertificateExpired
+                | A::CertificateRevoked
+                | A::UnsupportedCertificate
+                | A::AccessDenied,
+            ) => "peer_rejected_certificate",
+            // `--client-ca`: the client's certificate is missing or not from that CA.
+            rustls::Error::NoCertificatesPresented | rustls::Error::InvalidCertificate(_) => {
+                "client_certificate"
+            }
+            // Not TLS at all, e.g. plain HTTP sent to the HTTPS port.
+            rustls::Error::InvalidMessage(_) => "not_tls",
+            _ => "protocol",
+        };
+    }
     match e.kind() {
         std::io::ErrorKind::UnexpectedEof
         | std::io::ErrorKind::ConnectionReset
         | std::io::ErrorKind::ConnectionAborted
         | std::io::ErrorKind::BrokenPipe => "eof",
-        // rustls reports protocol errors (bad records, no common version or cipher suite,
-        // a plaintext HTTP request) as InvalidData.
         std::io::ErrorKind::InvalidData => "protocol",
         _ => "io",
     }
@@ -571,8 +596,14 @@ impl Listener {
             tokio::spawn(async move {
                 open.inc();
                 let _slot = slot;
+                let counted = Counted {
+                    listener: name,
+                    metrics: metrics.clone(),
+                };
                 let closed = match tls {
-                    None => serve_io(tcp, &conn, &builder, router, watcher, idle_timeout).await,
+                    None => {
+                        serve_io(tcp, &conn, &builder, router, watcher, idle_timeout, counted).await
+                    }
                     Some(acceptor) => {
                         let handshake =
                             tokio::time::timeout(handshake_timeout, acceptor.accept(tcp));
@@ -586,7 +617,8 @@ impl Listener {
                         };
                         match tls {
                             Ok(Ok(s)) => {
-                                serve_io(s, &conn, &builder, router, watcher, idle_timeout).await
+                                serve_io(s, &conn, &builder, router, watcher, idle_timeout, counted)
+                                    .await
                             }
                             Ok(Err(e)) => {
                                 let reason = handshake_failure(&e);
@@ -620,6 +652,30 @@ impl Listener {
     }
 }
 
+/// Where a connection counts its transport rejections.
+struct Counted {
+    listener: &'static str,
+    metrics: Metrics,
+}
+
+/// The transport rejection behind an error that ended a connection, if it was one: the
+/// HTTP layer answers a malformed request (400/431) or a request whose header did not
+/// arrive in time by itself, without calling a handler. A header timeout on a connection
+/// that already served requests is an idle keep-alive connection, not a rejection.
+fn connection_error_reason(
+    e: &(dyn std::error::Error + 'static),
+    served: u64,
+) -> Option<&'static str> {
+    let e = e.downcast_ref::<hyper::Error>()?;
+    if e.is_parse() || e.is_parse_too_large() || e.is_parse_version_h2() {
+        Some("bad_http")
+    } else if e.is_timeout() && served == 0 {
+        Some("timeout")
+    } else {
+        None
+    }
+}
+
 /// Serves HTTP on one connection until it ends, is evicted or stays idle too long. Returns
 /// `Some("idle")` when tether closed it for idleness.
 async fn serve_io<I>(
@@ -629,32 +685,48 @@ async fn serve_io<I>(
     router: Router,
     watcher: hyper_util::server::graceful::Watcher,
     idle_timeout: Duration,
+    counted: Counted,
 ) -> Option<&'static str>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let c = conn.clone();
+    let served = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = served.clone();
+    let metrics = counted.metrics.clone();
+    let listener = counted.listener;
     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         // Busy from the moment hyper hands us a request until its response is ready: a
         // busy connection is never evicted nor closed for idleness.
         let busy = c.begin();
+        counter.fetch_add(1, Ordering::Relaxed);
         req.extensions_mut().insert(Peer(c.peer()));
         let mut router = router.clone();
+        let metrics = metrics.clone();
         async move {
             // A Router is always ready (its `poll_ready` returns `Ready`), so `call` directly.
             let r = tower_service::Service::call(&mut router, req).await;
             drop(busy);
             let r: Result<Response, Infallible> = r;
+            // Every error answer, whichever handler or fallback wrote it, is counted here.
+            if let Ok(resp) = &r {
+                if let Some(reason) = crate::metrics::rejection_reason(resp.status().as_u16()) {
+                    metrics.reject(listener, reason);
+                }
+            }
             r
         }
     });
-    let served = builder
+    let conn_served = builder
         .serve_connection(TokioIo::new(io), service)
         .into_owned();
-    let served = watcher.watch(served);
+    let conn_served = watcher.watch(conn_served);
     tokio::select! {
-        r = served => {
+        r = conn_served => {
             if let Err(e) = r {
+                if let Some(reason) = connection_error_reason(&*e, served.load(Ordering::Relaxed)) {
+                    counted.metrics.reject(counted.listener, reason);
+                }
                 tracing::debug!(peer = %conn.peer(), error = %e, "connection ended with an error");
             }
             None
@@ -715,6 +787,10 @@ impl AdmissionServer {
     ) -> std::io::Result<Self> {
         let tcp = TcpListener::bind(addr).await?;
         let metrics = admission.metrics().clone();
+        metrics
+            .connections_max
+            .with_label_values(&["admission"])
+            .set(opts.max_connections as i64);
         let warn = Arc::new(WarnEvery::new(WARN_EVERY));
         let listener = Listener {
             name: "admission",
@@ -790,6 +866,10 @@ impl MetricsServer {
         ready: Arc<AtomicBool>,
         opts: TransportOptions,
     ) -> std::io::Result<Self> {
+        metrics
+            .connections_max
+            .with_label_values(&["metrics"])
+            .set(opts.metrics_max_connections as i64);
         let listener = Listener {
             name: "metrics",
             tcp: TcpListener::bind(addr).await?,

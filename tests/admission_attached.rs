@@ -5,50 +5,11 @@ mod common;
 
 use base64::Engine;
 use common::*;
+use rstest::rstest;
 use serde_json::{json, Value};
 
-const RBAC: &str = r#"
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata: {name: attachable}
-rules:
-  - apiGroups: [autoscaling]
-    resources: [horizontalpodautoscalers]
-    verbs: [create, update, patch, get, list, delete]
-  - apiGroups: [policy]
-    resources: [poddisruptionbudgets]
-    verbs: [create, update, patch, get, list, delete]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {name: tether-attachable}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: attachable}
-subjects:
-  - {kind: ServiceAccount, name: tether, namespace: tether-system}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {name: devs, namespace: payments}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: attachable}
-subjects:
-  - {kind: Group, apiGroup: rbac.authorization.k8s.io, name: devs}
----
-# Users may manage NetworkPolicies, but tether's service account may not.
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata: {name: netpol}
-rules:
-  - apiGroups: [networking.k8s.io]
-    resources: [networkpolicies]
-    verbs: ["*"]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {name: devs-netpol, namespace: payments}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: netpol}
-subjects:
-  - {kind: Group, apiGroup: rbac.authorization.k8s.io, name: devs}
-"#;
+/// The shared RBAC fixture (also loaded by tests/adversarial.rs and the fuzz targets).
+const RBAC: &str = include_str!("fixtures/rbac.yaml");
 
 fn start(extra: &[&str]) -> (Server, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
@@ -161,109 +122,98 @@ async fn valid_create_is_allowed_labelled_and_audited() {
     );
 }
 
+/// One case per rule: (object, expected code, fragments that must all appear).
+#[rstest]
+#[case::not_an_object(json!("not an object"), 400, &["spec.object:"])]
+#[case::no_api_version(
+    json!({"kind": "HorizontalPodAutoscaler"}),
+    400,
+    &["spec.object.apiVersion:"]
+)]
+#[case::no_kind(json!({"apiVersion": "autoscaling/v2"}), 400, &["spec.object.kind:"])]
+#[case::name_and_namespace_set(
+    json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "x", "namespace": "y"}, "spec": {"maxReplicas": 2}}),
+    403,
+    &[
+        "spec.object.metadata.name: must not be set",
+        "spec.object.metadata.namespace: must not be set",
+    ]
+)]
+#[case::banned_kind(
+    json!({"apiVersion": "apps/v1", "kind": "Deployment"}),
+    403,
+    &["spec.object.kind:", "\"Deployment\"", "--banned-kinds (env BANNED_KINDS)"]
+)]
+// The ban is case-insensitive; discovery is not, and says what was meant.
+#[case::banned_kind_lowercase(
+    json!({"apiVersion": "apps/v1", "kind": "deployment"}),
+    400,
+    &[
+        "\"deployment\" may not be attached",
+        "--banned-kinds",
+        "did you mean kind \"Deployment\"",
+    ]
+)]
+#[case::min_replicas_zero(
+    json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "spec": {"minReplicas": 0, "maxReplicas": 3}}),
+    403,
+    &["spec.object.spec.minReplicas: must not be 0"]
+)]
+#[case::scale_target_ref_set(
+    json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "spec": {"scaleTargetRef": {"name": "web"}, "maxReplicas": 3}}),
+    403,
+    &["spec.object.spec.scaleTargetRef:", "{}", "remove it"]
+)]
+#[case::match_labels_set(
+    json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "spec": {"selector": {"matchLabels": {"app": "x"}}}}),
+    403,
+    &["spec.object.spec.selector.matchLabels:"]
+)]
+#[case::unknown_placeholder(
+    json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": {"labels": {"v": "{{ .Nope }}"}}, "spec": {"maxReplicas": 3}}),
+    400,
+    &["spec.object.metadata.labels.v:", "{{ .Nope }}", "{{ .DeploymentName }}"]
+)]
+#[case::unknown_kind(
+    json!({"apiVersion": "example.com/v1", "kind": "Widget"}),
+    400,
+    &["spec.object.kind:", "\"Widget\"", "\"example.com/v1\""]
+)]
+#[case::cluster_scoped_kind(
+    json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole"}),
+    403,
+    &["spec.object.kind: ClusterRole", "cluster-scoped"]
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_rule_is_enforced_with_field_paths() {
+async fn every_rule_is_enforced_with_field_paths(
+    #[case] object: Value,
+    #[case] code: u16,
+    #[case] fragments: &[&str],
+) {
     let (s, _d) = start(&[]);
-    // (object, expected code, fragments that must all appear)
-    let cases: Vec<(Value, u16, Vec<&str>)> = vec![
-        (json!("not an object"), 400, vec!["spec.object:"]),
-        (
-            json!({"kind": "HorizontalPodAutoscaler"}),
-            400,
-            vec!["spec.object.apiVersion:"],
-        ),
-        (
-            json!({"apiVersion": "autoscaling/v2"}),
-            400,
-            vec!["spec.object.kind:"],
-        ),
-        (
-            json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "x", "namespace": "y"}, "spec": {"maxReplicas": 2}}),
-            403,
-            vec![
-                "spec.object.metadata.name: must not be set",
-                "spec.object.metadata.namespace: must not be set",
-            ],
-        ),
-        (
-            json!({"apiVersion": "apps/v1", "kind": "Deployment"}),
-            403,
-            vec![
-                "spec.object.kind:",
-                "\"Deployment\"",
-                "--banned-kinds (env BANNED_KINDS)",
-            ],
-        ),
-        // The ban is case-insensitive; discovery is not, and says what was meant.
-        (
-            json!({"apiVersion": "apps/v1", "kind": "deployment"}),
-            400,
-            vec![
-                "\"deployment\" may not be attached",
-                "--banned-kinds",
-                "did you mean kind \"Deployment\"",
-            ],
-        ),
-        (
-            json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "spec": {"minReplicas": 0, "maxReplicas": 3}}),
-            403,
-            vec!["spec.object.spec.minReplicas: must not be 0"],
-        ),
-        (
-            json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "spec": {"scaleTargetRef": {"name": "web"}, "maxReplicas": 3}}),
-            403,
-            vec!["spec.object.spec.scaleTargetRef:", "{}", "remove it"],
-        ),
-        (
-            json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "spec": {"selector": {"matchLabels": {"app": "x"}}}}),
-            403,
-            vec!["spec.object.spec.selector.matchLabels:"],
-        ),
-        (
-            json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": {"labels": {"v": "{{ .Nope }}"}}, "spec": {"maxReplicas": 3}}),
-            400,
-            vec![
-                "spec.object.metadata.labels.v:",
-                "{{ .Nope }}",
-                "{{ .DeploymentName }}",
-            ],
-        ),
-        (
-            json!({"apiVersion": "example.com/v1", "kind": "Widget"}),
-            400,
-            vec!["spec.object.kind:", "\"Widget\"", "\"example.com/v1\""],
-        ),
-        (
-            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole"}),
-            403,
-            vec!["spec.object.kind: ClusterRole", "cluster-scoped"],
-        ),
-    ];
-    for (i, (object, code, fragments)) in cases.into_iter().enumerate() {
-        let mut rv = atr_review(
-            &format!("r{i}"),
-            "CREATE",
-            Some(atr("a", "w", object.clone())),
-            None,
-        );
-        rv["request"]["userInfo"]["groups"] = json!(["devs"]);
-        let v = post(&s, "/validate", &rv).await;
-        assert_eq!(v["allowed"], false, "case {i} {object}: {v}");
-        assert_eq!(v["status"]["code"], code, "case {i} {object}: {v}");
-        assert_eq!(
-            v["status"]["reason"],
-            if code == 400 {
-                "BadRequest"
-            } else {
-                "Forbidden"
-            }
-        );
-        assert_eq!(v["auditAnnotations"]["decision"], "denied");
-        let msg = message(&v);
-        for f in fragments {
-            assert!(msg.contains(f), "case {i}: {f:?} not in {msg:?}");
+    let mut rv = atr_review("r1", "CREATE", Some(atr("a", "w", object.clone())), None);
+    rv["request"]["userInfo"]["groups"] = json!(["devs"]);
+    let v = post(&s, "/validate", &rv).await;
+    assert_eq!(v["allowed"], false, "{object}: {v}");
+    assert_eq!(v["status"]["code"], code, "{object}: {v}");
+    assert_eq!(
+        v["status"]["reason"],
+        if code == 400 {
+            "BadRequest"
+        } else {
+            "Forbidden"
         }
+    );
+    assert_eq!(v["auditAnnotations"]["decision"], "denied");
+    let msg = message(&v);
+    for f in fragments {
+        assert!(msg.contains(f), "{f:?} not in {msg:?}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_violation_is_listed_and_workload_ref_is_required() {
+    let (s, _d) = start(&[]);
     // Every violation is listed, not only the first.
     let object = json!({
         "apiVersion": "apps/v1", "kind": "StatefulSet",
@@ -299,6 +249,32 @@ async fn every_rule_is_enforced_with_field_paths() {
     )
     .await;
     assert!(message(&v).contains("spec.workloadRef.name"), "{v}");
+}
+
+/// An AttachedResource whose template was built from a typed Go HPA: a client that
+/// leaves `ScaleTargetRef` unset serialises its zero value `{"kind":"","name":""}`, and the
+/// API server keeps it as is under `spec.object` (preserve-unknown-fields). It means "tether
+/// fills this in", like `{}` and `null`: allowed, and the mutating webhook adds only the
+/// workload label (the reference is filled in per copy by the controller).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typed_zero_value_scale_target_ref_in_a_template_is_allowed() {
+    let (s, _d) = start(&[]);
+    let object = json!({
+        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+        "spec": {"scaleTargetRef": {"kind": "", "name": ""}, "minReplicas": 2, "maxReplicas": 10}
+    });
+    let mut rv = atr_review("tz1", "CREATE", Some(atr("a", "w", object.clone())), None);
+    rv["request"]["userInfo"]["groups"] = json!(["devs"]);
+    let v = post(&s, "/validate", &rv).await;
+    assert_eq!(v["allowed"], true, "{v}");
+    let v = post(&s, "/mutate", &rv).await;
+    assert_eq!(v["allowed"], true, "{v}");
+    let patched = apply_patch(&atr("a", "w", object.clone()), &v);
+    assert_eq!(
+        patched["spec"]["object"], object,
+        "the template is left as written"
+    );
+    assert_eq!(patched["metadata"]["labels"]["tether.dev/workload"], "w");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -400,13 +376,22 @@ async fn update_and_delete_follow_the_api_servers_shapes() {
     assert_eq!(v["allowed"], true, "{v}");
 }
 
+/// A labelled HPA whose `scaleTargetRef` the user left out or wrote as `null` gets it filled
+/// in. What the mutating webhook really receives for `scaleTargetRef: null` is the typed
+/// zero value `{"kind":"","name":""}`: the API server decodes HPAs into Go structs, and
+/// `scaleTargetRef` is a non-pointer struct whose `kind` and `name` have no omitempty. The
+/// literal `null` case is kept to pin the documented sentinel, though a real API server never
+/// sends it for an HPA.
+#[rstest]
+#[case::typed_zero_value_as_the_api_server_sends_it(json!({"kind": "", "name": ""}))]
+#[case::null_never_sent_by_the_api_server_for_an_hpa(json!(null))]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn labelled_plain_objects_get_injected() {
+async fn labelled_hpa_gets_its_scale_target_ref(#[case] scale_target_ref: Value) {
     let (s, _d) = start(&[]);
     let obj = json!({
         "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
         "metadata": {"name": "web", "namespace": "shop", "labels": {"tether.dev/target": "web"}},
-        "spec": {"scaleTargetRef": null, "minReplicas": 1, "maxReplicas": 4}
+        "spec": {"scaleTargetRef": scale_target_ref, "minReplicas": 1, "maxReplicas": 4}
     });
     let rv = review(
         "p1",
@@ -433,6 +418,15 @@ async fn labelled_plain_objects_get_injected() {
             .contains("spec.scaleTargetRef"),
         "{v}"
     );
+    let m = s.metrics();
+    assert_eq!(metric_value(&m, INJECTED_HPAS), Some(1.0), "{m}");
+}
+
+const INJECTED_HPAS: &str = r#"tether_admission_requests_total{decision="allowed",kind="HorizontalPodAutoscaler",operation="CREATE",reason="injected",webhook="mutate"}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn labelled_pdb_needs_the_deployment_and_unlabelled_objects_are_left_alone() {
+    let (s, _d) = start(&[]);
     // A PDB needs the Deployment's selector; standalone has no cluster to read it from.
     let pdb = json!({
         "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
@@ -453,7 +447,9 @@ async fn labelled_plain_objects_get_injected() {
     let v = post(&s, "/mutate", &rv).await;
     assert_eq!(v["allowed"], false);
     assert!(message(&v).contains("\"shop/web\""), "{v}");
-    // Unlabelled objects are left alone.
+    // Unlabelled objects are left alone. (An input the API server never sends: it decodes
+    // HPAs into Go structs, so `spec` would carry `scaleTargetRef: {"kind":"","name":""}`,
+    // `maxReplicas: 0` and defaults. Without the label the spec is never looked at.)
     let plain = json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "x"}, "spec": {}});
     let rv = review(
         "p3",
@@ -471,12 +467,9 @@ async fn labelled_plain_objects_get_injected() {
     assert!(v.get("patch").is_none());
     let m = s.metrics();
     assert_eq!(
-        metric_value(
-            &m,
-            r#"tether_admission_requests_total{decision="allowed",kind="HorizontalPodAutoscaler",operation="CREATE",reason="injected",webhook="mutate"}"#
-        ),
-        Some(1.0),
-        "{m}"
+        metric_value(&m, INJECTED_HPAS).unwrap_or(0.0),
+        0.0,
+        "nothing was injected: {m}"
     );
 }
 

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use common::*;
 use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, KeyPair};
+use rstest::rstest;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -147,28 +148,28 @@ async fn only_callers_with_a_certificate_from_the_client_ca_are_answered() {
     assert_eq!(plain_get(s.metrics_addr, "/readyz").unwrap().0, 200);
 }
 
-#[test]
-fn an_unusable_client_ca_file_names_the_flag() {
+/// `contents` is written to `ca.pem` first, unless `None` (the file is then missing).
+#[rstest]
+#[case::not_pem(Some("not a certificate\n"), "no PEM CERTIFICATE block found")]
+#[case::missing(None, "No such file or directory")]
+fn an_unusable_client_ca_file_names_the_flag(#[case] contents: Option<&str>, #[case] want: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let bad = dir.path().join("ca.pem");
-    std::fs::write(&bad, "not a certificate\n").unwrap();
-    for (path, want) in [
-        (bad.clone(), "no PEM CERTIFICATE block found"),
-        (dir.path().join("missing.pem"), "No such file or directory"),
-    ] {
-        let out = std::process::Command::new(tether_bin())
-            .args(["serve", "--standalone", "--listen", "127.0.0.1:0"])
-            .args(["--metrics-listen", "127.0.0.1:0", "--dev-certs-dir"])
-            .arg(dir.path().join("dev"))
-            .arg("--client-ca")
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert_eq!(out.status.code(), Some(1));
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            err.contains(&format!("--client-ca {}: ", path.display())) && err.contains(want),
-            "{err}"
-        );
+    let path = dir.path().join("ca.pem");
+    if let Some(c) = contents {
+        std::fs::write(&path, c).unwrap();
     }
+    let out = std::process::Command::new(tether_bin())
+        .args(["serve", "--standalone", "--listen", "127.0.0.1:0"])
+        .args(["--metrics-listen", "127.0.0.1:0", "--dev-certs-dir"])
+        .arg(dir.path().join("dev"))
+        .arg("--client-ca")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("--client-ca {}: ", path.display())) && err.contains(want),
+        "{err}"
+    );
 }

@@ -14,16 +14,16 @@ use std::time::{Duration, Instant};
 
 use fake_apiserver::{FakeApiServer, Fault};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use rstest::rstest;
 use serde_json::{json, Value};
 use tether::controller::attached::{
-    self, content_hash, render_copy, RenderFailure, Target, APPLIED_HASH_ANNOTATION,
-    ATTACHED_LABEL, FINALIZER, VERSION_LABEL,
+    self, render_copy, RenderFailure, Target, APPLIED_HASH_ANNOTATION, ATTACHED_LABEL, FINALIZER,
+    VERSION_LABEL,
 };
 use tether::controller::{Context, Settings};
 use tether::crd::AttachedResource;
 use tether::discovery::ApiResolver;
 use tether::metrics::Metrics;
-use tether::naming::attached_name;
 
 const NS: &str = "payments";
 const HPAS: &str = "horizontalpodautoscalers";
@@ -175,7 +175,7 @@ async fn one_by_one_creates_a_rendered_copy_with_finalizer_and_status() {
         )
     );
 
-    let name = attached_name("worker-v1", "worker-hpa", "worker", "v1");
+    let name = "worker-v1-worker-hpa-059daf4a".to_string();
     let hpas = copies(&fake, HPAS, NS);
     assert_eq!(hpas.keys().collect::<Vec<_>>(), [&name]);
     let hpa = &hpas[&name];
@@ -269,13 +269,18 @@ async fn one_by_n_renders_each_version_with_its_placeholders() {
 
     let hpas = copies(&fake, HPAS, NS);
     assert_eq!(hpas.len(), 4, "{:?}", hpas.keys());
-    for (dep, version) in [
-        ("worker-v1", "v1"),
-        ("worker-v2", "v2"),
-        ("worker-v3", "v3"),
-        ("worker-canary", "worker-canary"),
+    // Golden names (tests/naming_golden.rs): printf '%s' worker/hpa/$version | sha256sum | cut -c1-8
+    for (dep, version, name) in [
+        ("worker-v1", "v1", "worker-v1-hpa-243004dd"),
+        ("worker-v2", "v2", "worker-v2-hpa-97f3b47f"),
+        ("worker-v3", "v3", "worker-v3-hpa-6b38af06"),
+        (
+            "worker-canary",
+            "worker-canary",
+            "worker-canary-hpa-64dc11b9",
+        ),
     ] {
-        let copy = &hpas[&attached_name(dep, "hpa", "worker", version)];
+        let copy = &hpas[name];
         assert_eq!(
             copy["metadata"]["annotations"]["note"],
             format!("worker/{version} in payments for {dep}")
@@ -316,22 +321,58 @@ async fn n_by_m_fans_out_every_resource_to_every_version_of_its_workload() {
     let pdbs = copies(&fake, PDBS, NS);
     assert_eq!((hpas.len(), pdbs.len()), (6, 6));
     assert!(copies(&fake, HPAS, "elsewhere").is_empty());
-    for w in ["api", "worker"] {
-        for v in ["v1", "v2", "v3"] {
-            let dep = format!("{w}-{v}");
-            let hpa = &hpas[&attached_name(&dep, &format!("{w}-hpa"), w, v)];
-            assert_eq!(hpa["spec"]["scaleTargetRef"]["name"], dep.as_str());
-            let pdb = &pdbs[&attached_name(&dep, &format!("{w}-pdb"), w, v)];
-            assert_eq!(
-                pdb["spec"]["selector"]["matchLabels"],
-                json!({"app": w, "version": v}),
-                "matchLabels come from the Deployment's selector"
-            );
-            assert_eq!(
-                pdb["metadata"]["labels"][ATTACHED_LABEL],
-                format!("{w}-pdb")
-            );
-        }
+    // Golden names: printf '%s' "$w/$w-hpa/$v" | sha256sum | cut -c1-8 (and -pdb).
+    for (w, v, hpa_name, pdb_name) in [
+        (
+            "api",
+            "v1",
+            "api-v1-api-hpa-a79db185",
+            "api-v1-api-pdb-a654129b",
+        ),
+        (
+            "api",
+            "v2",
+            "api-v2-api-hpa-1f412ab9",
+            "api-v2-api-pdb-e2a0137e",
+        ),
+        (
+            "api",
+            "v3",
+            "api-v3-api-hpa-4af7d0b4",
+            "api-v3-api-pdb-c031eb52",
+        ),
+        (
+            "worker",
+            "v1",
+            "worker-v1-worker-hpa-059daf4a",
+            "worker-v1-worker-pdb-65487a87",
+        ),
+        (
+            "worker",
+            "v2",
+            "worker-v2-worker-hpa-4323f3d7",
+            "worker-v2-worker-pdb-88a8f2bd",
+        ),
+        (
+            "worker",
+            "v3",
+            "worker-v3-worker-hpa-f5a84008",
+            "worker-v3-worker-pdb-ded27e9b",
+        ),
+    ] {
+        let dep = format!("{w}-{v}");
+        let hpa = &hpas[hpa_name];
+        assert_eq!(hpa["spec"]["scaleTargetRef"]["name"], dep.as_str());
+        let pdb = &pdbs[pdb_name];
+        assert_eq!(
+            pdb["spec"]["selector"]["matchLabels"],
+            json!({"app": w, "version": v}),
+            "matchLabels come from the Deployment's selector"
+        );
+        assert_eq!(
+            pdb["metadata"]["labels"][ATTACHED_LABEL],
+            format!("{w}-pdb")
+        );
     }
 }
 
@@ -364,7 +405,7 @@ async fn a_new_version_gets_a_copy_and_only_it_is_applied() {
     fake.clear_requests();
     reconcile(&fake, &ctx, NS, "hpa").await.unwrap();
     let hpas = copies(&fake, HPAS, NS);
-    assert!(hpas.contains_key(&attached_name("worker-v2", "hpa", "worker", "v2")));
+    assert!(hpas.contains_key("worker-v2-hpa-97f3b47f"));
     assert_eq!(hpas.len(), 2);
     let writes: Vec<String> = fake
         .writes()
@@ -376,7 +417,7 @@ async fn a_new_version_gets_a_copy_and_only_it_is_applied() {
         [
             format!(
                 "PATCH /apis/autoscaling/v2/namespaces/payments/horizontalpodautoscalers/{}",
-                attached_name("worker-v2", "hpa", "worker", "v2")
+                "worker-v2-hpa-97f3b47f"
             ),
             "PATCH /apis/tether.dev/v1alpha1/namespaces/payments/attachedresources/hpa/status"
                 .to_string()
@@ -402,7 +443,7 @@ async fn a_version_that_stops_being_a_target_loses_its_copy() {
     let hpas = copies(&fake, HPAS, NS);
     assert_eq!(
         hpas.keys().collect::<Vec<_>>(),
-        [&attached_name("worker-v1", "hpa", "worker", "v1")]
+        [&"worker-v1-hpa-243004dd".to_string()]
     );
     let st = get_atr(&fake, NS, "hpa").unwrap().status.unwrap();
     assert_eq!(st.targets.len(), 1);
@@ -426,7 +467,7 @@ async fn selector_label_change_updates_the_copy() {
     let dep = add_deployment(&fake, NS, "worker-v1", "worker", Some("v1"));
     add_atr(&fake, NS, "pdb", "worker", pdb_object());
     reconcile(&fake, &ctx, NS, "pdb").await.unwrap();
-    let name = attached_name("worker-v1", "pdb", "worker", "v1");
+    let name = "worker-v1-pdb-420b31d8".to_string();
     let before = copies(&fake, PDBS, NS)[&name]["spec"]["selector"]["matchLabels"].clone();
     assert_eq!(before, json!({"app": "worker", "version": "v1"}));
     let old_hash = get_atr(&fake, NS, "pdb").unwrap().status.unwrap().targets[0]
@@ -455,7 +496,7 @@ async fn drift_in_a_copy_is_repaired_on_the_next_reconcile() {
     add_deployment(&fake, NS, "worker-v1", "worker", Some("v1"));
     add_atr(&fake, NS, "hpa", "worker", hpa_object());
     reconcile(&fake, &ctx, NS, "hpa").await.unwrap();
-    let name = attached_name("worker-v1", "hpa", "worker", "v1");
+    let name = "worker-v1-hpa-243004dd".to_string();
     let hpas: Api<kube::api::DynamicObject> = Api::namespaced_with(
         ctx.client.clone(),
         NS,
@@ -574,7 +615,7 @@ async fn cleanup_failure_keeps_the_finalizer_and_retries() {
     add_deployment(&fake, NS, "worker-v1", "worker", Some("v1"));
     add_atr(&fake, NS, "hpa", "worker", hpa_object());
     reconcile(&fake, &ctx, NS, "hpa").await.unwrap();
-    let name = attached_name("worker-v1", "hpa", "worker", "v1");
+    let name = "worker-v1-hpa-243004dd".to_string();
     let atrs: Api<AttachedResource> = Api::namespaced(ctx.client.clone(), NS);
     atrs.delete("hpa", &DeleteParams::default()).await.unwrap();
 
@@ -601,7 +642,7 @@ async fn an_apply_failure_on_one_target_does_not_block_the_others() {
         add_deployment(&fake, NS, &format!("worker-{v}"), "worker", Some(v));
     }
     add_atr(&fake, NS, "backoff-hpa", "worker", hpa_object());
-    let bad = attached_name("worker-v2", "backoff-hpa", "worker", "v2");
+    let bad = "worker-v2-backoff-hpa-ec783563".to_string();
     fake.fail(
         &format!("/apis/autoscaling/v2/namespaces/{NS}/{HPAS}/{bad}"),
         Fault::Status(422, "quota exceeded for horizontalpodautoscalers".into()),
@@ -864,7 +905,7 @@ async fn a_status_change_keeps_the_transition_time_only_while_the_status_holds()
 
     // Ready flips to False → stamped now. (Delete v2's copy so it must be re-applied, and
     // make that apply fail.)
-    let bad = attached_name("worker-v2", "hpa", "worker", "v2");
+    let bad = "worker-v2-hpa-97f3b47f".to_string();
     fake.set_garbage_collection(false);
     let hpas: Api<kube::api::DynamicObject> = Api::namespaced_with(
         ctx.client.clone(),
@@ -909,55 +950,47 @@ fn target(dep: &str, version: &str) -> Target {
     }
 }
 
-#[test]
-fn render_fills_both_sentinels_names_labels_and_owner() {
-    for sentinel in [json!({}), Value::Null] {
-        let object = json!({
+#[rstest]
+#[case::empty_object(json!({}))]
+#[case::null(Value::Null)]
+fn render_fills_both_sentinels_names_labels_and_owner(#[case] sentinel: Value) {
+    let object = json!({
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {"labels": {"tether.dev/version": "user-tries-to-override", "x": "{{ .WorkloadName }}"}},
+        "spec": {"selector": {"matchLabels": sentinel.clone()}, "minAvailable": "{{ .Version }}"},
+        "status": {"ignored": true}
+    });
+    let out = render_copy(&object, "web-pdb", "shop", "web", &target("web-v2", "v2")).unwrap();
+    assert_eq!(
+        out,
+        json!({
             "apiVersion": "policy/v1",
             "kind": "PodDisruptionBudget",
-            "metadata": {"labels": {"tether.dev/version": "user-tries-to-override", "x": "{{ .WorkloadName }}"}},
-            "spec": {"selector": {"matchLabels": sentinel.clone()}, "minAvailable": "{{ .Version }}"},
-            "status": {"ignored": true}
-        });
-        let out = render_copy(&object, "web-pdb", "shop", "web", &target("web-v2", "v2")).unwrap();
-        assert_eq!(
-            out,
-            json!({
-                "apiVersion": "policy/v1",
-                "kind": "PodDisruptionBudget",
-                "metadata": {
-                    "name": attached_name("web-v2", "web-pdb", "web", "v2"),
-                    "namespace": "shop",
-                    "labels": {
-                        "x": "web",
-                        "tether.dev/attached-resource": "web-pdb",
-                        "tether.dev/workload": "web",
-                        "tether.dev/version": "v2"
-                    },
-                    "ownerReferences": [{
-                        "apiVersion": "apps/v1", "kind": "Deployment", "name": "web-v2",
-                        "uid": "uid-123", "controller": true, "blockOwnerDeletion": true
-                    }]
+            "metadata": {
+                "name": "web-v2-web-pdb-be570e86",
+                "namespace": "shop",
+                "labels": {
+                    "x": "web",
+                    "tether.dev/attached-resource": "web-pdb",
+                    "tether.dev/workload": "web",
+                    "tether.dev/version": "v2"
                 },
-                "spec": {"selector": {"matchLabels": {"app": "web", "version": "v2"}}, "minAvailable": "v2"}
-            }),
-            "sentinel {sentinel}"
-        );
-    }
+                "ownerReferences": [{
+                    "apiVersion": "apps/v1", "kind": "Deployment", "name": "web-v2",
+                    "uid": "uid-123", "controller": true, "blockOwnerDeletion": true
+                }]
+            },
+            "spec": {"selector": {"matchLabels": {"app": "web", "version": "v2"}}, "minAvailable": "v2"}
+        }),
+        "sentinel {sentinel}"
+    );
 }
 
 #[test]
 fn render_scale_target_ref_sentinels_and_absent_fields() {
+    // The sentinels themselves: render_fills_in_every_scale_target_ref_sentinel.
     let t = target("api-v1", "v1");
-    for sentinel in [json!({}), Value::Null] {
-        let object = json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
-                            "spec": {"scaleTargetRef": sentinel, "maxReplicas": 3}});
-        let out = render_copy(&object, "hpa", "ns", "api", &t).unwrap();
-        assert_eq!(
-            out["spec"]["scaleTargetRef"],
-            json!({"apiVersion": "apps/v1", "kind": "Deployment", "name": "api-v1"})
-        );
-    }
     // Absent: left alone (no scaleTargetRef, no selector invented).
     let object = json!({"apiVersion": "v1", "kind": "ConfigMap", "data": {"v": "{{ .Version }}"}});
     let out = render_copy(&object, "cm", "ns", "api", &t).unwrap();
@@ -1018,20 +1051,6 @@ fn names_follow_spec_4_and_differ_per_version() {
     assert_eq!(
         c["metadata"]["name"],
         "checkout-frontend-canary-blue-green-ea-50cf037c"
-    );
-}
-
-#[test]
-fn hash_is_canonical() {
-    let a: Value =
-        serde_json::from_str(r#"{"b": 1, "a": {"y": [1, {"q": 2, "p": 1}], "x": "s"}}"#).unwrap();
-    let b: Value =
-        serde_json::from_str(r#"{"a": {"x": "s", "y": [1, {"p": 1, "q": 2}]}, "b": 1}"#).unwrap();
-    assert_eq!(content_hash(&a), content_hash(&b));
-    assert_eq!(content_hash(&a).len(), 64);
-    assert_ne!(
-        content_hash(&a),
-        content_hash(&json!({"b": 2, "a": a["a"]}))
     );
 }
 
@@ -1107,7 +1126,7 @@ async fn run_resyncs_to_repair_drift() {
     let handle = tokio::spawn(attached::run(ctx.clone(), async move {
         let _ = rx.await;
     }));
-    let name = attached_name("worker-v1", "hpa", "worker", "v1");
+    let name = "worker-v1-hpa-243004dd".to_string();
     wait_for("the copy", || copies(&fake, HPAS, NS).contains_key(&name)).await;
     // Copies are not watched: only the periodic resync can notice this.
     fake.set_garbage_collection(false);
@@ -1382,7 +1401,7 @@ async fn normalised_copies_status_patches_label_edits_and_resyncs_write_nothing(
     });
     add_atr(&fake, NS, "hpa", "worker", object);
     reconcile(&fake, &ctx, NS, "hpa").await.unwrap();
-    let name = attached_name("worker-v1", "hpa", "worker", "v1");
+    let name = "worker-v1-hpa-243004dd".to_string();
     let mut stored = copies(&fake, HPAS, NS)[&name].clone();
     assert!(
         stored["metadata"]["annotations"][APPLIED_HASH_ANNOTATION].is_string(),
@@ -1422,18 +1441,78 @@ async fn normalised_copies_status_patches_label_edits_and_resyncs_write_nothing(
     eprintln!("write calls per no-op reconcile: {per_reconcile:?}");
 }
 
+/// The reference a typed Go client writes for an unset `ScaleTargetRef` (its zero value,
+/// `kind` and `name` empty, `apiVersion` omitted) is a "fill this in" sentinel like `{}` and
+/// `null`: each copy points at its own Deployment.
+#[rstest]
+#[case::typed_zero_value(json!({"kind": "", "name": ""}))]
+#[case::typed_zero_value_with_api_version(json!({"apiVersion": "", "kind": "", "name": ""}))]
+#[case::empty_object(json!({}))]
+#[case::null(json!(null))]
+fn render_fills_in_every_scale_target_ref_sentinel(#[case] sentinel: Value) {
+    let object = json!({
+        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+        "spec": {"scaleTargetRef": sentinel, "minReplicas": 1, "maxReplicas": 3}
+    });
+    let t = Target {
+        deployment: "worker-v1".into(),
+        uid: "uid-1".into(),
+        version: "v1".into(),
+        match_labels: BTreeMap::from([("app".to_string(), "worker".to_string())]),
+    };
+    let out = render_copy(&object, "hpa", NS, "worker", &t).unwrap();
+    assert_eq!(
+        out["spec"]["scaleTargetRef"],
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "name": "worker-v1"})
+    );
+}
+
 /// The "copy up to date" decision, table-driven: only what the API server preserves
 /// verbatim counts (annotation, recorded generation, owner, tether's labels); spec values,
-/// apiVersion/kind and server-added fields never do.
-#[test]
-fn copy_up_to_date_decides_from_what_the_server_preserves() {
+/// apiVersion/kind and server-added fields never do. Each case edits the live copy as a LIST
+/// returns it, then decides against the rendered hash `h1` unless it names another.
+#[rstest]
+#[case::as_listed_by_the_server(|_: &mut Value| {}, "h1", Some(3), true)]
+#[case::another_rendered_hash(|_: &mut Value| {}, "h2", Some(3), false)]
+#[case::generation_moved_by_a_spec_edit(|_: &mut Value| {}, "h1", Some(2), false)]
+#[case::no_generation_recorded_yet(|_: &mut Value| {}, "h1", None, false)]
+#[case::annotation_removed(
+    |v: &mut Value| v["metadata"]["annotations"] = json!({}),
+    "h1",
+    Some(3),
+    false
+)]
+#[case::owner_replaced(
+    |v: &mut Value| v["metadata"]["ownerReferences"][0]["uid"] = json!("other"),
+    "h1",
+    Some(3),
+    false
+)]
+#[case::tethers_label_changed(
+    |v: &mut Value| v["metadata"]["labels"][VERSION_LABEL] = json!("v9"),
+    "h1",
+    Some(3),
+    false
+)]
+#[case::being_deleted(
+    |v: &mut Value| v["metadata"]["deletionTimestamp"] = json!("2026-11-30T12:00:00Z"),
+    "h1",
+    Some(3),
+    false
+)]
+fn copy_up_to_date_decides_from_what_the_server_preserves(
+    #[case] edit: fn(&mut Value),
+    #[case] hash: &str,
+    #[case] generation: Option<i64>,
+    #[case] want: bool,
+) {
     let rendered = json!({
         "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
         "metadata": {"name": "c", "labels": {ATTACHED_LABEL: "hpa", VERSION_LABEL: "v1"}},
         "spec": {"maxReplicas": 10, "metrics": [{"target": {"averageValue": "1000m"}}]}
     });
     // As a LIST returns it: no apiVersion/kind, normalised values, server fields.
-    let live = json!({
+    let mut live = json!({
         "metadata": {
             "name": "c", "generation": 3, "resourceVersion": "77", "uid": "u",
             "labels": {ATTACHED_LABEL: "hpa", VERSION_LABEL: "v1", "added-by-someone": "x"},
@@ -1445,63 +1524,10 @@ fn copy_up_to_date_decides_from_what_the_server_preserves() {
                  "behavior": {"scaleUp": {"stabilizationWindowSeconds": 0}}},
         "status": {"currentReplicas": 2}
     });
-    let edit = |f: &dyn Fn(&mut Value)| {
-        let mut v = live.clone();
-        f(&mut v);
-        v
-    };
-    let cases: Vec<(&str, Value, &str, Option<i64>, bool)> = vec![
-        ("as listed by the server", live.clone(), "h1", Some(3), true),
-        ("another rendered hash", live.clone(), "h2", Some(3), false),
-        (
-            "generation moved (a spec edit)",
-            live.clone(),
-            "h1",
-            Some(2),
-            false,
-        ),
-        (
-            "no generation recorded yet",
-            live.clone(),
-            "h1",
-            None,
-            false,
-        ),
-        (
-            "annotation removed",
-            edit(&|v| v["metadata"]["annotations"] = json!({})),
-            "h1",
-            Some(3),
-            false,
-        ),
-        (
-            "owner replaced",
-            edit(&|v| v["metadata"]["ownerReferences"][0]["uid"] = json!("other")),
-            "h1",
-            Some(3),
-            false,
-        ),
-        (
-            "tether's label changed",
-            edit(&|v| v["metadata"]["labels"][VERSION_LABEL] = json!("v9")),
-            "h1",
-            Some(3),
-            false,
-        ),
-        (
-            "being deleted",
-            edit(&|v| v["metadata"]["deletionTimestamp"] = json!("2026-11-30T12:00:00Z")),
-            "h1",
-            Some(3),
-            false,
-        ),
-    ];
-    for (what, live, hash, generation, want) in cases {
-        let obj: kube::api::DynamicObject = serde_json::from_value(live).unwrap();
-        assert_eq!(
-            attached::copy_up_to_date(&obj, &rendered, hash, generation, "dep-uid"),
-            want,
-            "{what}"
-        );
-    }
+    edit(&mut live);
+    let obj: kube::api::DynamicObject = serde_json::from_value(live).unwrap();
+    assert_eq!(
+        attached::copy_up_to_date(&obj, &rendered, hash, generation, "dep-uid"),
+        want
+    );
 }

@@ -99,7 +99,7 @@ async fn fan_out_converges_through_conflicts_throttling_errors_and_dropped_watch
         let _ = rx.await;
     }));
     let deadline = Instant::now() + Duration::from_secs(40);
-    loop {
+    let names_at_convergence = loop {
         let names = hpa_names(&fake);
         let ready = fake
             .get(
@@ -115,7 +115,7 @@ async fn fan_out_converges_through_conflicts_throttling_errors_and_dropped_watch
                     .any(|c| c["type"] == "Ready" && c["status"] == "True")
             });
         if names.len() == 3 && ready {
-            break;
+            break names;
         }
         assert!(
             Instant::now() < deadline,
@@ -123,7 +123,7 @@ async fn fan_out_converges_through_conflicts_throttling_errors_and_dropped_watch
         );
         assert!(names.len() <= 3, "duplicate copies: {names:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    };
     // Exactly one copy per version, each pointing at its own Deployment.
     let targets: Vec<String> = fake
         .list_all("horizontalpodautoscalers")
@@ -143,9 +143,24 @@ async fn fan_out_converges_through_conflicts_throttling_errors_and_dropped_watch
         .with_label_values(&["attached", "error"])
         .get();
     assert!(errors >= 1, "the faults were never hit");
-    // Once converged, the state is stable: a second look shows the same three copies.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(hpa_names(&fake).len(), 3);
+    // Once converged, the state is stable: a further reconcile, triggered by a Deployment
+    // change that does not concern the copies (an annotation), leaves the same three.
+    let reconciled = || {
+        metrics
+            .reconcile_total
+            .with_label_values(&["attached", "success"])
+            .get()
+    };
+    let before = reconciled();
+    let mut touched = deployment("worker-v1", "v1");
+    touched["metadata"]["annotations"] = json!({"example.com/touched": "yes"});
+    fake.insert(touched);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while reconciled() <= before {
+        assert!(Instant::now() < deadline, "no reconcile after the touch");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(hpa_names(&fake), names_at_convergence);
     tx.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(10), run)
         .await

@@ -115,20 +115,37 @@ async fn one_leader_takeover_after_expiry_and_after_release() {
     // b must not lead while a renews.
     let b_active = Arc::new(AtomicUsize::new(0));
     let mb = Metrics::new();
+    let b_started = k8s_openapi::jiff::Timestamp::now();
     let (_tb, _task_b) = replica(client.clone(), "replica-b", b_active.clone(), mb.clone());
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    assert_eq!(b_active.load(Ordering::SeqCst), 0);
-    assert_eq!(mb.leader.get(), 0);
-    let lease = fake
-        .get(
-            "coordination.k8s.io",
-            "v1",
-            "leases",
-            Some("tether-system"),
-            "tether-controller",
-        )
-        .expect("the Lease exists");
-    assert_eq!(lease["spec"]["holderIdentity"], "replica-a");
+    // The event that proves it: a renews the Lease at a time when a lease b saw at its start
+    // would have expired (duration 2 s + grace 1 s), and b never led at any look until then.
+    let expired_for_b = b_started + k8s_openapi::jiff::SignedDuration::from_secs(3);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        assert_eq!(b_active.load(Ordering::SeqCst), 0, "b led while a renews");
+        assert_eq!(mb.leader.get(), 0);
+        let lease = fake
+            .get(
+                "coordination.k8s.io",
+                "v1",
+                "leases",
+                Some("tether-system"),
+                "tether-controller",
+            )
+            .expect("the Lease exists");
+        assert_eq!(lease["spec"]["holderIdentity"], "replica-a");
+        let renewed: Option<k8s_openapi::jiff::Timestamp> = lease["spec"]["renewTime"]
+            .as_str()
+            .and_then(|t| t.parse().ok());
+        if renewed.is_some_and(|t| t > expired_for_b) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a did not renew past b's expiry: {lease}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // a shuts down: its reconcilers stop, it releases, and b leads without waiting for expiry.
     ta.fire();

@@ -104,12 +104,13 @@ async fn one_replica_reconciles_and_hands_over() {
             >= 1.0,
         "{m}"
     );
-    assert!(
+    // The series exists from start-up (so alerts see a 0), and stays 0 on the follower.
+    assert_eq!(
         metric_value(
             &second.metrics(),
             r#"tether_reconcile_total{controller="attached",result="success"}"#
-        )
-        .is_none(),
+        ),
+        Some(0.0),
         "the follower reconciled"
     );
 
@@ -126,6 +127,11 @@ async fn one_replica_reconciles_and_hands_over() {
         || leader_of(&second) == Some(1.0),
     )
     .await;
+    // tether_leader_transitions_total counts the hand-over on the replica that took over.
+    assert_eq!(
+        metric_value(&second.metrics(), "tether_leader_transitions_total"),
+        Some(1.0)
+    );
     fake.insert(deployment("worker-v2", "v2"));
     wait_for(
         "the new leader to fan out to v2",

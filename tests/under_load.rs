@@ -107,12 +107,31 @@ async fn rotation_under_load_fails_no_request() {
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Each step waits for the event it is about, not for a fixed time: load flowing, the
+    // reload counted and the new certificate seen by a client, requests answered after it.
+    let ok = || tally.ok.load(Ordering::Relaxed);
+    let reloads = |result: &str| {
+        metric_value(
+            &s.metrics(),
+            &format!(r#"tether_tls_reloads_total{{result="{result}"}}"#),
+        )
+    };
+    wait_until("the load to flow", || ok() > 0).await;
     kubelet_swap(vol.path(), &g2, &g2, 2);
-    tokio::time::sleep(Duration::from_millis(900)).await;
+    wait_until("the rotation to be loaded and served", || {
+        reloads("success") == Some(1.0) && tally.new_cert_seen.load(Ordering::Relaxed)
+    })
+    .await;
+    let mark = ok();
+    wait_until("requests answered after the rotation", || ok() > mark).await;
     // A broken pair (certificate of g2, key of g3) must be refused while traffic flows.
     kubelet_swap(vol.path(), &g2, &g3, 3);
-    tokio::time::sleep(Duration::from_millis(900)).await;
+    wait_until("the broken pair to be refused", || {
+        reloads("error") == Some(1.0)
+    })
+    .await;
+    let mark = ok();
+    wait_until("requests answered after the refused pair", || ok() > mark).await;
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
         t.await.unwrap();
@@ -120,12 +139,9 @@ async fn rotation_under_load_fails_no_request() {
     let ok = tally.ok.load(Ordering::Relaxed);
     let failed = tally.failed.load(Ordering::Relaxed);
     eprintln!("rotation under load: {ok} ok, {failed} failed");
-    assert!(ok > 200, "too little load to mean anything: {ok}");
+    // Every request sent was answered correctly (200 with its own uid).
     assert_eq!(failed, 0);
-    assert!(
-        tally.new_cert_seen.load(Ordering::Relaxed),
-        "no client saw the rotated certificate"
-    );
+    // Exactly one reload of each kind: nothing was reloaded twice or refused spuriously.
     let m = s.metrics();
     assert_eq!(
         metric_value(&m, r#"tether_tls_reloads_total{result="success"}"#),
@@ -206,12 +222,14 @@ async fn sigterm_under_load_fails_no_accepted_request() {
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_until("the load to flow", || tally.ok.load(Ordering::Relaxed) > 0).await;
     let before = tally.ok.load(Ordering::Relaxed);
     // The endpoints controller: once /readyz says unready, traffic stops arriving a little
-    // later (propagation), well within the shutdown delay.
+    // later (propagation). Here "a little later" is the observable event that matters: a
+    // request answered after /readyz turned unready, i.e. during the shutdown delay. The
+    // task returns whether that happened within the delay (1 s) and a generous margin.
     let lb = {
-        let (stop, metrics_addr) = (stop.clone(), s.metrics_addr);
+        let (stop, metrics_addr, tally) = (stop.clone(), s.metrics_addr, tally.clone());
         tokio::spawn(async move {
             loop {
                 let r = tokio::task::spawn_blocking(move || plain_get(metrics_addr, "/readyz"))
@@ -222,8 +240,18 @@ async fn sigterm_under_load_fails_no_accepted_request() {
                 }
                 tokio::time::sleep(Duration::from_millis(25)).await;
             }
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            let at_unready = tally.ok.load(Ordering::Relaxed);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let mut served_while_unready = false;
+            while Instant::now() < deadline {
+                if tally.ok.load(Ordering::Relaxed) > at_unready {
+                    served_while_unready = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
             stop.store(true, Ordering::Relaxed);
+            served_while_unready
         })
     };
     s.signal(libc::SIGTERM);
@@ -233,7 +261,7 @@ async fn sigterm_under_load_fails_no_accepted_request() {
         (st, s)
     });
     let (st, _s) = status.await.unwrap();
-    lb.await.unwrap();
+    let served_while_unready = lb.await.unwrap();
     for t in tasks {
         t.await.unwrap();
     }
@@ -245,14 +273,23 @@ async fn sigterm_under_load_fails_no_accepted_request() {
         t0.elapsed()
     );
     assert!(
-        ok > before + 20,
-        "requests kept being served after SIGTERM, during the shutdown delay"
+        served_while_unready,
+        "no request was answered after /readyz turned unready (during the shutdown delay)"
     );
     assert_eq!(tally.failed.load(Ordering::Relaxed), 0);
     assert!(
         t0.elapsed() >= Duration::from_millis(900),
         "listener closed before the shutdown delay"
     );
+}
+
+/// Polls `f` every 20 ms until it holds; fails after 20 s naming `what`.
+async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// An HTTP/1.1 connection, or None when the server no longer accepts (refused, or reset

@@ -21,34 +21,11 @@ use tether::config::PolicyConfig;
 use tether::metrics::Metrics;
 use tether::workloads::StaticDeployments;
 
-/// The RBAC file of the RBAC-backed configuration: users in group `devs` and tether's service
-/// account may manage HPAs and PDBs in `payments`; nobody else may do anything.
-pub const RBAC: &str = r#"
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata: {name: attachable}
-rules:
-  - apiGroups: [autoscaling]
-    resources: [horizontalpodautoscalers]
-    verbs: [create, update, patch, get, delete]
-  - apiGroups: [policy]
-    resources: [poddisruptionbudgets]
-    verbs: [create, update, patch, get, delete]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {name: tether-attachable}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: attachable}
-subjects:
-  - {kind: ServiceAccount, name: tether, namespace: tether-system}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {name: devs, namespace: payments}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: attachable}
-subjects:
-  - {kind: Group, apiGroup: rbac.authorization.k8s.io, name: devs}
-"#;
+/// The RBAC file of the RBAC-backed configuration, shared with the tests
+/// (`tests/fixtures/rbac.yaml`): users in group `devs` and tether's service account may
+/// manage HPAs and PDBs in `payments` (`devs` also NetworkPolicies); nobody else may do
+/// anything.
+pub const RBAC: &str = include_str!("../../tests/fixtures/rbac.yaml");
 
 /// The budget given to every review; offline handlers never come close to it.
 pub const BUDGET: Duration = Duration::from_secs(10);

@@ -86,6 +86,17 @@ impl Decision {
         }
     }
 
+    /// The `decision` label of `tether_admission_requests_total`: a deny because tether
+    /// could not decide (code 500: an access review, discovery or the budget failed) is
+    /// `error`, so the error ratio an operator alerts on is not mixed with policy denials.
+    pub fn metric_decision_label(&self) -> &'static str {
+        match (self.allowed, self.code) {
+            (true, _) => "allowed",
+            (false, c) if c >= 500 => "error",
+            (false, _) => "denied",
+        }
+    }
+
     /// The Kubernetes `StatusReason` for a deny code.
     pub fn status_reason(&self) -> &'static str {
         match self.code {
@@ -186,6 +197,19 @@ mod tests {
             .with_patch(json_patch::Patch(vec![]))
             .into_response("u".into(), None);
         assert!(r.patch.is_none() && r.patch_type.is_none());
+    }
+
+    #[test]
+    fn metric_decision_separates_errors_from_denials() {
+        for (d, label) in [
+            (Decision::allow("r"), "allowed"),
+            (Decision::malformed("r", "m"), "denied"),
+            (Decision::forbidden("r", "m"), "denied"),
+            (Decision::conflict("r", "m"), "denied"),
+            (Decision::internal("r", "m"), "error"),
+        ] {
+            assert_eq!(d.metric_decision_label(), label);
+        }
     }
 
     #[test]

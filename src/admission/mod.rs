@@ -103,7 +103,7 @@ impl Admission {
                 webhook.as_str(),
                 ident.operation,
                 ident.kind_label,
-                decision.decision_label(),
+                decision.metric_decision_label(),
                 decision.metric_reason,
             ])
             .inc();

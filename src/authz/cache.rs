@@ -191,15 +191,18 @@ async fn refresh_loop(
     }
 }
 
-fn count(metrics: &Metrics, role: Role, result: &Result<AccessDecision, AuthzError>, cache: &str) {
-    let r = match result {
+fn result_label(result: &Result<AccessDecision, AuthzError>) -> &'static str {
+    match result {
         Ok(d) if d.allowed => "allowed",
         Ok(_) => "denied",
         Err(_) => "error",
-    };
+    }
+}
+
+fn count(metrics: &Metrics, role: Role, result: &Result<AccessDecision, AuthzError>, cache: &str) {
     metrics
         .access_reviews
-        .with_label_values(&[role.as_str(), r, cache])
+        .with_label_values(&[role.as_str(), result_label(result), cache])
         .inc();
 }
 
@@ -240,8 +243,19 @@ impl CachedReviewer {
         }
     }
 
-    fn count(&self, role: Role, result: &Result<AccessDecision, AuthzError>, cache: &str) {
-        count(&self.metrics, role, result, cache)
+    /// Counts one answer and records how long the caller waited for it.
+    fn count(
+        &self,
+        role: Role,
+        result: &Result<AccessDecision, AuthzError>,
+        cache: &str,
+        started: Instant,
+    ) {
+        count(&self.metrics, role, result, cache);
+        self.metrics
+            .access_review_duration
+            .with_label_values(&[role.as_str(), result_label(result), cache])
+            .observe(started.elapsed().as_secs_f64());
     }
 
     fn start_refresher(&self) {
@@ -283,11 +297,12 @@ impl CachedReviewer {
         who: &Identity,
         attrs: &ResourceAttributes,
     ) -> Result<AccessDecision, AuthzError> {
+        let started = Instant::now();
         if self.state.allowed_ttl.is_zero() && self.state.denied_ttl.is_zero() {
             // Caching off (offline evaluation is already local and exact): no key, no
             // single-flight bookkeeping.
             let r = self.inner.review(who, attrs).await;
-            self.count(role, &r, "miss");
+            self.count(role, &r, "miss", started);
             return r;
         }
         {
@@ -298,7 +313,7 @@ impl CachedReviewer {
                     e.last_used
                         .fetch_max(self.state.now_ms(), Ordering::Relaxed);
                     let r = Ok(e.decision.clone());
-                    self.count(role, &r, "hit");
+                    self.count(role, &r, "hit", started);
                     return r;
                 }
             }
@@ -343,7 +358,7 @@ impl CachedReviewer {
             }
         };
         let r = pending.await;
-        self.count(role, &r, cache);
+        self.count(role, &r, cache, started);
         r
     }
 }

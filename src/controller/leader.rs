@@ -90,7 +90,7 @@ where
     loop {
         let started = Instant::now();
         let result = lead_once(&client, &cfg, &metrics, &shutdown, &work).await;
-        metrics.leader.set(0);
+        metrics.set_leader(false);
         let problem = match result {
             Ok(()) => return Ok(()),
             Err(p) => p,
@@ -124,12 +124,12 @@ where
     let mut restarts = Restarts::new();
     loop {
         let started = Instant::now();
-        metrics.leader.set(1);
+        metrics.set_leader(true);
         let panicked = AssertUnwindSafe(work(shutdown.clone()))
             .catch_unwind()
             .await
             .is_err();
-        metrics.leader.set(0);
+        metrics.set_leader(false);
         if shutdown.is_fired() {
             return;
         }
@@ -178,7 +178,7 @@ where
         .build()
         .await?;
     let (mut rx, task) = manager.watch().await;
-    metrics.leader.set(0);
+    metrics.set_leader(false);
     loop {
         // Wait to lead (or to be told to stop).
         while !*rx.borrow_and_update() {
@@ -197,7 +197,7 @@ where
                 }
             }
         }
-        metrics.leader.set(1);
+        metrics.set_leader(true);
         tracing::info!(identity = %cfg.identity, lease = %cfg.lease_name, "acquired the controller lease; reconciling");
         let (trigger, stop) = shutdown::channel();
         let work_fut = AssertUnwindSafe(work(stop)).catch_unwind();
@@ -236,7 +236,7 @@ where
         if !matches!(why, Why::WorkEnded(_)) {
             let _ = work_fut.await;
         }
-        metrics.leader.set(0);
+        metrics.set_leader(false);
         match why {
             Why::Lost => {
                 tracing::warn!(identity = %cfg.identity, "lost the controller lease; reconcilers stopped");

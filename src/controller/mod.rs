@@ -90,13 +90,14 @@ impl Context {
             controller: "tether".into(),
             instance,
         };
+        let backoff = Backoff::with_metrics(&metrics);
         Self {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             metrics,
             resolver,
             settings,
-            backoff: Backoff::new(),
+            backoff,
             policy: None,
         }
     }
@@ -151,33 +152,72 @@ impl Default for Settings {
 
 /// Per-object exponential backoff for failed reconciles: 1 s, 2 s, 4 s, … capped at 5 min,
 /// reset on success. kube-runtime's error policy returns one `Action` per error, so the
-/// attempt count has to live here.
+/// attempt count has to live here. Its entries are the objects waiting for a retry, which
+/// it publishes as `tether_reconcile_queue_depth{controller}` when built with metrics
+/// (kube-runtime's own scheduler queue is not observable from outside).
 #[derive(Default)]
-pub struct Backoff(Mutex<HashMap<String, u32>>);
+pub struct Backoff {
+    entries: Mutex<HashMap<String, u32>>,
+    depth: Option<prometheus::IntGaugeVec>,
+}
 
 const BACKOFF_CAP: Duration = Duration::from_secs(300);
+
+/// The `controller` label of a backoff key ("Kind/ns/name").
+pub fn controller_of(key: &str) -> Option<&'static str> {
+    match key.split('/').next() {
+        Some("AttachedResource") => Some("attached"),
+        Some("AppDomain") => Some("domains"),
+        _ => None,
+    }
+}
 
 impl Backoff {
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// A backoff that keeps `tether_reconcile_queue_depth` up to date.
+    pub fn with_metrics(metrics: &Metrics) -> Self {
+        Self {
+            entries: Mutex::default(),
+            depth: Some(metrics.reconcile_queue_depth.clone()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Recounts the waiting objects per controller (the map holds only failing objects).
+    fn publish(&self, m: &HashMap<String, u32>) {
+        let Some(depth) = &self.depth else { return };
+        for c in crate::metrics::CONTROLLERS {
+            let n = m.keys().filter(|k| controller_of(k) == Some(c)).count();
+            depth.with_label_values(&[c]).set(n as i64);
+        }
+    }
+
     /// Records a failure of `key` ("kind/ns/name") and returns how long to wait.
     pub fn failed(&self, key: &str) -> Duration {
-        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut m = self.lock();
         let n = m.entry(key.to_string()).or_insert(0);
         let delay = Duration::from_secs(1u64 << (*n).min(16)).min(BACKOFF_CAP);
         *n = n.saturating_add(1);
+        self.publish(&m);
         delay
     }
 
     pub fn succeeded(&self, key: &str) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+        let mut m = self.lock();
+        if m.remove(key).is_some() {
+            self.publish(&m);
+        }
     }
 
     /// Objects with a failure count.
     pub fn len(&self) -> usize {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.lock().len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -188,17 +228,18 @@ impl Backoff {
     /// objects that were deleted while a retry was pending are never reconciled again, so
     /// nothing else would clear them. Returns how many went.
     pub fn retain_live(&self, prefix: &str, live: &HashSet<String>) -> usize {
-        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut m = self.lock();
         let before = m.len();
         m.retain(|k, _| !k.starts_with(prefix) || live.contains(k));
-        before - m.len()
+        let dropped = before - m.len();
+        if dropped > 0 {
+            self.publish(&m);
+        }
+        dropped
     }
 
     pub fn contains(&self, key: &str) -> bool {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains_key(key)
+        self.lock().contains_key(key)
     }
 }
 
@@ -309,6 +350,37 @@ mod tests {
         assert_eq!(b.retain_live("A/", &live), 1);
         assert!(b.contains("A/ns/live") && !b.contains("A/ns/gone") && b.contains("B/ns/gone"));
         assert_eq!(b.len(), 2);
+    }
+
+    #[test]
+    fn queue_depth_counts_waiting_objects_per_controller() {
+        let m = Metrics::new();
+        let b = Backoff::with_metrics(&m);
+        let depth = |c: &str| m.reconcile_queue_depth.with_label_values(&[c]).get();
+        b.failed("AttachedResource/ns/a");
+        b.failed("AttachedResource/ns/a");
+        b.failed("AttachedResource/ns/b");
+        b.failed("AppDomain/ns/d");
+        assert_eq!((depth("attached"), depth("domains")), (2, 1));
+        b.succeeded("AttachedResource/ns/a");
+        assert_eq!((depth("attached"), depth("domains")), (1, 1));
+        b.retain_live("AppDomain/", &HashSet::new());
+        assert_eq!((depth("attached"), depth("domains")), (1, 0));
+        assert!(m
+            .render()
+            .contains("tether_reconcile_queue_depth{controller=\"attached\"} 1"));
+    }
+
+    #[test]
+    fn backoff_keys_map_to_controller_labels() {
+        for (key, want) in [
+            ("AttachedResource/ns/x", Some("attached")),
+            ("AppDomain/ns/x", Some("domains")),
+            ("Deployment/ns/x", None),
+            ("", None),
+        ] {
+            assert_eq!(controller_of(key), want, "{key}");
+        }
     }
 
     #[test]

@@ -94,6 +94,7 @@ pub enum LookupError {
     },
 }
 
+/// A namespaced entry of the table.
 const fn ns(
     group: &'static str,
     version: &'static str,
@@ -111,6 +112,7 @@ const fn ns(
     }
 }
 
+/// A cluster-scoped entry of the table.
 const fn cluster(
     group: &'static str,
     version: &'static str,
@@ -119,12 +121,8 @@ const fn cluster(
     short_names: &'static [&'static str],
 ) -> BuiltinResource {
     BuiltinResource {
-        group,
-        version,
-        kind,
-        plural,
         namespaced: false,
-        short_names,
+        ..ns(group, version, kind, plural, short_names)
     }
 }
 

@@ -101,6 +101,8 @@ pub struct ApiResolver {
     cache: RwLock<HashMap<String, (Vec<ResourceInfo>, Instant)>>,
     fetching: [tokio::sync::Mutex<()>; FETCH_STRIPES],
     limits: DiscoveryLimits,
+    /// Counts discovery calls (`tether_discovery_requests_total`) when set.
+    metrics: Option<crate::metrics::Metrics>,
 }
 
 /// What the cache knows about a kind.
@@ -121,6 +123,19 @@ impl ApiResolver {
             cache: RwLock::new(HashMap::new()),
             fetching: std::array::from_fn(|_| tokio::sync::Mutex::new(())),
             limits,
+            metrics: None,
+        }
+    }
+
+    /// Counts every discovery call in `tether_discovery_requests_total{result}`.
+    pub fn with_metrics(mut self, metrics: crate::metrics::Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    fn count(&self, result: &'static str) {
+        if let Some(m) = &self.metrics {
+            m.discovery_requests.with_label_values(&[result]).inc();
         }
     }
 
@@ -175,13 +190,20 @@ impl ApiResolver {
             self.client.list_api_group_resources(&gv).await
         };
         let list = match listed {
-            Ok(l) => l,
-            Err(kube::Error::Api(s)) if s.code == 404 => return Ok(Vec::new()),
+            Ok(l) => {
+                self.count("success");
+                l
+            }
+            Err(kube::Error::Api(s)) if s.code == 404 => {
+                self.count("not_found");
+                return Ok(Vec::new());
+            }
             Err(e) => {
+                self.count("error");
                 return Err(ResolveError::Failed {
                     api_version: gv,
                     detail: e.to_string(),
-                })
+                });
             }
         };
         Ok(list

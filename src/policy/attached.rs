@@ -100,6 +100,33 @@ fn is_empty_object(v: &Value) -> bool {
     v.as_object().is_some_and(|m| m.is_empty())
 }
 
+/// A `scaleTargetRef` that asks tether to fill it in: `{}`, or the zero value a typed Go
+/// client writes for an unset reference struct (`kind` and `name` have no omitempty, so an
+/// unset `ScaleTargetRef` serialises as `{"kind":"","name":""}`, `apiVersion` omitted or
+/// empty). `null` is handled by the callers, like an absent field.
+///
+/// ```
+/// use serde_json::json;
+/// use tether::policy::attached::is_unset_reference;
+/// assert!(is_unset_reference(&json!({})));
+/// assert!(is_unset_reference(&json!({"kind": "", "name": ""})));
+/// assert!(!is_unset_reference(&json!({"name": ""})));
+/// assert!(!is_unset_reference(&json!({"kind": "Deployment", "name": ""})));
+/// ```
+#[must_use]
+pub fn is_unset_reference(v: &Value) -> bool {
+    let Some(m) = v.as_object() else {
+        return false;
+    };
+    let empty = |k: &str| m.get(k).and_then(Value::as_str) == Some("");
+    m.is_empty()
+        || (empty("kind")
+            && empty("name")
+            && m.keys()
+                .all(|k| matches!(k.as_str(), "apiVersion" | "kind" | "name"))
+            && m.get("apiVersion").is_none_or(|a| a.as_str() == Some("")))
+}
+
 /// Why a workload name is unusable, or `None` when it is fine. It must be both a label value
 /// (it becomes the `tether.dev/workload` label) and a DNS-1123 subdomain.
 fn workload_name_problem(name: &str) -> Option<String> {
@@ -332,7 +359,7 @@ fn check_object(object: &Value, kinds: &KindPolicy, out: &mut Vec<Violation>) {
                 out.push(v);
             }
             if let Some(v) = super::present(inner.get("scaleTargetRef")) {
-                if !is_empty_object(v) {
+                if !is_unset_reference(v) {
                     out.push(Violation::forbidden(
                         "spec.object.spec.scaleTargetRef",
                         format!(

@@ -6,7 +6,7 @@
 pub mod attack;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -43,14 +43,6 @@ pub fn stamped(mut obj: Value) -> Value {
 
 pub fn tether_bin() -> &'static str {
     env!("CARGO_BIN_EXE_tether")
-}
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Runs `tether certs --out dir --dns ...` and returns the dir's ca.crt.
@@ -113,8 +105,6 @@ impl Server {
         let mut names = vec!["localhost", "127.0.0.1"];
         names.extend_from_slice(more_dns);
         let ca = make_certs(&certs, &names);
-        let port = free_port();
-        let mport = free_port();
         let log = dir.path().join("tether.log");
         let mut cmd = Command::new(tether_bin());
         cmd.arg("serve");
@@ -138,10 +128,12 @@ impl Server {
                     .arg(certs.join("tls.key"));
             }
         }
+        // Port 0 for both listeners: the kernel picks free ports at bind time, and the
+        // addresses are read back from the "tether ready" log line (no bind-drop-rebind race).
         cmd.arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
+            .arg("127.0.0.1:0")
             .arg("--metrics-listen")
-            .arg(format!("127.0.0.1:{mport}"))
+            .arg("127.0.0.1:0")
             .arg("--tls-reload-interval")
             .arg("100ms")
             .arg("--log-format")
@@ -157,27 +149,30 @@ impl Server {
             cmd.env(k, v);
         }
         let child = cmd.spawn().unwrap();
+        let unbound: SocketAddr = "127.0.0.1:0".parse().unwrap();
         let mut s = Server {
             child,
-            addr: format!("127.0.0.1:{port}").parse().unwrap(),
-            metrics_addr: format!("127.0.0.1:{mport}").parse().unwrap(),
+            addr: unbound,
+            metrics_addr: unbound,
             certs,
             ca,
             log,
             _dir: dir,
         };
-        s.wait_ready();
+        (s.addr, s.metrics_addr) = s.wait_ready();
         s
     }
 
-    fn wait_ready(&mut self) {
+    /// Waits for the "tether ready" log line and returns the bound admission and metrics
+    /// addresses it reports (fields `listen` and `metrics_listen`).
+    fn wait_ready(&mut self) -> (SocketAddr, SocketAddr) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
+            if let Some(addrs) = ready_addresses(&self.logs()) {
+                return addrs;
+            }
             if let Ok(Some(st)) = self.child.try_wait() {
                 panic!("tether exited early ({st}): {}", self.logs());
-            }
-            if let Ok((200, _)) = plain_get(self.metrics_addr, "/readyz") {
-                return;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -219,6 +214,24 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The bound addresses from the JSON log line `tether serve` writes once ready:
+/// `{"message":"tether ready","listen":"127.0.0.1:PORT","metrics_listen":"127.0.0.1:PORT",..}`.
+pub fn ready_addresses(json_log: &str) -> Option<(SocketAddr, SocketAddr)> {
+    json_log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["message"] == "tether ready")
+        .map(|v| {
+            let addr = |field: &str| -> SocketAddr {
+                v[field]
+                    .as_str()
+                    .and_then(|a| a.parse().ok())
+                    .unwrap_or_else(|| panic!("ready line without a valid {field}: {v}"))
+            };
+            (addr("listen"), addr("metrics_listen"))
+        })
 }
 
 /// A metric's value from a text exposition, by exact series text (`name{labels}`).

@@ -1122,6 +1122,51 @@ def check_byo_tls() -> None:
     check_webhooks(objs, cert_manager=False)
 
 
+def check_observability() -> None:
+    """prometheusRule and grafanaDashboard: off by default; when on, the PrometheusRule
+    carries exactly files/alerts.yaml (runbook links prefixed with runbookBaseUrl) and the
+    ConfigMap exactly files/dashboard.json, labelled for the Grafana sidecar."""
+    for o in rendered("default"):
+        assert o["kind"] not in ("PrometheusRule",), "PrometheusRule rendered by default"
+        assert not (o["kind"] == "ConfigMap" and o["metadata"]["name"].endswith("-dashboard")), \
+            "dashboard ConfigMap rendered by default"
+    values = values_file("values-default.yaml")
+    base = "https://git.example.com/tether/blob/v0.1.0/"
+    values["prometheusRule"] = {"enabled": True, "labels": {"release": "prometheus"},
+                                "runbookBaseUrl": base}
+    values["grafanaDashboard"] = {"enabled": True, "namespace": "monitoring",
+                                  "annotations": {"grafana_folder": "tether"}}
+    objs = helm.render(CHART, values, RELEASE, NAMESPACE).objects
+    rule = one(objs, "PrometheusRule")
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    assert rule["metadata"]["labels"]["release"] == "prometheus"
+    want = yaml.safe_load((CHART / "files" / "alerts.yaml").read_text())
+    for group in want["groups"]:
+        for r in group["rules"]:
+            r["annotations"]["runbook_url"] = base + r["annotations"]["runbook_url"]
+    assert rule["spec"] == want, "PrometheusRule spec differs from files/alerts.yaml"
+    names = [r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]]
+    assert len(names) == 7, names
+    cm = [o for o in by_kind(objs, "ConfigMap") if o["metadata"]["name"].endswith("-dashboard")]
+    assert len(cm) == 1, "no dashboard ConfigMap"
+    cm = cm[0]
+    assert cm["metadata"]["namespace"] == "monitoring"
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert cm["metadata"]["annotations"] == {"grafana_folder": "tether"}
+    import json
+    got = json.loads(cm["data"]["tether.json"])
+    assert got == json.loads((CHART / "files" / "dashboard.json").read_text()), \
+        "ConfigMap dashboard differs from files/dashboard.json"
+    note(f"{len(names)} alerts, {len(got['panels'])} dashboard panels")
+
+
+def check_dashboard_generated() -> None:
+    """files/dashboard.json is what scripts/dashboard.py generates (run it after editing)."""
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "dashboard.py"), "--check"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, (out.stdout + out.stderr).strip()
+
+
 def check_notes() -> None:
     notes = RENDERS["default"].notes if "default" in RENDERS else ""
     assert "--dry-run=server" in notes and "kind: AttachedResource" in notes, \
@@ -1293,6 +1338,8 @@ def main() -> int:
     run("rbac: controllers none, no leader election", check_rbac_byo)
     run("cert-manager chain (default values)", lambda: check_cert_manager(rendered("default")))
     run("bring-your-own TLS (byo-tls values)", check_byo_tls)
+    run("prometheusRule and grafanaDashboard (opt-in, one source each)", check_observability)
+    run("dashboard.json is up to date with scripts/dashboard.py", check_dashboard_generated)
     run("NOTES.txt says how to verify", check_notes)
     run("webhook-config/ matches the chart", check_raw_matches_chart)
     run("webhook-config/kustomization.yaml", check_kustomization)

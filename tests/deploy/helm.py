@@ -86,7 +86,10 @@ DISCOVERY: dict[tuple[str, str], list[tuple[str, str, bool]]] = {
         ("clusterissuers", "ClusterIssuer", False),
         ("certificates", "Certificate", True),
     ],
-    ("monitoring.coreos.com", "v1"): [("servicemonitors", "ServiceMonitor", True)],
+    ("monitoring.coreos.com", "v1"): [
+        ("servicemonitors", "ServiceMonitor", True),
+        ("prometheusrules", "PrometheusRule", True),
+    ],
     ("tether.dev", "v1alpha1"): [
         ("attachedresources", "AttachedResource", True),
         ("appdomains", "AppDomain", True),

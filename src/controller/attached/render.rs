@@ -92,7 +92,10 @@ pub fn render_copy(
     root.remove("status");
 
     if let Some(spec) = root.get_mut("spec").and_then(Value::as_object_mut) {
-        if spec.get("scaleTargetRef").is_some_and(is_sentinel) {
+        if spec
+            .get("scaleTargetRef")
+            .is_some_and(|v| v.is_null() || crate::policy::attached::is_unset_reference(v))
+        {
             spec.insert(
                 "scaleTargetRef".into(),
                 json!({"apiVersion": "apps/v1", "kind": "Deployment", "name": target.deployment}),
@@ -311,6 +314,8 @@ mod tests {
     #[rstest]
     #[case::null(Value::Null)]
     #[case::empty_object(json!({}))]
+    // What a typed Go client writes for an unset ScaleTargetRef.
+    #[case::typed_zero_value(json!({"kind": "", "name": ""}))]
     fn render_fills_the_scale_target_sentinel(#[case] sentinel: Value) {
         let out = render_copy(&hpa(sentinel), "hpa", "payments", "web", &target()).unwrap();
         assert_eq!(

@@ -377,6 +377,20 @@ fn scale_target_ref_sentinels() {
         (None, vec![]),
         (Some(json!(null)), vec![]),
         (Some(json!({})), vec![]),
+        // The zero value a typed Go client writes for an unset reference: "fill it in".
+        (Some(json!({"kind": "", "name": ""})), vec![]),
+        (
+            Some(json!({"apiVersion": "", "kind": "", "name": ""})),
+            vec![],
+        ),
+        (
+            Some(json!({"kind": "", "name": "", "x": ""})),
+            vec![f(field)],
+        ),
+        (
+            Some(json!({"kind": "Deployment", "name": ""})),
+            vec![f(field)],
+        ),
         (Some(json!({"name": "web"})), vec![f(field)]),
         (Some(json!({"name": ""})), vec![f(field)]),
         (
