@@ -1,4 +1,4 @@
-//! Criterion benches of the admission hot path (issue 7). Run with
+//! Criterion benches of the admission hot path (issues 7 and 14). Run with
 //! `cargo bench --bench admission`; results in bench/RESULTS.md.
 
 use std::collections::BTreeMap;
@@ -6,7 +6,7 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use tether::admission::review::{parse, AdmissionReviewOut};
+use tether::admission::review::{lean_object, parse, AdmissionReviewOut};
 use tether::admission::{Decision, Webhook};
 use tether::naming::{app_domain, attached_name, disambiguated_app_domain, DomainRoot};
 use tether::policy::{inject, summarize, validate_spec};
@@ -84,6 +84,23 @@ fn review_codec(c: &mut Criterion) {
                 let p = parse(black_box(body.as_bytes())).expect("fixture parses");
                 assert!(p.request.is_ok());
                 p
+            })
+        });
+        // The object alone: what the one-pass parse leaves out (managedFields, unread
+        // annotations) against building all of it as a `Value`, as before issue 14.
+        let object = serde_json::from_str::<serde_json::Value>(body).expect("fixture is JSON")
+            ["request"]["object"]
+            .to_string();
+        g.bench_function(format!("object/lean/{name}"), |b| {
+            b.iter(|| {
+                let mut de = serde_json::Deserializer::from_slice(black_box(object.as_bytes()));
+                lean_object(&mut de).expect("object parses")
+            })
+        });
+        g.bench_function(format!("object/full_value/{name}"), |b| {
+            b.iter(|| {
+                serde_json::from_slice::<serde_json::Value>(black_box(object.as_bytes()))
+                    .expect("object parses")
             })
         });
         let req = parse(body.as_bytes())

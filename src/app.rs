@@ -29,7 +29,8 @@ use crate::workloads::WatchedDeployments;
 pub use crate::wiring::{offline_handlers, standalone_warning};
 
 pub fn run_serve(args: ServeArgs) -> ExitCode {
-    crate::logging::init(args.log_format, &args.log_level);
+    // Held to the end: dropping it writes out the queued log lines.
+    let _log = crate::logging::init(args.log_format, &args.log_level);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

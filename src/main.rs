@@ -6,17 +6,24 @@ use std::process::ExitCode;
 use clap::{CommandFactory, FromArgMatches};
 use tether::cli::{CertsArgs, Cli, Command, DomainArgs, VersionArgs, VersionFormat};
 
-// mimalloc: the admission path allocates a small object per JSON string; glibc malloc/free
-// were ~20 % of server CPU under load (bench/RESULTS.md).
+// mimalloc (cargo feature `mimalloc`, on by default): the admission path allocates a small
+// object per JSON string; bench/RESULTS.md compares it with the system allocator.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// mimalloc (v3) option numbers, from its `mimalloc.h` `mi_option_e`.
-const MI_OPTION_ARENA_EAGER_COMMIT: std::os::raw::c_int = 4;
-const MI_OPTION_PURGE_DELAY: std::os::raw::c_int = 15;
-const MI_OPTION_ALLOW_THP: std::os::raw::c_int = 46;
-
 fn main() -> std::process::ExitCode {
+    #[cfg(feature = "mimalloc")]
+    configure_mimalloc();
+    run()
+}
+
+#[cfg(feature = "mimalloc")]
+fn configure_mimalloc() {
+    /// mimalloc (v3) option numbers, from its `mimalloc.h` `mi_option_e`.
+    const MI_OPTION_ARENA_EAGER_COMMIT: std::os::raw::c_int = 4;
+    const MI_OPTION_PURGE_DELAY: std::os::raw::c_int = 15;
+    const MI_OPTION_ALLOW_THP: std::os::raw::c_int = 46;
     // Give freed memory back to the OS at once and commit arenas on demand, without
     // transparent huge pages: after a burst of large bodies (issue 13) RSS falls back instead
     // of staying at its peak, and the peak under attack stays near the byte budget
@@ -35,7 +42,6 @@ fn main() -> std::process::ExitCode {
             unsafe { libmimalloc_sys::mi_option_set(option, value) };
         }
     }
-    run()
 }
 
 /// Parses the command line and runs the subcommand.

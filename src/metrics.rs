@@ -339,6 +339,7 @@ impl Metrics {
             Box::new(build_info.clone()),
             Box::new(leader.clone()),
             Box::new(policy_denied.clone()),
+            crate::logging::dropped_lines_collector(),
         ] {
             registry
                 .register(c)

@@ -166,7 +166,9 @@ struct AppState {
     ready: Arc<AtomicBool>,
     opts: Arc<TransportOptions>,
     budget: Arc<Budget>,
-    metrics: Metrics,
+    // Behind an Arc: axum clones the state for every request, and `Metrics` is a score of
+    // handles.
+    metrics: Arc<Metrics>,
     warn: Arc<WarnEvery>,
 }
 
@@ -810,7 +812,7 @@ impl AdmissionServer {
                 ready,
                 budget: Budget::new(opts.requests),
                 opts: Arc::new(opts),
-                metrics,
+                metrics: Arc::new(metrics),
                 warn,
             },
         })

@@ -715,7 +715,11 @@ fn serve_without_cluster_or_certificates_says_what_to_do() {
         "",
     );
     assert_eq!(code, 1);
-    let last = err.lines().last().unwrap();
+    // The plain line (the JSON/text log line may come after it: the log writer is async).
+    let last = err
+        .lines()
+        .find(|l| l.starts_with("tether serve: "))
+        .unwrap_or_else(|| panic!("{err}"));
     assert!(
         last.contains("tether serve --standalone") && last.contains("install the Helm chart"),
         "{err}"
@@ -733,7 +737,11 @@ fn serve_without_cluster_or_certificates_says_what_to_do() {
         "",
     );
     assert_eq!(code, 1);
-    let last = err.lines().last().unwrap();
+    // The plain line (the JSON/text log line may come after it: the log writer is async).
+    let last = err
+        .lines()
+        .find(|l| l.starts_with("tether serve: "))
+        .unwrap_or_else(|| panic!("{err}"));
     assert_eq!(last.matches("os error 2").count(), 1, "{last}");
     // Certificates but no cluster: the same two ways forward.
     let dir = tempfile::tempdir().unwrap();
@@ -760,7 +768,11 @@ fn serve_without_cluster_or_certificates_says_what_to_do() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    let last = err.lines().last().unwrap();
+    // The plain line (the JSON/text log line may come after it: the log writer is async).
+    let last = err
+        .lines()
+        .find(|l| l.starts_with("tether serve: "))
+        .unwrap_or_else(|| panic!("{err}"));
     assert!(
         last.starts_with("tether serve: no Kubernetes cluster configuration found"),
         "{err}"

@@ -83,7 +83,11 @@ fn the_domains_controller_without_a_domain_root_refuses_to_start() {
             panic!("tether {extra:?} started without --domain-root")
         };
         assert_eq!(code, Some(1), "{err}");
-        let last = err.lines().last().unwrap_or("");
+        // The plain line; the log line may follow it (the log writer is asynchronous).
+        let last = err
+            .lines()
+            .find(|l| l.starts_with("tether serve: "))
+            .unwrap_or("");
         assert!(
             last.starts_with("tether serve: --domain-root (env EXT_DOMAIN_ROOT) is required"),
             "{err}"

@@ -483,13 +483,18 @@ fn serve_without_a_cluster_says_how_to_run_standalone() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    let last = err.lines().last().unwrap_or("");
+    // The plain line; the log line may follow it (the log writer is asynchronous).
+    let last = err
+        .lines()
+        .find(|l| l.starts_with("tether serve: "))
+        .unwrap_or("");
     assert!(
         last.starts_with("tether serve: no Kubernetes cluster configuration found"),
         "{err}"
     );
     assert!(
-        last.contains("use --standalone") && last.contains("/nonexistent/kubeconfig"),
+        last.contains("run `tether serve --standalone`")
+            && last.contains("/nonexistent/kubeconfig"),
         "{last}"
     );
     // Bad flags name the flag.

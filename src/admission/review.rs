@@ -68,9 +68,11 @@ pub struct AdmissionRequest {
     pub operation: Operation,
     #[serde(default)]
     pub user_info: UserInfo,
-    #[serde(default)]
+    /// Without `metadata.managedFields` and the annotations tether does not read (see
+    /// [`lean_object`]).
+    #[serde(default, deserialize_with = "lean_object")]
     pub object: Option<Value>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lean_object")]
     pub old_object: Option<Value>,
     #[serde(default, deserialize_with = "null_as_false")]
     pub dry_run: bool,
@@ -102,6 +104,115 @@ where
     T: Deserialize<'de> + Default,
 {
     Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+/// The only annotation any handler reads. The others, kubectl's escaped
+/// `last-applied-configuration` above all, are skipped unparsed.
+fn read_annotation(key: &str) -> bool {
+    key == crate::stamp::STAMP_ANNOTATION
+}
+
+/// Reads `object`/`oldObject` in the same pass as the rest of the review, leaving out what no
+/// handler reads: `metadata.managedFields` (often most of the object's bytes) and the values of
+/// unread annotations. Both are scanned, not built: no allocation per string or map entry.
+/// Everything else, malformed shapes included, is kept exactly as sent, so the policy still
+/// sees (and explains) a numeric label or a string where metadata should be. An
+/// `annotations` map stays present (possibly empty) so patches still know whether to create it.
+pub fn lean_object<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    struct Opt;
+    impl<'de> serde::de::Visitor<'de> for Opt {
+        type Value = Option<Value>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an object or null")
+        }
+        fn visit_none<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D2: serde::Deserializer<'de>>(self, d: D2) -> Result<Self::Value, D2::Error> {
+            d.deserialize_any(Lean(Level::Object)).map(Some)
+        }
+    }
+    d.deserialize_option(Opt)
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Level {
+    Object,
+    Metadata,
+    Annotations,
+}
+
+struct Lean(Level);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Lean {
+    type Value = Value;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Lean {
+    type Value = Value;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        use serde::de::IgnoredAny;
+        let mut out = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let value = match (self.0, key.as_str()) {
+                (Level::Object, "metadata") => map.next_value_seed(Lean(Level::Metadata))?,
+                (Level::Metadata, "managedFields") => {
+                    map.next_value::<IgnoredAny>()?;
+                    continue;
+                }
+                (Level::Metadata, "annotations") => {
+                    map.next_value_seed(Lean(Level::Annotations))?
+                }
+                (Level::Annotations, k) if !read_annotation(k) => {
+                    map.next_value::<IgnoredAny>()?;
+                    continue;
+                }
+                _ => map.next_value::<Value>()?,
+            };
+            out.insert(key, value);
+        }
+        Ok(Value::Object(out))
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(v) = seq.next_element::<Value>()? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
 }
 
 #[derive(Deserialize)]
@@ -293,6 +404,7 @@ pub fn sanitize_warnings_within(warnings: Vec<String>, max_all: usize) -> Vec<St
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     const GOOD: &str = r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{
         "uid":"705ab4f5-6393-11e8-b7cc-42010a800002",
@@ -380,6 +492,50 @@ mod tests {
         );
         let e = parse(body.as_bytes()).unwrap().request.unwrap_err();
         assert_eq!(e.path, "userInfo.groups", "{e}");
+    }
+
+    #[test]
+    fn objects_skip_managed_fields_and_unread_annotations_only() {
+        // (object as sent, object as the handlers see it)
+        let stamp = crate::stamp::STAMP_ANNOTATION;
+        let cases = [
+            (
+                json!({"metadata": {"name": "a", "managedFields": [{"manager": "kubectl"}],
+                    "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{\"x\":1}",
+                                    stamp: "v1:k:abc"},
+                    "labels": {"x": "y"}}, "spec": {"k": [1, 2.5, null, true]}}),
+                json!({"metadata": {"name": "a", "annotations": {stamp: "v1:k:abc"},
+                    "labels": {"x": "y"}}, "spec": {"k": [1, 2.5, null, true]}}),
+            ),
+            // The map stays, empty, so a patch adds to it rather than creating it.
+            (
+                json!({"metadata": {"annotations": {"other": "x"}}}),
+                json!({"metadata": {"annotations": {}}}),
+            ),
+            // Malformed shapes are kept for the policy to explain.
+            (json!({"metadata": "nope"}), json!({"metadata": "nope"})),
+            (
+                json!({"metadata": {"annotations": [1], "labels": {"n": 3}}}),
+                json!({"metadata": {"annotations": [1], "labels": {"n": 3}}}),
+            ),
+            // Only metadata at the top is special; a nested `managedFields` is data.
+            (
+                json!({"spec": {"metadata": {"managedFields": 1}}}),
+                json!({"spec": {"metadata": {"managedFields": 1}}}),
+            ),
+            (json!(7), json!(7)),
+            (json!([{"a": 1}]), json!([{"a": 1}])),
+        ];
+        for (sent, seen) in cases {
+            let body = GOOD.replace(
+                r#""object":{"apiVersion":"tether.dev/v1alpha1","kind":"AttachedResource","metadata":{"name":"worker-hpa"}}"#,
+                &format!(r#""object":{sent}"#),
+            );
+            let r = parse(body.as_bytes()).unwrap().request.unwrap();
+            assert_eq!(r.object, Some(seen), "{sent}");
+        }
+        let r = parse(GOOD.as_bytes()).unwrap().request.unwrap();
+        assert_eq!(r.old_object, None);
     }
 
     #[test]

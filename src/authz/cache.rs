@@ -5,10 +5,26 @@
 //! fifty times within a second; the API server should see them once. Allowed and denied
 //! answers have separate TTLs (a grant should take effect quickly, so a deny is usually cached
 //! for less); errors are never cached, so an API server hiccup is retried on the next request.
+//!
+//! tether's own permissions (role [`Role::Tether`]: the same five questions per attached kind
+//! and namespace) are also refreshed in the background: every half allowed-TTL a task re-asks
+//! the allowed answers that were read within the last allowed TTL, so a kind in use never pays
+//! a round trip for them (an answer nobody reads is dropped at most two TTLs after its last
+//! read). A refresh only ever renews an answer with a fresh one: a failed refresh
+//! leaves the old answer to expire at its TTL (the next request asks again and fails closed
+//! if the API server still cannot answer), a deny replaces the allow at once, and nothing is
+//! allowed on an answer older than the allowed TTL. Denials and user answers are not
+//! refreshed. At most [`MAX_REFRESH`] answers are re-asked per round, [`REFRESH_CONCURRENCY`]
+//! at a time.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Weak;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock, so tests can drive the refresh with a paused clock.
+use tokio::time::Instant;
 
 use futures::future::{BoxFuture, FutureExt, Shared};
 
@@ -61,16 +77,43 @@ type Pending = Shared<BoxFuture<'static, Result<AccessDecision, AuthzError>>>;
 
 /// Bounds memory when many distinct users hit the webhook.
 const MAX_ENTRIES: usize = 16_384;
+/// tether's own answers re-asked per background round, at most.
+pub const MAX_REFRESH: usize = 1024;
+/// Background re-asks in flight at once.
+pub const REFRESH_CONCURRENCY: usize = 8;
+
+struct Entry {
+    decision: AccessDecision,
+    expires: Instant,
+    role: Role,
+    /// When it was last read (ms since the cache's epoch): only answers in use are renewed.
+    last_used: AtomicU64,
+}
 
 struct State {
-    entries: RwLock<HashMap<Key, (AccessDecision, Instant)>>,
+    entries: RwLock<HashMap<Key, Entry>>,
     inflight: Mutex<HashMap<Key, Pending>>,
     allowed_ttl: Duration,
     denied_ttl: Duration,
+    epoch: Instant,
 }
 
 impl State {
-    fn finish(&self, key: &Key, result: &Result<AccessDecision, AuthzError>) {
+    fn finish(&self, role: Role, key: &Key, result: &Result<AccessDecision, AuthzError>) {
+        self.store(role, key, result, self.now_ms());
+        self.inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
+    }
+
+    fn store(
+        &self,
+        role: Role,
+        key: &Key,
+        result: &Result<AccessDecision, AuthzError>,
+        last_used: u64,
+    ) {
         if let Ok(d) = result {
             let ttl = if d.allowed {
                 self.allowed_ttl
@@ -81,25 +124,102 @@ impl State {
                 let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
                 if entries.len() >= MAX_ENTRIES {
                     let now = Instant::now();
-                    entries.retain(|_, (_, exp)| *exp > now);
+                    entries.retain(|_, e| e.expires > now);
                     if entries.len() >= MAX_ENTRIES {
                         entries.clear();
                     }
                 }
-                entries.insert(key.clone(), (d.clone(), Instant::now() + ttl));
+                entries.insert(
+                    key.clone(),
+                    Entry {
+                        decision: d.clone(),
+                        expires: Instant::now() + ttl,
+                        role,
+                        last_used: AtomicU64::new(last_used),
+                    },
+                );
             }
         }
-        self.inflight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(key);
     }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// tether's unexpired allowed answers read within the last allowed TTL, with when.
+    fn due_for_refresh(&self) -> Vec<(Key, u64)> {
+        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let recent = self
+            .now_ms()
+            .saturating_sub(self.allowed_ttl.as_millis() as u64);
+        entries
+            .iter()
+            .filter(|(_, e)| e.role == Role::Tether && e.decision.allowed && e.expires > now)
+            .filter_map(|(k, e)| {
+                let used = e.last_used.load(Ordering::Relaxed);
+                (used >= recent).then(|| (k.clone(), used))
+            })
+            .take(MAX_REFRESH)
+            .collect()
+    }
+}
+
+/// One background round every `every`, until the cache is dropped.
+async fn refresh_loop(
+    state: Weak<State>,
+    inner: Arc<dyn AccessReviewer>,
+    metrics: Metrics,
+    every: Duration,
+) {
+    use futures::StreamExt;
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(st) = state.upgrade() else { return };
+        let due = st.due_for_refresh();
+        futures::stream::iter(due)
+            .for_each_concurrent(REFRESH_CONCURRENCY, |(key, used)| {
+                let (st, inner, metrics) = (&st, &inner, &metrics);
+                async move {
+                    let r = inner.review(&key.0, &key.1).await;
+                    // A renewal is not a read: the answer keeps its last read time.
+                    st.store(Role::Tether, &key, &r, used);
+                    count(metrics, Role::Tether, &r, "refresh");
+                }
+            })
+            .await;
+    }
+}
+
+fn result_label(result: &Result<AccessDecision, AuthzError>) -> &'static str {
+    match result {
+        Ok(d) if d.allowed => "allowed",
+        Ok(_) => "denied",
+        Err(_) => "error",
+    }
+}
+
+fn count(metrics: &Metrics, role: Role, result: &Result<AccessDecision, AuthzError>, cache: &str) {
+    metrics
+        .access_reviews
+        .with_label_values(&[role.as_str(), result_label(result), cache])
+        .inc();
 }
 
 pub struct CachedReviewer {
     inner: Arc<dyn AccessReviewer>,
     state: Arc<State>,
     metrics: Metrics,
+    /// Started by the first answer about tether's own permissions (inside the runtime).
+    refresher: std::sync::OnceLock<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for CachedReviewer {
+    fn drop(&mut self) {
+        if let Some(h) = self.refresher.get() {
+            h.abort();
+        }
+    }
 }
 
 impl CachedReviewer {
@@ -116,8 +236,10 @@ impl CachedReviewer {
                 inflight: Mutex::new(HashMap::new()),
                 allowed_ttl,
                 denied_ttl,
+                epoch: Instant::now(),
             }),
             metrics,
+            refresher: std::sync::OnceLock::new(),
         }
     }
 
@@ -129,17 +251,26 @@ impl CachedReviewer {
         cache: &str,
         started: Instant,
     ) {
-        let r = match result {
-            Ok(d) if d.allowed => "allowed",
-            Ok(_) => "denied",
-            Err(_) => "error",
-        };
-        let labels = [role.as_str(), r, cache];
-        self.metrics.access_reviews.with_label_values(&labels).inc();
+        count(&self.metrics, role, result, cache);
         self.metrics
             .access_review_duration
-            .with_label_values(&labels)
+            .with_label_values(&[role.as_str(), result_label(result), cache])
             .observe(started.elapsed().as_secs_f64());
+    }
+
+    fn start_refresher(&self) {
+        if self.state.allowed_ttl.is_zero() || self.refresher.get().is_some() {
+            return;
+        }
+        let every = self.state.allowed_ttl / 2;
+        let _ = self.refresher.get_or_init(|| {
+            tokio::spawn(refresh_loop(
+                Arc::downgrade(&self.state),
+                self.inner.clone(),
+                self.metrics.clone(),
+                every,
+            ))
+        });
     }
 
     /// Reviews currently running (each at most once per distinct question).
@@ -177,13 +308,18 @@ impl CachedReviewer {
         {
             let probe = (who, attrs);
             let entries = self.state.entries.read().unwrap_or_else(|p| p.into_inner());
-            if let Some((d, exp)) = entries.get(&probe as &dyn KeyView) {
-                if *exp > Instant::now() {
-                    let r = Ok(d.clone());
+            if let Some(e) = entries.get(&probe as &dyn KeyView) {
+                if e.expires > Instant::now() {
+                    e.last_used
+                        .fetch_max(self.state.now_ms(), Ordering::Relaxed);
+                    let r = Ok(e.decision.clone());
                     self.count(role, &r, "hit", started);
                     return r;
                 }
             }
+        }
+        if role == Role::Tether {
+            self.start_refresher();
         }
         let key: Key = (who.clone(), attrs.clone());
         let (pending, cache) = {
@@ -204,7 +340,7 @@ impl CachedReviewer {
                     // time (the SubjectAccessReview timeout), so the task always ends.
                     let task = tokio::spawn(async move {
                         let r = inner.review(&k.0, &k.1).await;
-                        state.finish(&k, &r);
+                        state.finish(role, &k, &r);
                         r
                     });
                     let fut = async move {

@@ -22,6 +22,17 @@ pub mod domains;
 pub mod leader;
 pub mod measure;
 
+/// Objects each controller reconciles at once. A reconcile makes a few API calls one after
+/// another, so this bounds tether's requests in flight (and the memory they hold at 10k
+/// objects) to what the API server's priority and fairness gives a workload controller,
+/// instead of starting every object's reconcile at once after a restart (bench/RESULTS.md).
+pub const RECONCILE_CONCURRENCY: u16 = 16;
+
+/// kube-runtime's controller settings with [`RECONCILE_CONCURRENCY`].
+pub fn controller_config() -> kube::runtime::controller::Config {
+    kube::runtime::controller::Config::default().concurrency(RECONCILE_CONCURRENCY)
+}
+
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

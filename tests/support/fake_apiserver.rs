@@ -510,6 +510,9 @@ impl FakeApiServer {
         let (events_tx, _) = broadcast::channel(4096);
         let shared = Arc::new(Shared {
             state: Mutex::new(State::new(events_tx)),
+            delays: Mutex::new(Delays::default()),
+            reviews_in_flight: Mutex::new(Vec::new()),
+            reviews_together: Mutex::new(Vec::new()),
         });
         let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(accept_loop(
@@ -524,6 +527,30 @@ impl FakeApiServer {
             shared,
             shutdown,
         })
+    }
+
+    /// Every request waits this long before it is answered (a real API server's round trip;
+    /// for scale benches). Access reviews use [`Self::set_access_review_delay`] instead.
+    pub fn set_call_delay(&self, d: Duration) {
+        lock_or_recover(&self.shared.delays).call = d;
+    }
+
+    /// Every SubjectAccessReview (and self/local one) waits this long before it is answered.
+    pub fn set_access_review_delay(&self, d: Duration) {
+        lock_or_recover(&self.shared.delays).access_review = d;
+    }
+
+    /// The distinct sets of subjects (`spec.user`, or the caller for a self review) of access
+    /// reviews that were being answered at the same moment, each set sorted. With an
+    /// access-review delay, reviews sent concurrently show up here together; reviews sent one
+    /// after the other never do.
+    pub fn access_reviews_seen_together(&self) -> Vec<Vec<String>> {
+        lock_or_recover(&self.shared.reviews_together).clone()
+    }
+
+    /// Forgets what [`Self::access_reviews_seen_together`] recorded.
+    pub fn clear_access_reviews_seen_together(&self) {
+        lock_or_recover(&self.shared.reviews_together).clear();
     }
 
     /// Stops accepting and drops all connections (idempotent).
@@ -855,6 +882,15 @@ impl FakeApiServer {
     }
 
     /// Every stored object of this plural, in any group, ordered by group/namespace/name.
+    /// How many stored objects of `group`/`plural` satisfy `pred` (an index range, no copies).
+    pub fn count(&self, group: &str, plural: &str, pred: impl Fn(&Value) -> bool) -> usize {
+        self.shared
+            .lock()
+            .scan(group, plural, None)
+            .filter(|(_, s)| pred(&s.obj))
+            .count()
+    }
+
     pub fn list_all(&self, plural: &str) -> Vec<Value> {
         self.shared
             .lock()
@@ -1101,6 +1137,27 @@ async fn handle(
         ));
     };
     ctx.user = identity;
+    let _review = if ctx.path.ends_with("subjectaccessreviews") && ctx.method == "POST" {
+        let subject = ctx
+            .body
+            .as_ref()
+            .and_then(|b| b.pointer("/spec/user"))
+            .and_then(Value::as_str)
+            .unwrap_or(&ctx.user.username)
+            .to_string();
+        let guard = InFlightReview::enter(shared.clone(), subject);
+        let d = lock_or_recover(&shared.delays).access_review;
+        if !d.is_zero() {
+            tokio::time::sleep(d).await;
+        }
+        Some(guard)
+    } else {
+        let d = lock_or_recover(&shared.delays).call;
+        if !d.is_zero() {
+            tokio::time::sleep(d).await;
+        }
+        None
+    };
     {
         let mut st = shared.lock();
         if let Err(e) = authorize_request(&st, &ctx) {
@@ -1116,6 +1173,44 @@ async fn handle(
     }
     let outcome = route_as(&mut shared.lock(), &ctx);
     Ok(outcome_response(outcome))
+}
+
+fn lock_or_recover<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// An access review being answered: registered on entry, gone when the answer is sent.
+struct InFlightReview {
+    shared: Arc<Shared>,
+    subject: String,
+}
+
+impl InFlightReview {
+    fn enter(shared: Arc<Shared>, subject: String) -> Self {
+        {
+            let mut now = lock_or_recover(&shared.reviews_in_flight);
+            now.push(subject.clone());
+            if now.len() > 1 {
+                let mut set = now.clone();
+                set.sort();
+                set.dedup();
+                let mut seen = lock_or_recover(&shared.reviews_together);
+                if !seen.contains(&set) {
+                    seen.push(set);
+                }
+            }
+        }
+        InFlightReview { shared, subject }
+    }
+}
+
+impl Drop for InFlightReview {
+    fn drop(&mut self) {
+        let mut now = lock_or_recover(&self.shared.reviews_in_flight);
+        if let Some(i) = now.iter().position(|s| *s == self.subject) {
+            now.remove(i);
+        }
+    }
 }
 
 fn outcome_response(outcome: Outcome) -> Response<RespBody> {
@@ -1171,6 +1266,18 @@ fn outcome_response_plain(outcome: Outcome) -> Response<RespBody> {
 
 struct Shared {
     state: Mutex<State>,
+    /// Latency the fake adds, like a real API server's: see [`FakeApiServer::set_call_delay`].
+    delays: Mutex<Delays>,
+    /// Access reviews being answered now, by requesting user (after their delay started).
+    reviews_in_flight: Mutex<Vec<String>>,
+    /// Sets of users whose access reviews were in flight at the same moment (each set once).
+    reviews_together: Mutex<Vec<Vec<String>>>,
+}
+
+#[derive(Clone, Copy, Default)]
+struct Delays {
+    call: Duration,
+    access_review: Duration,
 }
 
 impl Shared {
@@ -1322,14 +1429,34 @@ impl State {
         plural: &str,
         namespace: Option<&str>,
     ) -> impl Iterator<Item = (&'a ObjKey, &'a Stored)> + 'a {
+        self.scan_after(group, plural, namespace, None)
+    }
+
+    /// [`Self::scan`] from just after `after` (namespace, name): a LIST page starts where the
+    /// previous one ended, found in the ordered map instead of walked to, so paging through n
+    /// objects costs O(n log n), not O(n²/limit).
+    fn scan_after<'a>(
+        &'a self,
+        group: &str,
+        plural: &str,
+        namespace: Option<&str>,
+        after: Option<(&str, &str)>,
+    ) -> impl Iterator<Item = (&'a ObjKey, &'a Stored)> + 'a {
+        use std::ops::Bound;
         let start = ObjKey::new(group, plural, namespace.unwrap_or(""), "");
+        let lower = match after.map(|(ns, name)| ObjKey::new(group, plural, ns, name)) {
+            Some(a) if a >= start => Bound::Excluded(a),
+            _ => Bound::Included(start),
+        };
         let (group, plural) = (group.to_string(), plural.to_string());
         let namespace = namespace.map(str::to_string);
-        self.objects.range(start..).take_while(move |(k, _)| {
-            k.group == group
-                && k.plural == plural
-                && namespace.as_ref().is_none_or(|ns| &k.namespace == ns)
-        })
+        self.objects
+            .range((lower, Bound::Unbounded))
+            .take_while(move |(k, _)| {
+                k.group == group
+                    && k.plural == plural
+                    && namespace.as_ref().is_none_or(|ns| &k.namespace == ns)
+            })
     }
 
     /// The OwnerReferencesPermissionEnforcement admission plugin
@@ -2564,12 +2691,12 @@ fn list(st: &State, ctx: &Ctx, def: &ResourceDef, ns: Option<&str>) -> Outcome {
         },
     };
     let mut matching = st
-        .scan(&def.group, &def.plural, ns)
-        .filter(|(k, _)| {
-            after.as_ref().is_none_or(|a| {
-                (k.namespace.as_str(), k.name.as_str()) > (a.0.as_str(), a.1.as_str())
-            })
-        })
+        .scan_after(
+            &def.group,
+            &def.plural,
+            ns,
+            after.as_ref().map(|a| (a.0.as_str(), a.1.as_str())),
+        )
         .filter(|(k, s)| filter.matches(&k.group, &k.plural, &k.namespace, &s.obj));
     let mut items = Vec::new();
     let mut last: Option<&ObjKey> = None;
@@ -2582,13 +2709,18 @@ fn list(st: &State, ctx: &Ctx, def: &ResourceDef, ns: Option<&str>) -> Outcome {
         last = Some(k);
     }
     let mut metadata = json!({"resourceVersion": list_rv.to_string()});
+    let after_last = |l: &ObjKey| {
+        st.scan_after(
+            &def.group,
+            &def.plural,
+            ns,
+            Some((l.namespace.as_str(), l.name.as_str())),
+        )
+    };
     let more = limit.is_some_and(|l| items.len() >= l)
-        && st
-            .scan(&def.group, &def.plural, ns)
-            .filter(|(k, _)| {
-                last.is_some_and(|l| (&k.namespace, &k.name) > (&l.namespace, &l.name))
-            })
-            .any(|(k, s)| filter.matches(&k.group, &k.plural, &k.namespace, &s.obj));
+        && last.is_some_and(|l| {
+            after_last(l).any(|(k, s)| filter.matches(&k.group, &k.plural, &k.namespace, &s.obj))
+        });
     if more {
         if let Some(l) = last {
             let m = ensure_object(&mut metadata);
@@ -2597,10 +2729,7 @@ fn list(st: &State, ctx: &Ctx, def: &ResourceDef, ns: Option<&str>) -> Outcome {
                 json!(encode_continue(list_rv, &l.namespace, &l.name)),
             );
             if filter.labels.is_empty() && filter.fields.is_empty() {
-                let remaining = st
-                    .scan(&def.group, &def.plural, ns)
-                    .filter(|(k, _)| (&k.namespace, &k.name) > (&l.namespace, &l.name))
-                    .count();
+                let remaining = after_last(l).count();
                 m.insert("remainingItemCount".into(), json!(remaining));
             }
         }

@@ -201,3 +201,144 @@ async fn a_second_caller_joins_the_review_a_cancelled_caller_started() {
     assert_eq!(inner.calls.load(Ordering::SeqCst), 1);
     assert_eq!(c.in_flight(), 0);
 }
+
+/// A reviewer whose answer the test changes between calls.
+struct Switch {
+    calls: AtomicUsize,
+    /// Calls for the user (`Identity::default()`).
+    user_calls: AtomicUsize,
+    answer: Mutex<Result<AccessDecision, AuthzError>>,
+}
+
+#[async_trait]
+impl AccessReviewer for Switch {
+    async fn review(
+        &self,
+        _w: &Identity,
+        _a: &ResourceAttributes,
+    ) -> Result<AccessDecision, AuthzError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if _w.user.is_empty() {
+            self.user_calls.fetch_add(1, Ordering::SeqCst);
+        }
+        self.answer.lock().unwrap().clone()
+    }
+}
+
+/// Allowed TTL 1000 ms (rounds every 500 ms), denied TTL 200 ms.
+fn switch() -> (Arc<Switch>, CachedReviewer, Metrics) {
+    let inner = Arc::new(Switch {
+        calls: AtomicUsize::new(0),
+        user_calls: AtomicUsize::new(0),
+        answer: Mutex::new(yes()),
+    });
+    let m = Metrics::new();
+    let c = CachedReviewer::new(
+        inner.clone(),
+        Duration::from_millis(1000),
+        Duration::from_millis(200),
+        m.clone(),
+    );
+    (inner, c, m)
+}
+
+async fn at(ms: u64, start: Instant) {
+    tokio::time::sleep_until(start + Duration::from_millis(ms)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn own_answers_in_use_are_refreshed_without_a_request() {
+    let (inner, c, m) = switch();
+    let t0 = Instant::now();
+    let who = Identity::service_account("t", "t");
+    let a = attrs("create");
+    c.review(Role::Tether, &who, &a).await.unwrap();
+    assert_eq!(inner.calls.load(Ordering::SeqCst), 1);
+    // No request between: the round at 500 ms asks again on its own.
+    at(600, t0).await;
+    assert_eq!(inner.calls.load(Ordering::SeqCst), 2);
+    let refreshed = m
+        .access_reviews
+        .with_label_values(&["tether", "allowed", "refresh"]);
+    assert_eq!(refreshed.get(), 1);
+    // Rounds at 500 and 1000 ms renewed it (read at 0 ms, within a TTL): past the first
+    // answer's TTL the renewed one answers, with no round trip.
+    at(1200, t0).await;
+    assert!(c.review(Role::Tether, &who, &a).await.unwrap().allowed);
+    assert_eq!(inner.calls.load(Ordering::SeqCst), 3);
+    // Read at 1200 ms: renewed at 1500 and 2000 ms, not at 2500 (no read within a TTL),
+    // so it expires at 3000 ms and the next read asks again.
+    at(2600, t0).await;
+    assert_eq!(inner.calls.load(Ordering::SeqCst), 5);
+    assert_eq!(refreshed.get(), 4);
+    at(3100, t0).await;
+    c.review(Role::Tether, &who, &a).await.unwrap();
+    assert_eq!(
+        inner.calls.load(Ordering::SeqCst),
+        6,
+        "expired: asked again"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_refresh_never_extends_an_allow_beyond_its_ttl() {
+    let (inner, c, _) = switch();
+    let t0 = Instant::now();
+    let who = Identity::service_account("t", "t");
+    let a = attrs("patch");
+    c.review(Role::Tether, &who, &a).await.unwrap();
+    *inner.answer.lock().unwrap() = Err(AuthzError::Failed("down".into()));
+    at(600, t0).await;
+    assert_eq!(inner.calls.load(Ordering::SeqCst), 2, "the round asked");
+    // Within the TTL of the last answer that was given: still allowed (documented).
+    at(900, t0).await;
+    assert!(c.review(Role::Tether, &who, &a).await.unwrap().allowed);
+    // Past it: asked again, and the error is the answer (the caller fails closed).
+    at(1100, t0).await;
+    assert!(c.review(Role::Tether, &who, &a).await.is_err());
+    assert_eq!(inner.calls.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refreshed_deny_replaces_the_allow_at_once() {
+    let (inner, c, _) = switch();
+    let t0 = Instant::now();
+    let who = Identity::service_account("t", "t");
+    let a = attrs("delete");
+    c.review(Role::Tether, &who, &a).await.unwrap();
+    *inner.answer.lock().unwrap() = Ok(AccessDecision {
+        allowed: false,
+        reason: "revoked".into(),
+    });
+    at(600, t0).await;
+    let d = c.review(Role::Tether, &who, &a).await.unwrap();
+    assert!(!d.allowed, "the allow cached at 0 ms is gone");
+    assert_eq!(
+        inner.calls.load(Ordering::SeqCst),
+        2,
+        "answered by the refresh"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn user_answers_are_not_refreshed() {
+    let (inner, c, _) = switch();
+    let t0 = Instant::now();
+    // The refresher runs (tether's answer is renewed) but leaves the user's alone.
+    c.review(
+        Role::Tether,
+        &Identity::service_account("t", "t"),
+        &attrs("get"),
+    )
+    .await
+    .unwrap();
+    c.review(Role::User, &Identity::default(), &attrs("create"))
+        .await
+        .unwrap();
+    at(1600, t0).await;
+    assert_eq!(inner.user_calls.load(Ordering::SeqCst), 1);
+    assert!(
+        inner.calls.load(Ordering::SeqCst) > 2,
+        "tether's was renewed"
+    );
+}

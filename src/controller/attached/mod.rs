@@ -927,7 +927,8 @@ pub async fn run(
 ) {
     let atrs: Api<AttachedResource> = Api::all(ctx.client.clone());
     let deployments: Api<Deployment> = Api::all(ctx.client.clone());
-    let controller = Controller::new(atrs, watcher::Config::default());
+    let controller =
+        Controller::new(atrs, watcher::Config::default()).with_config(super::controller_config());
     let store = controller.store();
     let pruner = super::prune_backoff(
         ctx.clone(),

@@ -512,7 +512,8 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     let controller = Controller::new(
         Api::<AppDomain>::all(client.clone()),
         watcher::Config::default(),
-    );
+    )
+    .with_config(super::controller_config());
     let pruner = super::prune_backoff(
         ctx.clone(),
         controller.store(),

@@ -1,0 +1,310 @@
+//! Controller scale (issue 14): the AttachedResource controller against the fake API server,
+//! at 1k, 3k and 10k AttachedResources x 3 Deployment versions over 100 namespaces, with a
+//! fixed delay on every API call. A benchmark, not a test: CI never runs it.
+//!
+//!     cargo bench --bench controller_scale -- [--sizes 1000,3000,10000] [--namespaces 100]
+//!                                             [--versions 3] [--call-delay-ms 1]
+//!
+//! For each size: the objects are stored directly (AttachedResources stamped with the test
+//! key, as the webhooks would have), tether's real `serve --controllers attached` (release
+//! build) starts as its service account under the chart's RBAC, with the chart's webhooks
+//! registered, and
+//!   - start-up: spawn to ready (the readiness endpoint answers 200);
+//!   - first pass: until every copy exists and every AttachedResource is Ready;
+//!   - no-op pass: tether restarts and reconciles everything again (all already converged);
+//!     done when its reconcile counter reaches the object count;
+//!   - one version changes: one Deployment's `tether.dev/version` label changes, so the copies
+//!     of that Deployment's AttachedResources are replaced; done when all the new copies exist
+//!     and every old one is gone.
+//!
+//! Each phase prints its time, the write calls tether made (copies: the attached kind;
+//! bookkeeping: AttachedResources and their status; other), and tether's peak RSS (VmHWM).
+
+#[path = "../../tests/common/mod.rs"]
+mod common;
+// Its unit-test modules' imports are unused outside `cargo test`.
+#[allow(unused_imports)]
+#[path = "../../tests/support/fake_apiserver.rs"]
+mod fake_apiserver;
+#[path = "../../tests/support/tether_cluster.rs"]
+mod tether_cluster;
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tether_cluster::{fake_with_chart_rbac, TetherCluster};
+
+const ARGS: [&str; 6] = [
+    "--controllers",
+    "attached",
+    "--lease-duration",
+    "2s",
+    "--resync-interval",
+    "1h",
+];
+
+fn arg(name: &str, default: &str) -> String {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+        .unwrap_or_else(|| default.to_string())
+}
+
+fn num(name: &str, default: &str) -> u64 {
+    let v = arg(name, default);
+    v.parse()
+        .unwrap_or_else(|_| panic!("{name}: not a number: {v}"))
+}
+
+fn deployment(ns: &str, version: &str) -> Value {
+    let name = format!("worker-{version}");
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "namespace": ns,
+                     "labels": {"tether.dev/workload": "worker", "tether.dev/version": version}},
+        "spec": {"selector": {"matchLabels": {"app": name}},
+                 "template": {"metadata": {"labels": {"app": name}},
+                              "spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]}}}
+    })
+}
+
+fn attached(ns: &str, i: u64) -> Value {
+    common::stamped(json!({
+        "apiVersion": "tether.dev/v1alpha1", "kind": "AttachedResource",
+        "metadata": {"name": format!("scaler-{i}"), "namespace": ns},
+        "spec": {"workloadRef": {"name": "worker"},
+                 "object": {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+                            "spec": {"scaleTargetRef": {}, "minReplicas": 1, "maxReplicas": 3}}}
+    }))
+}
+
+fn peak_rss_mb(s: &common::Server) -> f64 {
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", s.child.id())).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+#[derive(Default, Debug)]
+struct Writes {
+    copies: usize,
+    bookkeeping: usize,
+    other: usize,
+    /// The other writes by method and resource (path without names), most frequent first.
+    other_kinds: Vec<(String, usize)>,
+}
+
+fn writes_since(fake: &fake_apiserver::FakeApiServer, from: usize) -> Writes {
+    let mut w = Writes::default();
+    for r in fake.writes().into_iter().skip(from) {
+        if r.path.contains("/horizontalpodautoscalers") {
+            w.copies += 1;
+        } else if r.path.contains("/attachedresources") {
+            w.bookkeeping += 1;
+        } else {
+            w.other += 1;
+            let segs: Vec<&str> = r.path.split('/').collect();
+            // /api/v1/namespaces/NS/RESOURCE[/NAME...] or /apis/G/V/namespaces/NS/RESOURCE...
+            let resource = segs
+                .iter()
+                .position(|s| *s == "namespaces")
+                .and_then(|i| segs.get(i + 2))
+                .or(segs.last())
+                .copied()
+                .unwrap_or("");
+            let key = format!("{} {resource}", r.method);
+            match w.other_kinds.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, n)) => *n += 1,
+                None => w.other_kinds.push((key, 1)),
+            }
+        }
+    }
+    w.other_kinds.sort_by_key(|k| std::cmp::Reverse(k.1));
+    w
+}
+
+fn ready(v: &Value) -> bool {
+    v.pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
+}
+
+async fn wait(what: &str, limit: Duration, c: &TetherCluster, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}\n{}",
+            c.tether.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn reconciles(s: &common::Server) -> f64 {
+    common::metric_value(
+        &s.metrics(),
+        "tether_reconcile_total{controller=\"attached\",result=\"success\"}",
+    )
+    .unwrap_or(0.0)
+}
+
+struct Phase {
+    name: &'static str,
+    secs: f64,
+    writes: Writes,
+    rss_mb: f64,
+}
+
+async fn size(n: u64, namespaces: u64, versions: u64, delay: Duration) -> (f64, Vec<Phase>) {
+    let fake = fake_with_chart_rbac().await;
+    let per_ns = n / namespaces;
+    for k in 0..namespaces {
+        let ns = format!("ns-{k:03}");
+        fake.insert(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}));
+        for v in 1..=versions {
+            fake.insert(deployment(&ns, &format!("v{v}")));
+        }
+        for i in 0..per_ns {
+            fake.insert(attached(&ns, i));
+        }
+    }
+    let total = (per_ns * namespaces) as usize;
+    let copies = total * versions as usize;
+    fake.set_call_delay(delay);
+    let mut phases = Vec::new();
+
+    let t = Instant::now();
+    let c = TetherCluster::start_on(fake, &ARGS).await;
+    let startup = t.elapsed().as_secs_f64();
+    let limit = Duration::from_secs(1800);
+    wait("the first pass", limit, &c, || {
+        c.fake
+            .count("autoscaling", "horizontalpodautoscalers", |_| true)
+            == copies
+            && c.fake.count("tether.dev", "attachedresources", ready) == total
+    })
+    .await;
+    phases.push(Phase {
+        name: "first pass",
+        secs: t.elapsed().as_secs_f64(),
+        writes: writes_since(&c.fake, 0),
+        rss_mb: peak_rss_mb(&c.tether),
+    });
+
+    // No-op: a new process reconciles everything, already converged.
+    let TetherCluster {
+        fake, mut tether, ..
+    } = c;
+    // Gracefully, so the lease is released rather than waited out.
+    tether.signal(libc::SIGTERM);
+    tether.wait_exit(Duration::from_secs(60));
+    drop(tether);
+    let before = fake.write_count();
+    let t = Instant::now();
+    let c = TetherCluster::start_on(fake, &ARGS).await;
+    wait("the no-op pass", limit, &c, || {
+        reconciles(&c.tether) >= total as f64
+    })
+    .await;
+    phases.push(Phase {
+        name: "no-op pass (restart)",
+        secs: t.elapsed().as_secs_f64(),
+        writes: writes_since(&c.fake, before),
+        rss_mb: peak_rss_mb(&c.tether),
+    });
+
+    // One Deployment changes version: its copies are replaced.
+    let before = c.fake.write_count();
+    let ns = "ns-000";
+    let old = format!("v{versions}");
+    let t = Instant::now();
+    let client = c.admin().await;
+    let deployments: kube::Api<k8s_openapi::api::apps::v1::Deployment> =
+        kube::Api::namespaced(client, ns);
+    deployments
+        .patch(
+            &format!("worker-{old}"),
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(
+                json!({"metadata": {"labels": {"tether.dev/version": "next"}}}),
+            ),
+        )
+        .await
+        .expect("patch the Deployment");
+    let version_is = |v: &str| {
+        let v = v.to_string();
+        move |o: &Value| {
+            o.pointer("/metadata/namespace") == Some(&json!(ns))
+                && o.pointer("/metadata/labels/tether.dev~1version") == Some(&json!(v))
+        }
+    };
+    wait("the version change", limit, &c, || {
+        c.fake.count(
+            "autoscaling",
+            "horizontalpodautoscalers",
+            version_is("next"),
+        ) == per_ns as usize
+            && c.fake
+                .count("autoscaling", "horizontalpodautoscalers", version_is(&old))
+                == 0
+    })
+    .await;
+    let secs = t.elapsed().as_secs_f64();
+    // The AttachedResources' status follows the copies: let it land, to count its writes.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    phases.push(Phase {
+        name: "one version changes",
+        secs,
+        writes: writes_since(&c.fake, before),
+        rss_mb: peak_rss_mb(&c.tether),
+    });
+    (startup, phases)
+}
+
+fn main() {
+    let sizes: Vec<u64> = arg("--sizes", "1000,3000,10000")
+        .split(',')
+        .map(|s| s.parse().expect("--sizes: numbers"))
+        .collect();
+    let namespaces = num("--namespaces", "100");
+    let versions = num("--versions", "3");
+    let delay = Duration::from_millis(num("--call-delay-ms", "1"));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    println!(
+        "{:>6} {:<22} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9}",
+        "ARs", "phase", "seconds", "µs/AR", "copies", "bookkp", "other", "peak MB"
+    );
+    for n in sizes {
+        let (startup, phases) = rt.block_on(size(n, namespaces, versions, delay));
+        println!("{n:>6} {:<22} {startup:>8.2}", "start-up to ready");
+        for p in phases {
+            println!(
+                "{n:>6} {:<22} {:>8.2} {:>8.0} {:>8} {:>8} {:>8} {:>9.1}",
+                p.name,
+                p.secs,
+                p.secs * 1e6 / n as f64,
+                p.writes.copies,
+                p.writes.bookkeeping,
+                p.writes.other,
+                p.rss_mb
+            );
+            if !p.writes.other_kinds.is_empty() {
+                println!("{:>6}   other writes: {:?}", "", p.writes.other_kinds);
+            }
+        }
+    }
+}
