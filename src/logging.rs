@@ -145,8 +145,15 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_blocked_sink_never_blocks_the_caller_and_drops_are_counted() {
+    /// The test's side of a [`Gate`]: the switch, one message per write that begins, and
+    /// what got through.
+    struct GateHandle {
+        open: Arc<(Mutex<bool>, std::sync::Condvar)>,
+        entered: mpsc::Receiver<()>,
+        out: Arc<Mutex<Vec<u8>>>,
+    }
+
+    fn gate() -> (Gate, GateHandle) {
         let open = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
         let out = Arc::new(Mutex::new(Vec::new()));
         let (entered_tx, entered) = mpsc::channel();
@@ -155,6 +162,18 @@ mod tests {
             entered: entered_tx,
             out: out.clone(),
         };
+        (gate, GateHandle { open, entered, out })
+    }
+
+    fn open_gate(open: &(Mutex<bool>, std::sync::Condvar)) {
+        let (lock, cv) = open;
+        *lock.lock().unwrap() = true;
+        cv.notify_all();
+    }
+
+    #[test]
+    fn a_blocked_sink_never_blocks_the_caller_and_drops_are_counted() {
+        let (gate, GateHandle { open, entered, out }) = gate();
         // A batch larger than the buffer goes straight to the sink, so the worker blocks in
         // its first write; everything after that must queue or be dropped, never wait.
         let (writer, guard) = non_blocking(gate, 4);
@@ -169,11 +188,7 @@ mod tests {
         }
         assert_eq!(writer.error_counter().dropped_lines(), 96);
         // Open the sink: the big line and the 4 queued ones are written, in order.
-        {
-            let (lock, cv) = &*open;
-            *lock.lock().unwrap() = true;
-            cv.notify_all();
-        }
+        open_gate(&open);
         drop(guard);
         let out = out.lock().unwrap();
         let text = String::from_utf8_lossy(&out[BATCH_BYTES + 1..]).into_owned();
@@ -182,14 +197,7 @@ mod tests {
 
     #[test]
     fn queued_lines_are_written_in_one_batch() {
-        let open = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
-        let out = Arc::new(Mutex::new(Vec::new()));
-        let (entered_tx, entered) = mpsc::channel();
-        let gate = Gate {
-            open: open.clone(),
-            entered: entered_tx,
-            out: out.clone(),
-        };
+        let (gate, GateHandle { open, entered, out }) = gate();
         let (writer, guard) = non_blocking(gate, 1000);
         writer
             .make_writer()
@@ -203,11 +211,7 @@ mod tests {
                 .write_all(format!("{i:04}\n").as_bytes())
                 .unwrap();
         }
-        {
-            let (lock, cv) = &*open;
-            *lock.lock().unwrap() = true;
-            cv.notify_all();
-        }
+        open_gate(&open);
         drop(guard);
         // ... and reach the sink as one write (5000 bytes fit the batch buffer).
         let writes = entered.try_iter().count() + 1;

@@ -172,6 +172,21 @@ async fn converged_copies_cost_zero_writes_under_owner_reference_enforcement() {
 
     // Converged: let the status writes' own watch events settle, then measure.
     reconciles(&c, 4.0, "settling reconciles").await;
+    // The first pass wrote each of the 4 copies exactly once: the reconciles that tether's
+    // own finalizer and status writes trigger may read a status that predates those writes,
+    // and must not re-apply (issue 14: 1.9 writes per copy before).
+    let copy_writes: Vec<String> = tether_writes(&c)
+        .into_iter()
+        .filter(|w| {
+            w.contains("/horizontalpodautoscalers/") || w.contains("/poddisruptionbudgets/")
+        })
+        .collect();
+    assert_eq!(
+        copy_writes.len(),
+        4,
+        "{copy_writes:#?}\n{}",
+        c.tether.logs()
+    );
     let deployments: Api<Deployment> = Api::namespaced(c.admin().await, NS);
     let mut per_change = Vec::new();
 

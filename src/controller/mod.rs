@@ -61,6 +61,8 @@ pub struct Context {
     /// Reconcile-time policy ([`admitted`]). `tether serve` always sets it in a cluster;
     /// `None` (only tests that exercise rendering and applying) checks nothing.
     pub policy: Option<Arc<ReconcilePolicy>>,
+    /// What the AttachedResource reconciler applied last to each copy.
+    pub applied: attached::AppliedMemo,
 }
 
 /// What the AttachedResource reconciler re-checks before it acts with tether's rights
@@ -99,6 +101,7 @@ impl Context {
             settings,
             backoff,
             policy: None,
+            applied: attached::AppliedMemo::default(),
         }
     }
 

@@ -153,9 +153,44 @@ pub enum Error {
 
 mod render;
 
+/// What this replica applied last to each copy ("apiVersion/Kind/ns/name" → hash and
+/// generation), consulted with the AttachedResource's status: a reconcile triggered by
+/// tether's own write can read a status from the store that predates that write, and would
+/// otherwise re-apply every copy once more. Bounded: when full it is cleared, which only
+/// costs re-applies (the status remains the durable record).
+#[derive(Default)]
+pub struct AppliedMemo {
+    entries: std::sync::Mutex<HashMap<String, (String, Option<i64>)>>,
+}
+
+/// Most copies remembered (about 100 bytes each).
+const APPLIED_MEMO_MAX: usize = 200_000;
+
+impl AppliedMemo {
+    fn get(&self, key: &str) -> Option<(String, Option<i64>)> {
+        self.lock().get(key).cloned()
+    }
+
+    fn record(&self, key: String, hash: &str, generation: Option<i64>) {
+        let mut entries = self.lock();
+        if entries.len() >= APPLIED_MEMO_MAX && !entries.contains_key(&key) {
+            entries.clear();
+        }
+        entries.insert(key, (hash.to_string(), generation));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, Option<i64>)>> {
+        // A panic while holding it leaves a map that is still consistent.
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 use render::set_annotation;
 pub use render::{
-    content_hash, copy_up_to_date, ready_condition, render_copy, RenderFailure, Target,
+    already_applied, content_hash, copy_up_to_date, ready_condition, render_copy, RenderFailure,
+    Target,
 };
 
 // ---------------------------------------------------------------------------------------
@@ -541,17 +576,25 @@ async fn reconcile_inner(obj: &AttachedResource, ctx: &Context) -> Result<Action
                     Err(e) => entry.message = e.to_string(),
                     Ok(rendered) => {
                         let hash = content_hash(&rendered);
-                        let recorded = old_applied.get(resource_name.as_str());
-                        let unchanged = recorded.is_some_and(|(h, generation)| {
-                            *h == hash
-                                && existing.get(&resource_name).is_some_and(|live| {
-                                    copy_up_to_date(live, &rendered, &hash, *generation, &t.uid)
-                                })
-                        });
-                        if unchanged {
+                        let memo_key = format!(
+                            "{}/{}/{ns}/{resource_name}",
+                            kind.resource.api_version, kind.resource.kind
+                        );
+                        let memo = ctx.applied.get(&memo_key);
+                        let unchanged = already_applied(
+                            &[
+                                old_applied.get(resource_name.as_str()).copied(),
+                                memo.as_ref().map(|(h, g)| (h.as_str(), *g)),
+                            ],
+                            existing.get(&resource_name),
+                            &rendered,
+                            &hash,
+                            &t.uid,
+                        );
+                        if let Some(generation) = unchanged {
                             entry.applied = true;
                             entry.last_applied_hash = hash;
-                            entry.copy_generation = recorded.and_then(|(_, g)| *g);
+                            entry.copy_generation = generation;
                         } else {
                             let mut body = rendered;
                             body["apiVersion"] = json!(kind.resource.api_version);
@@ -559,6 +602,11 @@ async fn reconcile_inner(obj: &AttachedResource, ctx: &Context) -> Result<Action
                             set_annotation(&mut body, APPLIED_HASH_ANNOTATION, &hash);
                             match api.patch(&resource_name, &pp, &Patch::Apply(&body)).await {
                                 Ok(applied) => {
+                                    ctx.applied.record(
+                                        memo_key,
+                                        &hash,
+                                        applied.metadata.generation,
+                                    );
                                     entry.applied = true;
                                     entry.last_applied_hash = hash;
                                     entry.copy_generation = applied.metadata.generation;

@@ -217,6 +217,30 @@ pub fn copy_up_to_date(
     annotated && generation_ok && owned && labels_ok
 }
 
+/// What tether last applied to one copy: the content hash and the generation the server
+/// returned. Two records may exist: the AttachedResource's `status` (durable, but read from
+/// the controller's store, which can lag behind tether's own status write) and the
+/// reconciler's in-memory [`super::AppliedMemo`] (fresh, but lost on restart).
+pub type Applied<'a> = (&'a str, Option<i64>);
+
+/// The generation to record when the live copy is already what tether would apply, judged by
+/// any one of the records; `None` means apply. Either record is trusted only through
+/// [`copy_up_to_date`], so a copy edited by someone since (its generation moved) or applied
+/// with other content is re-applied whichever record is stale.
+pub fn already_applied(
+    records: &[Option<Applied<'_>>],
+    live: Option<&DynamicObject>,
+    rendered: &Value,
+    hash: &str,
+    owner_uid: &str,
+) -> Option<Option<i64>> {
+    let live = live?;
+    records.iter().flatten().find_map(|(h, generation)| {
+        (*h == hash && copy_up_to_date(live, rendered, hash, *generation, owner_uid))
+            .then_some(*generation)
+    })
+}
+
 /// Sets `metadata.annotations[key]` on a rendered copy (whose `metadata` is an object);
 /// annotations that are not an object (invalid anyway) are replaced.
 pub(super) fn set_annotation(body: &mut Value, key: &str, value: &str) {
@@ -397,6 +421,30 @@ mod tests {
         let rendered = json!({"metadata": {"labels": {VERSION_LABEL: "v1"}}});
         assert_eq!(
             copy_up_to_date(&live, &rendered, "h1", Some(4), "uid-1"),
+            want
+        );
+    }
+
+    // The status a reconcile reads can predate tether's own last apply (the store lags its
+    // status write); the in-memory record then answers, and a stale one never hides drift.
+    #[rstest]
+    #[case::status_only(Some(("h1", Some(4))), None, Some(4), Some(Some(4)))]
+    #[case::stale_status_fresh_memo(None, Some(("h1", Some(4))), Some(4), Some(Some(4)))]
+    #[case::status_of_an_older_apply(Some(("h0", Some(3))), Some(("h1", Some(4))), Some(4), Some(Some(4)))]
+    #[case::no_record(None, None, Some(4), None)]
+    #[case::edited_since_both(Some(("h1", Some(4))), Some(("h1", Some(4))), Some(5), None)]
+    #[case::memo_of_other_content(None, Some(("h0", Some(4))), Some(4), None)]
+    #[case::no_live_copy(Some(("h1", Some(4))), Some(("h1", Some(4))), None, None)]
+    fn already_applied_table(
+        #[case] status: Option<Applied<'static>>,
+        #[case] memo: Option<Applied<'static>>,
+        #[case] live_generation: Option<i64>,
+        #[case] want: Option<Option<i64>>,
+    ) {
+        let rendered = json!({"metadata": {"labels": {VERSION_LABEL: "v1"}}});
+        let copy = live_generation.map(|g| live("h1", g, "uid-1", "v1"));
+        assert_eq!(
+            already_applied(&[status, memo], copy.as_ref(), &rendered, "h1", "uid-1"),
             want
         );
     }
