@@ -418,10 +418,10 @@ mod tests {
                 None,
             ),
         ];
-        for (text, line) in cases {
+        crate::table_test::each(cases, |(text, line)| {
             let got = yaml_flow_depth(&text, 128).err().map(|e| e.line);
             assert_eq!(got, line, "{}", &text[..text.len().min(60)]);
-        }
+        });
         let e = yaml_flow_depth(&deep(200), 128).unwrap_err().to_string();
         assert_eq!(e, "line 1: flow collections ([ ], { }) nested deeper than 128 levels; tether refuses such YAML before parsing it");
     }
@@ -445,7 +445,7 @@ mod tests {
             ("[\"a\\\\\\\", {", 1, 1),
             ("[\"\\\"\\\\\",0]", 2, 1),
         ];
-        for (json, values, depth) in cases {
+        crate::table_test::each(cases, |(json, values, depth)| {
             assert_eq!(
                 json_cost(json.as_bytes()),
                 JsonCost {
@@ -454,7 +454,7 @@ mod tests {
                 },
                 "{json}"
             );
-        }
+        });
         // The issue's amplification body: 3 MiB of `[0,0,…]` is 1.5 M values.
         let mut body = b"[0".to_vec();
         body.extend(b",0".repeat(1_500_000));

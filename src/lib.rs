@@ -30,6 +30,8 @@ pub mod policy;
 pub mod server;
 pub mod shutdown;
 pub mod stamp;
+#[cfg(test)]
+mod table_test;
 pub mod text;
 pub mod tls;
 pub mod watched;

@@ -154,10 +154,10 @@ mod tests {
             ("🦀🦀", 1, "…"),
             ("x", 0, "x"),
         ];
-        for (input, max, want) in cases {
+        crate::table_test::each(cases, |(input, max, want)| {
             assert_eq!(clean(input, *max), *want, "{input:?} max {max}");
             assert!(clean(input, *max).chars().count() <= (*max).max(1));
-        }
+        });
     }
 
     #[test]

@@ -47,11 +47,11 @@ fn label_values_are_kept_or_shortened_with_a_hash() {
         ("ÄÖÜ", "1eccaaf0"),
         ("-x-", "x-c6cf95e5"),
     ];
-    for (input, want) in cases {
+    crate::table_test::each(cases, |(input, want)| {
         let got = label_value(input);
         assert_eq!(&got, want, "{input:?}");
         assert!(is_label_value(&got), "{got:?}");
-    }
+    });
 }
 
 // ----- DNS-1123 helpers -----
@@ -77,9 +77,9 @@ fn dns1123_label_table() {
         ("a b", false),
         ("é", false),
     ];
-    for (s, want) in cases {
+    crate::table_test::each(cases, |(s, want)| {
         assert_eq!(is_dns1123_label(s), *want, "{s:?}");
-    }
+    });
 }
 
 #[test]
@@ -105,9 +105,9 @@ fn dns1123_subdomain_table() {
         ("A.b", false),
         ("a_b.c", false),
     ];
-    for (s, want) in cases {
+    crate::table_test::each(cases, |(s, want)| {
         assert_eq!(is_dns1123_subdomain(s), *want, "{s:?}");
-    }
+    });
 }
 
 #[test]
@@ -131,9 +131,9 @@ fn label_value_table() {
         ("a/b", false),
         ("é", false),
     ];
-    for (s, want) in cases {
+    crate::table_test::each(cases, |(s, want)| {
         assert_eq!(is_label_value(s), *want, "{s:?}");
-    }
+    });
 }
 
 // ----- attached names -----
@@ -182,12 +182,12 @@ fn attached_name_table() {
         ("", "", "w", "v", String::from("50acd45c")),
         ("日本", "語", "w", "v", String::from("32408a00")),
     ];
-    for (dep, atr, wl, ver, want) in cases {
+    crate::table_test::each(cases, |(dep, atr, wl, ver, want)| {
         let got = attached_name(dep, atr, wl, ver);
         assert_eq!(&got, want, "{dep:?} {atr:?} {wl:?} {ver:?}");
         assert!(got.len() <= MAX_ATTACHED_NAME_LEN);
         assert!(is_dns1123_label(&got), "{got:?}");
-    }
+    });
 }
 
 #[test]
@@ -232,9 +232,9 @@ fn normalize_id_table() {
         ("", ""),
         ("ÄB", "Äb"), // ASCII-only lowercasing
     ];
-    for (id, want) in cases {
+    crate::table_test::each(cases, |(id, want)| {
         assert_eq!(normalize_id(id), *want, "{id:?}");
-    }
+    });
 }
 
 #[test]
@@ -257,9 +257,9 @@ fn canonical_uuid_table() {
         ("3f2a9c1e_7b4d_4e0a_9c55_1d2e3f4a5b6c", None),
         ("3F2A9C1E-7B4D-4E0A-9C55-1D2E3F4A5B6C", None), // expects normalised input
     ];
-    for (s, want) in cases {
+    crate::table_test::each(cases, |(s, want)| {
         assert_eq!(canonical_uuid(s).as_deref(), *want, "{s:?}");
-    }
+    });
 }
 
 #[test]
@@ -318,14 +318,14 @@ fn domain_part_table() {
         ("   ", String::from("e3b0c442"), fb("")),
         ("---", String::from("cb3f91d5"), fb("")),
     ];
-    for (id, part, kind) in cases {
+    crate::table_test::each(cases, |(id, part, kind)| {
         let got = domain_part(id);
         assert_eq!(got.part, part, "{id:?}");
         assert_eq!(got.kind, kind, "{id:?}");
         assert_eq!(got.normalized_id, normalize_id(id));
         assert!(is_dns1123_label(&got.part) && !got.part.contains("--"));
         assert!((3..=12).contains(&got.part.len()));
-    }
+    });
 }
 
 #[test]
@@ -372,12 +372,12 @@ fn app_domain_table() {
             String::from("cf2abf0c--fb8e20fc.apps.example.com"),
         ),
     ];
-    for (t, e, want) in cases {
+    crate::table_test::each(cases, |(t, e, want)| {
         assert_eq!(app_domain(t, e, &r), want, "{t:?} {e:?}");
         let d = disambiguated_app_domain(t, e, &r);
         let (label, rest) = want.split_once('.').unwrap();
         assert_eq!(d, format!("{label}-{}.{rest}", disambiguator(t, e)));
-    }
+    });
 }
 
 #[test]
@@ -453,9 +453,9 @@ fn is_computed_domain_table() {
         (format!("{dis}x"), false),
         ("".into(), false),
     ];
-    for (d, want) in cases {
+    crate::table_test::each(cases, |(d, want)| {
         assert_eq!(is_computed_domain(&d, "acme", "crm", &r), want, "{d:?}");
-    }
+    });
     // the ids are normalised the same way on both sides
     assert!(is_computed_domain(
         "acme--crm.apps.example.com",
@@ -552,9 +552,9 @@ fn domain_root_rejects() {
             r#"domain root "bücher.de" contains 'ü'; use only lowercase letters, digits, '-' and '.'"#,
         ),
     ];
-    for (s, want) in cases {
+    crate::table_test::each(cases, |(s, want)| {
         assert_eq!(DomainRoot::parse(s).unwrap_err().to_string(), want, "{s:?}");
-    }
+    });
     assert!(matches!(
         DomainRoot::parse(&long_label),
         Err(NamingError::InvalidRootLabel {
@@ -697,11 +697,11 @@ fn name_syntax_table_all_three_checks() {
         (&long253, false, true, false),
         (&long254, false, false, false),
     ];
-    for (s, label, sub, value) in cases {
+    crate::table_test::each(cases, |(s, label, sub, value)| {
         assert_eq!(is_dns1123_label(s), label, "label {s:?}");
         assert_eq!(is_dns1123_subdomain(s), sub, "subdomain {s:?}");
         assert_eq!(is_label_value(s), value, "label value {s:?}");
-    }
+    });
 }
 
 // ----- property tests -----

@@ -25,9 +25,9 @@ fn summarize_table() {
         (vec![f("x"), m("y")], 400, "a: x; b: y"),
         (vec![m("y"), f("x")], 400, "b: y; a: x"),
     ];
-    for (vs, code, msg) in cases {
+    crate::table_test::each(cases, |(vs, code, msg)| {
         assert_eq!(summarize(&vs), (code, msg.to_string()), "{vs:?}");
-    }
+    });
 }
 
 #[test]
@@ -52,9 +52,9 @@ fn kind_policy_deny_list_default() {
         ("", true),       // emptiness is rule 1's business, not the kind policy's
         ("  hpa ", true), // not a kind; discovery (rule 7) rejects it, not this list
     ];
-    for (kind, ok) in cases {
+    crate::table_test::each(cases, |(kind, ok)| {
         assert_eq!(p.check(kind).is_ok(), ok, "{kind:?}");
-    }
+    });
 }
 
 #[test]
@@ -247,9 +247,9 @@ fn kind_policy_allow_list_and_deny_list_together() {
         ("PodDisruptionBudget", false), // not allowed
         ("Deployment", false),          // not allowed (default deny-list replaced)
     ];
-    for (kind, ok) in cases {
+    crate::table_test::each(cases, |(kind, ok)| {
         assert_eq!(p.check(kind).is_ok(), ok, "{kind:?}");
-    }
+    });
     assert!(p.check("Pod").unwrap_err().contains("--banned-kinds"));
     assert!(p
         .check("PodDisruptionBudget")

@@ -93,7 +93,7 @@ fn rule_semantics_table() {
         ("subresource with resourceNames", "{apiGroups: [autoscaling], resources: [horizontalpodautoscalers/status], resourceNames: [web], verbs: [update]}", status, true),
         ("nonResourceURLs ignored for resources", "{nonResourceURLs: ['*'], verbs: ['*']}", base, false),
     ];
-    for (what, rule, query, want) in cases {
+    crate::table_test::each(cases, |(what, rule, query, want)| {
         let rbac = RbacFile::parse(&cluster_wide(rule)).unwrap_or_else(|e| panic!("{what}: {e}"));
         let d = rbac.check(&query);
         assert_eq!(d.allowed, want, "{what}: {}", d.reason);
@@ -103,7 +103,7 @@ fn rule_semantics_table() {
                 "{what}"
             );
         }
-    }
+    });
 }
 
 #[test]
@@ -216,7 +216,7 @@ fn binding_semantics_table() {
         ("crb sa group", q(sa, &sa_groups, "get", "", "pods", Some("x")), true, "allowed by ClusterRoleBinding/b (ClusterRole/edit)"),
         ("missing role", q("alice", &none, "get", "", "pods", Some("x")), false, "no rule grants get on pods in namespace x; no binding in the RBAC file names user \"alice\" or its groups"),
     ];
-    for (name, query, want, reason) in cases {
+    crate::table_test::each(cases, |(name, query, want, reason)| {
         let d = file(name).check(&query);
         assert_eq!(
             d,
@@ -226,7 +226,7 @@ fn binding_semantics_table() {
             },
             "{name}"
         );
-    }
+    });
     assert_eq!(
         file("rb->role other ns").warnings(),
         ["RoleBinding/b in namespace billing refers to Role/edit, which is not in the RBAC file (in namespace billing); it grants nothing"]
@@ -317,7 +317,7 @@ fn aggregation_table() {
         ("{matchExpressions: [{key: tether.dev/aggregate-to-edit, operator: DoesNotExist}]}", (false, true)),
         ("{matchLabels: {tier: a}, matchExpressions: [{key: tier, operator: In, values: [b]}]}", (false, false)),
     ];
-    for (selector, (want_hpa, want_pdb)) in cases {
+    crate::table_test::each(cases, |(selector, (want_hpa, want_pdb))| {
         let rbac = RbacFile::parse(&aggregated_file(selector, "")).unwrap();
         assert_eq!(rbac.check(&hpa).allowed, want_hpa, "{selector} hpa");
         assert_eq!(rbac.check(&pdb).allowed, want_pdb, "{selector} pdb");
@@ -327,7 +327,7 @@ fn aggregation_table() {
                 "allowed by ClusterRoleBinding/b (ClusterRole/agg)"
             );
         }
-    }
+    });
 }
 
 #[test]
@@ -577,14 +577,14 @@ fn error_table() {
         (format!("{HDR_RB}metadata: {{name: b}}\nroleRef: {{kind: Role, name: r}}\n"),
          "RBAC file, document 1: RoleBinding \"b\": field `metadata.namespace`: required for a RoleBinding (the RBAC file is read without a kubectl context, so there is no default namespace)"),
     ];
-    for (yaml, want) in cases {
+    crate::table_test::each(cases, |(yaml, want)| {
         let err = RbacFile::parse(&yaml).map(|_| ()).unwrap_err().to_string();
         if want.ends_with(": ") {
             assert!(err.starts_with(want), "{err}");
         } else {
             assert_eq!(err, want, "{yaml}");
         }
-    }
+    });
 }
 
 #[test]

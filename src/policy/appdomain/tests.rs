@@ -108,7 +108,7 @@ fn validation_table() {
             "spec.tenantId: gives the domain part \"www\", which is reserved",
         ),
     ];
-    for (obj, want) in cases {
+    crate::table_test::each(cases, |(obj, want)| {
         match validate(&obj, None, &s, &none, ("ns", "a")) {
             Outcome::Denied(v) => {
                 let (_, msg) = crate::policy::summarize(&v);
@@ -116,7 +116,7 @@ fn validation_table() {
             }
             other => panic!("{obj}: {other:?}"),
         }
-    }
+    });
     // Immutability on UPDATE.
     let old = ok.clone();
     let mut new = ok.clone();

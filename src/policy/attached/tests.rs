@@ -49,13 +49,13 @@ fn good_spec_passes() {
                "data": {"x": "{{.Namespace}}-{{ .WorkloadName }}-{{ .DeploymentName }}"}}),
         json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": null}}),
     ];
-    for object in cases {
+    crate::table_test::each(cases, |object| {
         assert_eq!(
             fields(Some(&spec_with_object(object.clone()))),
             vec![],
             "{object}"
         );
-    }
+    });
 }
 
 #[test]
@@ -89,9 +89,9 @@ fn spec_shape_table() {
             vec![m("spec.object.apiVersion"), m("spec.object.kind")],
         ),
     ];
-    for (spec, want) in cases {
+    crate::table_test::each(cases, |(spec, want)| {
         assert_eq!(fields(spec.as_ref()), want, "{spec:?}");
-    }
+    });
 }
 
 #[test]
@@ -119,10 +119,10 @@ fn workload_ref_table() {
         (json!({"name": "payments.worker"}), vec![]),
         (json!({"name": "a".repeat(63)}), vec![]),
     ];
-    for (wref, want) in cases {
+    crate::table_test::each(cases, |(wref, want)| {
         let spec = json!({"workloadRef": wref, "object": good_object()});
         assert_eq!(fields(Some(&spec)), want, "{wref}");
-    }
+    });
     let spec = json!({"object": good_object()});
     assert_eq!(fields(Some(&spec)), vec![m("spec.workloadRef.name")]);
 }
@@ -234,14 +234,14 @@ fn api_version_and_kind_table() {
             vec![m("spec.object.apiVersion"), f("spec.object.kind")],
         ),
     ];
-    for (api_version, kind, want) in cases {
+    crate::table_test::each(cases, |(api_version, kind, want)| {
         let mut object = json!({"apiVersion": api_version, "kind": kind});
         if let Some(map) = object.as_object_mut() {
             map.retain(|_, v| !v.is_null());
         }
         let spec = spec_with_object(object);
         assert_eq!(fields(Some(&spec)), want, "{api_version} {kind}");
-    }
+    });
 }
 
 #[test]
@@ -295,11 +295,11 @@ fn metadata_table() {
         ),
         (json!("x"), vec![m("spec.object.metadata")]),
     ];
-    for (meta, want) in cases {
+    crate::table_test::each(cases, |(meta, want)| {
         let spec =
             spec_with_object(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta}));
         assert_eq!(fields(Some(&spec)), want, "{meta}");
-    }
+    });
 }
 
 #[test]
@@ -325,13 +325,13 @@ fn min_replicas_table() {
         (json!({}), vec![m(field)]),
         (json!([1]), vec![m(field)]),
     ];
-    for (value, want) in cases {
+    crate::table_test::each(cases, |(value, want)| {
         let spec = spec_with_object(json!({
             "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
             "spec": {"minReplicas": value, "maxReplicas": 3}
         }));
         assert_eq!(fields(Some(&spec)), want, "{value}");
-    }
+    });
     // Absent is fine too.
     let spec = spec_with_object(json!({"apiVersion": "v1", "kind": "X", "spec": {}}));
     assert_eq!(fields(Some(&spec)), vec![]);
@@ -404,7 +404,7 @@ fn scale_target_ref_sentinels() {
         (Some(json!(0)), vec![f(field)]),
         (Some(json!(false)), vec![f(field)]),
     ];
-    for (value, want) in cases {
+    crate::table_test::each(cases, |(value, want)| {
         let mut inner = json!({"maxReplicas": 3});
         if let (Some(v), Some(map)) = (value.clone(), inner.as_object_mut()) {
             map.insert("scaleTargetRef".into(), v);
@@ -413,7 +413,7 @@ fn scale_target_ref_sentinels() {
             "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "spec": inner
         }));
         assert_eq!(fields(Some(&spec)), want, "{value:?}");
-    }
+    });
 }
 
 #[test]
@@ -434,13 +434,13 @@ fn match_labels_sentinels() {
         (json!({"matchLabels": []}), vec![f(field)]),
         (json!({"matchLabels": "app=web"}), vec![f(field)]),
     ];
-    for (selector, want) in cases {
+    crate::table_test::each(cases, |(selector, want)| {
         let spec = spec_with_object(json!({
             "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
             "spec": {"selector": selector}
         }));
         assert_eq!(fields(Some(&spec)), want, "{selector}");
-    }
+    });
     // Only spec.object.spec.selector is tether's: a nested one is left alone.
     let spec = spec_with_object(json!({
         "apiVersion": "v1", "kind": "X",
@@ -562,9 +562,9 @@ fn parse_api_version_table() {
         ("apps/v1 ", None),
         ("my_group/v1", None),
     ];
-    for (s, want) in cases {
+    crate::table_test::each(cases, |(s, want)| {
         assert_eq!(parse_api_version(s), want, "{s:?}");
-    }
+    });
 }
 
 #[test]
@@ -596,9 +596,9 @@ fn object_gvk_table() {
         (json!({}), None),
         (json!(null), None),
     ];
-    for (spec, want) in cases {
+    crate::table_test::each(cases, |(spec, want)| {
         assert_eq!(object_gvk(&spec), want, "{spec}");
-    }
+    });
 }
 
 #[test]
@@ -636,7 +636,7 @@ fn update_table() {
             ),
         ),
     ];
-    for (old, new, want) in cases {
+    crate::table_test::each(cases, |(old, new, want)| {
         let got = validate_update(&old, &new);
         match want {
             None => assert_eq!(got, vec![], "{old} → {new}"),
@@ -646,7 +646,7 @@ fn update_table() {
                 assert_eq!(got[0].to_string(), msg);
             }
         }
-    }
+    });
 }
 
 #[test]
@@ -691,7 +691,7 @@ fn workload_label_patch_table() {
         (json!({"metadata": {}, "spec": {"workloadRef": {"name": 3}}}), json!([]), vec![]),
         (json!({"metadata": {"labels": "x"}, "spec": wref}), json!([]), vec![]),
     ];
-    for (obj, want_patch, want_warnings) in cases {
+    crate::table_test::each(cases, |(obj, want_patch, want_warnings)| {
         let m = workload_label_patch(&obj);
         assert_eq!(serde_json::to_value(&m.patch).unwrap(), want_patch, "{obj}");
         assert_eq!(m.warnings, want_warnings, "{obj}");
@@ -707,5 +707,5 @@ fn workload_label_patch_table() {
             assert_eq!(doc["spec"], obj["spec"]);
             assert!(workload_label_patch(&doc).is_empty(), "idempotent: {doc}");
         }
-    }
+    });
 }

@@ -76,7 +76,7 @@ fn render_table() {
         ),
         ("é{{.X}}", Err(unknown("{{.X}}", 2, None))),
     ];
-    for (input, want) in cases {
+    crate::table_test::each(cases, |(input, want)| {
         let got = render(input, &VARS);
         match want {
             Ok(s) => assert_eq!(got.as_deref(), Ok(s), "{input:?}"),
@@ -85,7 +85,7 @@ fn render_table() {
                 assert_eq!(validate(input), Err(e), "{input:?}");
             }
         }
-    }
+    });
 }
 
 #[test]

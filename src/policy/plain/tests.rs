@@ -86,7 +86,7 @@ fn target_fields_table() {
         ("keda.sh", "ScaledJob", Some("scaleTargetRef"), true, false),
         ("", "ConfigMap", Some("scaleTargetRef"), true, false),
     ];
-    for (g, k, scale_ref, selector, known) in cases {
+    crate::table_test::each(cases, |(g, k, scale_ref, selector, known)| {
         assert_eq!(
             target_fields(g, k),
             TargetFields {
@@ -96,7 +96,7 @@ fn target_fields_table() {
             },
             "{g} {k}"
         );
-    }
+    });
 }
 
 #[test]
@@ -156,7 +156,7 @@ fn hpa_scale_target_ref_table() {
             vec![],
         ),
     ];
-    for (spec, want_spec, want_warnings) in cases {
+    crate::table_test::each(cases, |(spec, want_spec, want_warnings)| {
         let obj = labelled(spec.clone());
         let (doc, warnings) = run("autoscaling", "HorizontalPodAutoscaler", &obj).unwrap();
         let mut want = obj.clone();
@@ -166,7 +166,7 @@ fn hpa_scale_target_ref_table() {
         // Idempotent: a second pass changes nothing.
         let again = inject("autoscaling", "HorizontalPodAutoscaler", &doc, "shop", None).unwrap();
         assert!(again.is_empty(), "{doc}");
-    }
+    });
 }
 
 #[test]
@@ -255,7 +255,7 @@ fn pdb_selector_table() {
             vec![],
         ),
     ];
-    for (spec, want_spec, want_warnings) in cases {
+    crate::table_test::each(cases, |(spec, want_spec, want_warnings)| {
         let obj = labelled(spec.clone());
         let (doc, warnings) = run("policy", "PodDisruptionBudget", &obj).unwrap();
         let mut want = obj.clone();
@@ -268,7 +268,7 @@ fn pdb_selector_table() {
                 .unwrap()
                 .is_empty()
         );
-    }
+    });
 }
 
 #[test]
@@ -307,7 +307,7 @@ fn generic_kinds_only_explicit_sentinels() {
             ),
         ),
     ];
-    for (spec, want_spec) in cases {
+    crate::table_test::each(cases, |(spec, want_spec)| {
         let obj = labelled(spec.clone());
         let (doc, warnings) = run("example.com", "Widget", &obj).unwrap();
         match want_spec {
@@ -322,7 +322,7 @@ fn generic_kinds_only_explicit_sentinels() {
                 assert!(!warnings.is_empty());
             }
         }
-    }
+    });
 }
 
 #[test]
@@ -377,10 +377,10 @@ fn known_kind_shape_errors() {
             vec![("spec.selector.matchLabels".into(), Severity::Malformed)],
         ),
     ];
-    for (g, k, spec, want) in cases {
+    crate::table_test::each(cases, |(g, k, spec, want)| {
         let obj = labelled(Some(spec.clone()));
         assert_eq!(run(g, k, &obj).unwrap_err(), want, "{spec}");
-    }
+    });
     let obj = labelled(Some(json!({"scaleTargetRef": "web"})));
     assert_eq!(
         plan_injection("autoscaling", "HorizontalPodAutoscaler", &obj).unwrap_err()[0].to_string(),
@@ -401,7 +401,7 @@ fn target_label_table() {
         (json!("-web"), Err(())),
         (json!(7), Err(())),
     ];
-    for (value, want) in cases {
+    crate::table_test::each(cases, |(value, want)| {
         let obj = json!({"metadata": {"labels": {"tether.dev/target": value}}, "spec": {}});
         let got = plan_injection("autoscaling", "HorizontalPodAutoscaler", &obj);
         match want {
@@ -413,7 +413,7 @@ fn target_label_table() {
                 assert_eq!(vs[0].severity, Severity::Malformed);
             }
         }
-    }
+    });
     let obj = json!({"metadata": {"labels": {"tether.dev/target": "Web"}}});
     assert_eq!(
         plan_injection("autoscaling", "HorizontalPodAutoscaler", &obj).unwrap_err()[0].to_string(),
@@ -483,7 +483,7 @@ fn plan_table() {
             true,
         ),
     ];
-    for (g, k, spec, scale_ref, selector) in cases {
+    crate::table_test::each(cases, |(g, k, spec, scale_ref, selector)| {
         let plan = plan_injection(g, k, &labelled(spec.clone())).unwrap();
         assert_eq!(
             plan,
@@ -494,7 +494,7 @@ fn plan_table() {
             },
             "{g} {k} {spec:?}"
         );
-    }
+    });
 }
 
 #[test]

@@ -107,7 +107,7 @@ fn malformed_roles_name_the_field() {
         ),
     ];
     let mut failed = Vec::new();
-    for (role, want) in cases {
+    crate::table_test::each(cases, |(role, want)| {
         let got = escalation_check(RBAC_GROUP, "Role", &role);
         let msgs = match &got {
             Err(vs) => vs.iter().map(|v| v.to_string()).collect::<Vec<_>>(),
@@ -116,7 +116,7 @@ fn malformed_roles_name_the_field() {
         if msgs != [want.to_string()] {
             failed.push(format!("{role}: got {got:?}, want {want:?}"));
         }
-    }
+    });
     assert!(failed.is_empty(), "{}", failed.join("\n"));
 }
 
