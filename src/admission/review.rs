@@ -470,13 +470,13 @@ mod tests {
                 "request.uid is missing",
             ),
         ];
-        for (body, want) in cases {
+        crate::table_test::each(cases, |(body, want)| {
             let err = match parse(body.as_bytes()) {
                 Err(e) => e.to_string(),
                 Ok(_) => panic!("{body} parsed"),
             };
             assert!(err.contains(want), "{body}: {err}");
-        }
+        });
     }
 
     #[test]
@@ -526,14 +526,14 @@ mod tests {
             (json!(7), json!(7)),
             (json!([{"a": 1}]), json!([{"a": 1}])),
         ];
-        for (sent, seen) in cases {
+        crate::table_test::each(cases, |(sent, seen)| {
             let body = GOOD.replace(
                 r#""object":{"apiVersion":"tether.dev/v1alpha1","kind":"AttachedResource","metadata":{"name":"worker-hpa"}}"#,
                 &format!(r#""object":{sent}"#),
             );
             let r = parse(body.as_bytes()).unwrap().request.unwrap();
             assert_eq!(r.object, Some(seen), "{sent}");
-        }
+        });
         let r = parse(GOOD.as_bytes()).unwrap().request.unwrap();
         assert_eq!(r.old_object, None);
     }

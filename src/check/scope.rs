@@ -173,14 +173,14 @@ mod tests {
             (json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"labels": {"tether.dev/target": "web"}}}), "a", Some("configmaps"),
              "ConfigMap (v1) is not in tether's webhook rules (AttachedResource, AppDomain, and plainKinds with the tether.dev/target label)"),
         ];
-        for (obj, ns, plural, want) in cases {
+        crate::table_test::each(cases, |(obj, ns, plural, want)| {
             let got = match s.route(&obj, ns, plural) {
                 Route::Both => "both".to_string(),
                 Route::MutateOnly => "mutate".to_string(),
                 Route::Skipped(r) => r,
             };
             assert_eq!(got, want, "{obj}");
-        }
+        });
     }
 
     #[test]

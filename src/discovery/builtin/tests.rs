@@ -28,7 +28,7 @@ fn lookup_table() {
         ("tether.dev/v1alpha1", "AttachedResource", "tether.dev", "attachedresources", true),
         ("tether.dev/v1alpha1", "AppDomain", "tether.dev", "appdomains", true),
     ];
-    for &(api_version, kind, group, plural, namespaced) in cases {
+    crate::table_test::each(cases, |&(api_version, kind, group, plural, namespaced)| {
         let got = lookup(api_version, kind).unwrap_or_else(|e| panic!("{e}"));
         let version = api_version.rsplit('/').next().unwrap();
         assert_eq!(
@@ -42,7 +42,7 @@ fn lookup_table() {
             },
             "{api_version} {kind}"
         );
-    }
+    });
 }
 
 #[test]
@@ -69,7 +69,7 @@ fn hint_table() {
         ("example.com/v1", "Widget", None),
         ("v1", "", None),
     ];
-    for &(api_version, kind, want) in cases {
+    crate::table_test::each(cases, |&(api_version, kind, want)| {
         let err = lookup(api_version, kind).unwrap_err();
         assert_eq!(
             err,
@@ -80,7 +80,7 @@ fn hint_table() {
             },
             "{api_version} {kind}"
         );
-    }
+    });
 }
 
 #[test]
