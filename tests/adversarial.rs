@@ -681,26 +681,11 @@ async fn huge_strings_in_typed_request_fields_are_not_echoed() {
 // Through the real server over TLS
 // ---------------------------------------------------------------------------------------
 
-async fn post(s: &Server, path: &str, body: Vec<u8>) -> Resp {
-    let mut h1 = H1::connect(s.addr, &s.ca).await;
-    tokio::time::timeout(
-        Duration::from_secs(15),
-        h1.send(request(
-            "POST",
-            &format!("{path}?timeout=10s"),
-            Some("application/json"),
-            body,
-        )),
-    )
-    .await
-    .expect("server hung")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn adversarial_bodies_over_tls() {
     let s = Server::start(&[]);
     // Deep nesting: HTTP 400 with serde's reason.
-    let r = post(&s, "/validate", vec![b'['; 100_000]).await;
+    let r = post_raw(&s, "/validate", vec![b'['; 100_000]).await;
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(
         r.text()
@@ -712,7 +697,7 @@ async fn adversarial_bodies_over_tls() {
     let mut body = bytes(&atr_review(hpa()));
     let at = body.windows(5).position(|w| w == b"alice").unwrap();
     body[at] = 0xff;
-    let r = post(&s, "/mutate", body).await;
+    let r = post_raw(&s, "/mutate", body).await;
     assert_eq!(r.status, 400);
     assert!(
         r.text().contains("invalid unicode code point"),
@@ -722,7 +707,7 @@ async fn adversarial_bodies_over_tls() {
     // scaleTargetRef as an array: a 403 review answer with the uid.
     let mut o = hpa();
     o["spec"]["scaleTargetRef"] = json!(["x"]);
-    let r = post(&s, "/validate", bytes(&atr_review(o))).await;
+    let r = post_raw(&s, "/validate", bytes(&atr_review(o))).await;
     assert_eq!(r.status, 200);
     let v = r.json();
     assert_eq!(v["response"]["uid"], "adv");
@@ -733,14 +718,14 @@ async fn adversarial_bodies_over_tls() {
         .unwrap()
         .starts_with("spec.object.spec.scaleTargetRef:"));
     // minReplicas as a string, 1e400: 400 answers with the uid.
-    let r = post(
+    let r = post_raw(
         &s,
         "/validate",
         bytes(&atr_review(hpa_with_min(json!("2")))),
     )
     .await;
     assert_eq!(r.json()["response"]["status"]["code"], 400);
-    let r = post(
+    let r = post_raw(
         &s,
         "/validate",
         with_token(hpa_with_min(json!("@@")), "1e400"),
@@ -757,7 +742,7 @@ async fn adversarial_bodies_over_tls() {
     rv["request"]["userInfo"]["groups"] = json!((0..10_000)
         .map(|i| format!("group-{i}"))
         .collect::<Vec<_>>());
-    let r = post(&s, "/validate", bytes(&rv)).await;
+    let r = post_raw(&s, "/validate", bytes(&rv)).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["response"]["uid"], "adv");
     // Still healthy.

@@ -397,6 +397,24 @@ pub async fn post(s: &Server, path: &str, body: &Value) -> Value {
     v["response"].clone()
 }
 
+/// POSTs raw bytes as JSON to `path` (the API server's `?timeout=10s` added) over a fresh
+/// HTTP/1.1 connection and returns the whole response, whatever its status; a server that
+/// does not answer within 15 s fails the test.
+pub async fn post_raw(s: &Server, path: &str, body: Vec<u8>) -> Resp {
+    let mut h1 = H1::connect(s.addr, &s.ca).await;
+    tokio::time::timeout(
+        Duration::from_secs(15),
+        h1.send(request(
+            "POST",
+            &format!("{path}?timeout=10s"),
+            Some("application/json"),
+            body,
+        )),
+    )
+    .await
+    .expect("server hung")
+}
+
 /// An AdmissionReview shaped like the API server's.
 #[allow(clippy::too_many_arguments)]
 pub fn review(
