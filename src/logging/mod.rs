@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::EnvFilter;
 
+mod json;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
     Json,
@@ -273,8 +275,9 @@ pub fn init(format: LogFormat, level: &str) -> Option<LogGuard> {
     let installed = match format {
         LogFormat::Json => builder
             .json()
-            .flatten_event(true)
-            .with_current_span(false)
+            .event_format(json::JsonLine::new(
+                tracing_subscriber::fmt::time::SystemTime,
+            ))
             .try_init(),
         LogFormat::Text => builder.try_init(),
     };
