@@ -49,6 +49,8 @@ pub struct RequestError {
 }
 
 /// An AdmissionReview v1 request (see module docs for how it differs from kube's type).
+/// `requestKind`, `requestResource` and `options` are not read by any handler, so they are
+/// skipped unparsed (serde ignores unknown fields) rather than built and dropped.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AdmissionRequest {
@@ -57,10 +59,6 @@ pub struct AdmissionRequest {
     pub resource: GroupVersionResource,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sub_resource: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub request_kind: Option<GroupVersionKind>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub request_resource: Option<GroupVersionResource>,
     #[serde(default)]
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -76,8 +74,6 @@ pub struct AdmissionRequest {
     pub old_object: Option<Value>,
     #[serde(default, deserialize_with = "null_as_false")]
     pub dry_run: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub options: Option<Value>,
 }
 
 /// `request.userInfo` (authentication.k8s.io/v1 UserInfo).
