@@ -42,8 +42,8 @@
 //! A failing target (render error, apply error) is recorded in its status entry and the
 //! others still proceed; the reconcile then returns an error, so [`error_policy`] requeues
 //! it with per-object exponential backoff, emits a Warning Event and logs. A reconcile with
-//! nothing to change makes no write call at all (reads: one LIST of Deployments, one LIST of
-//! copies, discovery while its cache is cold).
+//! nothing to change makes no write call at all (reads: one LIST of copies, discovery while
+//! its cache is cold; under [`run`] the Deployments come from its watch, see [`targets`]).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
