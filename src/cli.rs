@@ -183,8 +183,8 @@ pub struct ServeArgs {
     /// Client-side limit on tether's Kubernetes API requests per second (token bucket; every
     /// request counts, a watch when it opens). A request that would wait more than 10s for
     /// its turn fails and is retried with backoff. The default lets a 10k-object first pass
-    /// through in about a minute while staying far inside what API Priority and Fairness
-    /// gives a service account (README, "Controller concurrency and API rate limit").
+    /// (about 100 000 calls) through in under two minutes while staying far inside what API
+    /// Priority and Fairness gives a service account (README, "Controller concurrency and API rate limit").
     #[arg(long, env = "TETHER_KUBE_API_QPS", default_value_t = crate::kube_rate::DEFAULT_QPS, value_parser = parse_positive)]
     pub kube_api_qps: u32,
     /// Requests that may go out at once above --kube-api-qps after an idle period (the token
