@@ -30,7 +30,7 @@ pub use crate::wiring::{offline_handlers, standalone_warning};
 
 pub fn run_serve(args: ServeArgs) -> ExitCode {
     // Held to the end: dropping it writes out the queued log lines.
-    let _log = crate::logging::init(args.log_format, &args.log_level);
+    let log = crate::logging::init(args.log_format, &args.log_level);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -54,6 +54,9 @@ pub fn run_serve(args: ServeArgs) -> ExitCode {
                 _ => e.to_string(),
             };
             tracing::error!(error = %msg, "tether serve failed");
+            // The log lines first (they are written in batches), so that this plain
+            // message is the last thing on stderr.
+            drop(log);
             eprintln!("tether serve: {msg}");
             ExitCode::from(1)
         }

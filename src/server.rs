@@ -27,11 +27,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{RawQuery, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Extension, Router};
+use axum::Router;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -160,15 +160,15 @@ impl TransportOptions {
 #[derive(Debug, Clone, Copy)]
 struct Peer(IpAddr);
 
-#[derive(Clone)]
-struct AppState {
+/// The admission router's state, behind one `Arc`: axum clones the state for every request.
+type AppState = Arc<Shared>;
+
+struct Shared {
     admission: Arc<dyn Reviews>,
     ready: Arc<AtomicBool>,
     opts: Arc<TransportOptions>,
     budget: Arc<Budget>,
-    // Behind an Arc: axum clones the state for every request, and `Metrics` is a score of
-    // handles.
-    metrics: Arc<Metrics>,
+    metrics: Metrics,
     warn: Arc<WarnEvery>,
 }
 
@@ -188,12 +188,12 @@ fn router(state: AppState) -> Router {
     Router::new()
         .route(
             "/mutate",
-            post(|s, p, q, h, b| admit(Webhook::Mutate, s, p, q, h, b))
+            post(|s, r| admit(Webhook::Mutate, s, r))
                 .fallback(|m: Method| async move { method_not_allowed_response(m, "POST") }),
         )
         .route(
             "/validate",
-            post(|s, p, q, h, b| admit(Webhook::Validate, s, p, q, h, b))
+            post(|s, r| admit(Webhook::Validate, s, r))
                 .fallback(|m: Method| async move { method_not_allowed_response(m, "POST") }),
         )
         .route(
@@ -380,16 +380,16 @@ async fn read_body(
     }
 }
 
-async fn admit(
-    webhook: Webhook,
-    State(s): State<AppState>,
-    peer: Option<Extension<Peer>>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let peer = peer.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |Extension(Peer(p))| p);
-    if !is_json(&headers) {
+/// Takes the request whole and reads headers, query and peer by reference: axum's
+/// `HeaderMap` and `RawQuery` extractors would copy them for every review.
+async fn admit(webhook: Webhook, State(s): State<AppState>, req: Request<Body>) -> Response {
+    let (parts, body) = req.into_parts();
+    let peer = parts
+        .extensions
+        .get::<Peer>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |p| p.0);
+    let headers = &parts.headers;
+    if !is_json(headers) {
         let got = headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
@@ -414,6 +414,7 @@ async fn admit(
         Err(o) => return over_budget(&s, o, peer),
     };
     publish_in_flight(&s);
+    let query = parts.uri.query();
     let answer = admit_within(webhook, &s, &mut ticket, peer, query, body, declared).await;
     drop(ticket);
     publish_in_flight(&s);
@@ -425,7 +426,7 @@ async fn admit_within(
     s: &AppState,
     ticket: &mut Ticket,
     peer: IpAddr,
-    query: Option<String>,
+    query: Option<&str>,
     body: Body,
     declared: Option<u64>,
 ) -> Response {
@@ -453,7 +454,7 @@ async fn admit_within(
         return over_budget(s, o, peer);
     }
     publish_in_flight(s);
-    let budget = budget_from_query(query.as_deref(), s.opts.default_budget);
+    let budget = budget_from_query(query, s.opts.default_budget);
     match s.admission.review(webhook, &bytes, budget).await {
         Ok(body) => {
             let mut r = Response::new(Body::from(body));
@@ -693,7 +694,8 @@ where
     let c = conn.clone();
     let served = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let counter = served.clone();
-    let metrics = counted.metrics.clone();
+    // One `Arc` clone per request, not a clone of every metric handle.
+    let metrics = Arc::new(counted.metrics.clone());
     let listener = counted.listener;
     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         // Busy from the moment hyper hands us a request until its response is ready: a
@@ -807,14 +809,14 @@ impl AdmissionServer {
         };
         Ok(Self {
             listener,
-            state: AppState {
+            state: Arc::new(Shared {
                 admission,
                 ready,
                 budget: Budget::new(opts.requests),
                 opts: Arc::new(opts),
-                metrics: Arc::new(metrics),
+                metrics,
                 warn,
-            },
+            }),
         })
     }
 

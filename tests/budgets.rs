@@ -319,7 +319,7 @@ async fn requests_over_the_concurrency_limit_get_503_with_retry_after() {
     );
     // The cap was logged at warn, once for both refusals (rate-limited).
     let warns = s
-        .logs()
+        .logs_when(|l| l.contains("request refused"))
         .lines()
         .filter(|l| l.contains("\"WARN\"") && l.contains("request refused"))
         .count();

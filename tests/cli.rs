@@ -620,7 +620,7 @@ async fn log_lines_have_unique_keys_and_state_the_policy() {
     .unwrap();
     let r = post(&s, "/validate", &body).await;
     assert_eq!(r["allowed"], false);
-    let logs = s.logs();
+    let logs = s.logs_when(|l| l.contains("\"admission decision\""));
     let mut decisions = 0;
     for line in logs.lines() {
         assert_eq!(line.matches("\"message\":").count(), 1, "{line}");

@@ -33,9 +33,9 @@ fn appdomain(domain: &str) -> Value {
     )
 }
 
-/// Every decision log line is bounded and one line; returns them.
-fn decision_lines(s: &Server) -> Vec<Value> {
-    let logs = s.logs();
+/// Every decision log line is bounded and one line; returns them once `n` are written.
+fn decision_lines(s: &Server, n: usize) -> Vec<Value> {
+    let logs = s.logs_when(|l| l.matches("\"admission decision\"").count() >= n);
     let mut out = Vec::new();
     for line in logs.lines() {
         assert!(line.len() < 32 * 1024, "log line of {} bytes", line.len());
@@ -132,7 +132,7 @@ async fn huge_and_hostile_strings_are_cut_and_cleaned() {
     assert!(!t.trim_end().chars().any(is_unsafe), "{t:?}");
 
     // The log: one bounded, clean line per decision; the huge fields are cut.
-    let lines = decision_lines(&s);
+    let lines = decision_lines(&s, 6);
     assert_eq!(lines.len(), 6, "{}", s.logs());
     for l in &lines {
         for f in ["uid", "name", "user", "deny_message"] {

@@ -54,9 +54,9 @@ impl Handlers {
 
     /// SPEC 5.1.
     async fn validate_attached(&self, req: &AdmissionRequest) -> Decision {
-        let ns = req.namespace.clone().unwrap_or_default();
+        let ns = req.namespace.as_deref().unwrap_or_default();
         if matches!(req.operation, Operation::Delete) {
-            return self.validate_attached_delete(req, &ns).await;
+            return self.validate_attached_delete(req, ns).await;
         }
         let Some(obj) = req.object.as_ref() else {
             return Decision::malformed(
@@ -83,7 +83,7 @@ impl Handlers {
             // review here first.
             if violations.is_empty()
                 && old.get("spec") == obj.get("spec")
-                && (self.was_admitted(old, &ns) || is_deleting(old))
+                && (self.was_admitted(old, ns) || is_deleting(old))
             {
                 return Decision::allow("spec_unchanged");
             }
@@ -138,14 +138,15 @@ impl Handlers {
         let user_verb = if is_update { "update" } else { "create" };
         let user = identity_of(req);
         let mut checks: Vec<(Role, &Identity, ResourceAttributes)> =
-            vec![(Role::User, &user, attrs(user_verb, &resource, &ns))];
+            Vec::with_capacity(1 + TETHER_VERBS.len());
+        checks.push((Role::User, &user, attrs(user_verb, &resource, ns)));
         for verb in TETHER_VERBS {
-            checks.push((Role::Tether, &self.tether, attrs(verb, &resource, &ns)));
+            checks.push((Role::Tether, &self.tether, attrs(verb, &resource, ns)));
         }
         let decision = self.run_access_checks(&checks).await;
         match escalation {
             Some(check) if decision.allowed => {
-                self.check_escalation(&user, &resource.kind, &ns, check)
+                self.check_escalation(&user, &resource.kind, ns, check)
                     .await
             }
             _ => decision,

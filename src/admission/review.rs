@@ -253,10 +253,12 @@ pub fn parse(body: &[u8]) -> Result<Parsed, EnvelopeError> {
 }
 
 #[derive(Deserialize)]
-struct FastReview {
-    #[serde(rename = "apiVersion")]
-    api_version: String,
-    kind: String,
+struct FastReview<'a> {
+    // Borrowed when unescaped (always, for the real values): no allocation to compare them.
+    #[serde(rename = "apiVersion", borrow)]
+    api_version: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    kind: std::borrow::Cow<'a, str>,
     request: AdmissionRequest,
 }
 

@@ -20,13 +20,14 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Weak;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 // tokio's clock, so tests can drive the refresh with a paused clock.
 use tokio::time::Instant;
 
 use futures::future::{BoxFuture, FutureExt, Shared};
+use prometheus::{Histogram, IntCounter};
 
 use super::{AccessDecision, AccessReviewer, AuthzError, Identity, ResourceAttributes, Role};
 use crate::metrics::Metrics;
@@ -169,7 +170,7 @@ impl State {
 async fn refresh_loop(
     state: Weak<State>,
     inner: Arc<dyn AccessReviewer>,
-    metrics: Metrics,
+    metrics: Arc<ReviewMetrics>,
     every: Duration,
 ) {
     use futures::StreamExt;
@@ -184,34 +185,113 @@ async fn refresh_loop(
                     let r = inner.review(&key.0, &key.1).await;
                     // A renewal is not a read: the answer keeps its last read time.
                     st.store(Role::Tether, &key, &r, used);
-                    count(metrics, Role::Tether, &r, "refresh");
+                    metrics.count(Role::Tether, &r, Source::Refresh);
                 }
             })
             .await;
     }
 }
 
-fn result_label(result: &Result<AccessDecision, AuthzError>) -> &'static str {
-    match result {
-        Ok(d) if d.allowed => "allowed",
-        Ok(_) => "denied",
-        Err(_) => "error",
+/// The `cache` label: how an answer was obtained. In [`Source::ALL`] order, so `as usize`
+/// indexes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Hit,
+    Miss,
+    Shared,
+    /// A background re-ask (counted, not timed: no caller waits for it).
+    Refresh,
+}
+
+impl Source {
+    const ALL: [Source; 4] = [Source::Hit, Source::Miss, Source::Shared, Source::Refresh];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Source::Hit => "hit",
+            Source::Miss => "miss",
+            Source::Shared => "shared",
+            Source::Refresh => "refresh",
+        }
     }
 }
 
-fn count(metrics: &Metrics, role: Role, result: &Result<AccessDecision, AuthzError>, cache: &str) {
-    metrics
-        .access_reviews
-        .with_label_values(&[role.as_str(), result_label(result), cache])
-        .inc();
+const RESULTS: [&str; 3] = ["allowed", "denied", "error"];
+const LABEL_SETS: usize = 2 * RESULTS.len() * Source::ALL.len();
+
+fn result_index(result: &Result<AccessDecision, AuthzError>) -> usize {
+    match result {
+        Ok(d) if d.allowed => 0,
+        Ok(_) => 1,
+        Err(_) => 2,
+    }
+}
+
+/// The children of `tether_access_reviews_total` and `tether_access_review_duration_seconds`
+/// per (identity, result, cache) label set, each looked up in its vec on first use and kept.
+/// A review then costs an index instead of hashing three labels and locking the vec, twice;
+/// and as a child is made only when first counted, `/metrics` shows the same series as
+/// looking it up every time would.
+struct ReviewMetrics {
+    metrics: Metrics,
+    counters: [OnceLock<IntCounter>; LABEL_SETS],
+    durations: [OnceLock<Histogram>; LABEL_SETS],
+}
+
+impl ReviewMetrics {
+    fn new(metrics: Metrics) -> Self {
+        Self {
+            metrics,
+            counters: std::array::from_fn(|_| OnceLock::new()),
+            durations: std::array::from_fn(|_| OnceLock::new()),
+        }
+    }
+
+    fn labels(role: Role, result: usize, source: Source) -> (usize, [&'static str; 3]) {
+        let r = match role {
+            Role::User => 0,
+            Role::Tether => 1,
+        };
+        (
+            (r * RESULTS.len() + result) * Source::ALL.len() + source as usize,
+            [role.as_str(), RESULTS[result], source.as_str()],
+        )
+    }
+
+    /// Counts one answer.
+    fn count(&self, role: Role, result: &Result<AccessDecision, AuthzError>, source: Source) {
+        let (i, labels) = Self::labels(role, result_index(result), source);
+        self.counters[i]
+            .get_or_init(|| self.metrics.access_reviews.with_label_values(&labels))
+            .inc();
+    }
+
+    /// Counts one answer and records how long the caller waited for it.
+    fn count_timed(
+        &self,
+        role: Role,
+        result: &Result<AccessDecision, AuthzError>,
+        source: Source,
+        started: Instant,
+    ) {
+        self.count(role, result, source);
+        let (i, labels) = Self::labels(role, result_index(result), source);
+        self.durations[i]
+            .get_or_init(|| {
+                self.metrics
+                    .access_review_duration
+                    .with_label_values(&labels)
+            })
+            .observe(started.elapsed().as_secs_f64());
+    }
 }
 
 pub struct CachedReviewer {
     inner: Arc<dyn AccessReviewer>,
     state: Arc<State>,
-    metrics: Metrics,
+    metrics: Arc<ReviewMetrics>,
     /// Started by the first answer about tether's own permissions (inside the runtime).
-    refresher: std::sync::OnceLock<tokio::task::JoinHandle<()>>,
+    refresher: OnceLock<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for CachedReviewer {
@@ -238,24 +318,9 @@ impl CachedReviewer {
                 denied_ttl,
                 epoch: Instant::now(),
             }),
-            metrics,
-            refresher: std::sync::OnceLock::new(),
+            metrics: Arc::new(ReviewMetrics::new(metrics)),
+            refresher: OnceLock::new(),
         }
-    }
-
-    /// Counts one answer and records how long the caller waited for it.
-    fn count(
-        &self,
-        role: Role,
-        result: &Result<AccessDecision, AuthzError>,
-        cache: &str,
-        started: Instant,
-    ) {
-        count(&self.metrics, role, result, cache);
-        self.metrics
-            .access_review_duration
-            .with_label_values(&[role.as_str(), result_label(result), cache])
-            .observe(started.elapsed().as_secs_f64());
     }
 
     fn start_refresher(&self) {
@@ -302,7 +367,7 @@ impl CachedReviewer {
             // Caching off (offline evaluation is already local and exact): no key, no
             // single-flight bookkeeping.
             let r = self.inner.review(who, attrs).await;
-            self.count(role, &r, "miss", started);
+            self.metrics.count_timed(role, &r, Source::Miss, started);
             return r;
         }
         {
@@ -313,7 +378,7 @@ impl CachedReviewer {
                     e.last_used
                         .fetch_max(self.state.now_ms(), Ordering::Relaxed);
                     let r = Ok(e.decision.clone());
-                    self.count(role, &r, "hit", started);
+                    self.metrics.count_timed(role, &r, Source::Hit, started);
                     return r;
                 }
             }
@@ -322,14 +387,14 @@ impl CachedReviewer {
             self.start_refresher();
         }
         let key: Key = (who.clone(), attrs.clone());
-        let (pending, cache) = {
+        let (pending, source) = {
             let mut inflight = self
                 .state
                 .inflight
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
             match inflight.get(&key) {
-                Some(p) => (p.clone(), "shared"),
+                Some(p) => (p.clone(), Source::Shared),
                 None => {
                     let inner = self.inner.clone();
                     let state = self.state.clone();
@@ -353,12 +418,12 @@ impl CachedReviewer {
                     .boxed()
                     .shared();
                     inflight.insert(key, fut.clone());
-                    (fut, "miss")
+                    (fut, Source::Miss)
                 }
             }
         };
         let r = pending.await;
-        self.count(role, &r, cache, started);
+        self.metrics.count_timed(role, &r, source, started);
         r
     }
 }

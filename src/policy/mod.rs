@@ -10,6 +10,7 @@
 //! - [`placeholders`]: the four `{{ .X }}` placeholders of SPEC 3.1.
 //! - [`plain`]: mutating plain objects labelled `tether.dev/target` (SPEC 5.3).
 
+use std::borrow::Cow;
 use std::fmt;
 
 pub mod appdomain;
@@ -324,11 +325,12 @@ impl KindPolicy {
     /// governs it, so the user knows whom to ask.
     pub fn check_in(&self, kind: &str, group: Option<&str>) -> Result<(), String> {
         let trimmed = kind.trim();
-        let lower = trimmed.to_lowercase();
-        let group = group.map(|g| g.trim().to_lowercase());
+        let (mut kind_buf, mut group_buf) = ([0u8; 64], [0u8; 256]);
+        let lower = lowercase(trimmed, &mut kind_buf);
+        let group = group.map(|g| lowercase(g.trim(), &mut group_buf));
         let group = group.as_deref();
-        // Echo at most a short prefix of what the user sent.
-        let shown = quote_short(trimmed, 80);
+        // Echo at most a short prefix of what the user sent (built only for a deny).
+        let shown = || quote_short(trimmed, 80);
         if let Some(allowed) = &self.allowed {
             // An unknown group cannot prove a group-qualified allow entry: not allowed.
             let ok = allowed
@@ -340,6 +342,7 @@ impl KindPolicy {
                     .map(|e| e.shown.as_str())
                     .collect::<Vec<_>>()
                     .join(", ");
+                let shown = shown();
                 return Err(format!(
                     "kind {shown} may not be attached: only the kinds in --allowed-kinds \
                      (env ALLOWED_KINDS) are attachable here ({list}); attach one of those, \
@@ -353,7 +356,7 @@ impl KindPolicy {
             } else {
                 String::new()
             };
-            let why = if RBAC_KINDS.contains(&lower.as_str()) {
+            let why = if RBAC_KINDS.contains(&&*lower) {
                 "RBAC objects grant rights, and tether would create them with its own \
                  account; create it yourself with kubectl, or ask your platform team to opt in \
                  (tether then checks escalate/bind for you)"
@@ -361,6 +364,7 @@ impl KindPolicy {
                 "workloads cannot be attached, attach a resource that refers to the workload \
                  instead, or ask your platform team to change the setting"
             };
+            let shown = shown();
             return Err(format!(
                 "kind {shown} may not be attached: it is in --banned-kinds{entry_note} \
                  (env BANNED_KINDS); {why}"
@@ -368,6 +372,21 @@ impl KindPolicy {
         }
         Ok(())
     }
+}
+
+/// `s.to_lowercase()`, written into `buf` instead of a new `String` when `s` is ASCII and
+/// fits (kinds and API groups always do): the allowed path of every review asks this.
+fn lowercase<'b>(s: &str, buf: &'b mut [u8]) -> Cow<'b, str> {
+    if s.is_ascii() && s.len() <= buf.len() {
+        let out = &mut buf[..s.len()];
+        out.copy_from_slice(s.as_bytes());
+        out.make_ascii_lowercase();
+        let out: &'b [u8] = out;
+        if let Ok(lower) = std::str::from_utf8(out) {
+            return Cow::Borrowed(lower);
+        }
+    }
+    Cow::Owned(s.to_lowercase())
 }
 
 // ----- shared helpers for the submodules (field paths and name syntax) -----

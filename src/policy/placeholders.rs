@@ -268,31 +268,68 @@ fn render_at(v: &Value, vars: &Vars<'_>, path: &mut String) -> Result<Value, Ren
 /// Calls `f(path, error)` for every string value under `v` whose placeholders are not well
 /// formed; `path` starts from `base`. Used by admission to report every bad string at once.
 pub(crate) fn check_value(v: &Value, base: &str, f: &mut dyn FnMut(&str, PlaceholderError)) {
-    let mut path = base.to_string();
-    check_at(v, &mut path, f);
+    check_at(v, None, base, f);
 }
 
-fn check_at(v: &Value, path: &mut String, f: &mut dyn FnMut(&str, PlaceholderError)) {
+/// One step from a value to a child: an object key or an array index.
+#[derive(Clone, Copy)]
+enum Step<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+/// Where a value sits: the steps from the root, as a chain of frames on the call stack. The
+/// path string is built only for a bad string (almost every object has none), not for every
+/// key visited.
+struct Trail<'a> {
+    parent: Option<&'a Trail<'a>>,
+    step: Step<'a>,
+}
+
+impl Trail<'_> {
+    fn write(&self, path: &mut String) {
+        if let Some(parent) = self.parent {
+            parent.write(path);
+        }
+        match self.step {
+            Step::Key(k) => crate::policy::push_key(path, k),
+            Step::Index(i) => crate::policy::push_index(path, i),
+        }
+    }
+}
+
+fn check_at(
+    v: &Value,
+    trail: Option<&Trail<'_>>,
+    base: &str,
+    f: &mut dyn FnMut(&str, PlaceholderError),
+) {
     match v {
         Value::String(s) => {
             if let Err(e) = validate(s) {
-                f(path, e);
+                let mut path = base.to_string();
+                if let Some(t) = trail {
+                    t.write(&mut path);
+                }
+                f(&path, e);
             }
         }
         Value::Array(items) => {
             for (i, item) in items.iter().enumerate() {
-                let len = path.len();
-                crate::policy::push_index(path, i);
-                check_at(item, path, f);
-                path.truncate(len);
+                let here = Trail {
+                    parent: trail,
+                    step: Step::Index(i),
+                };
+                check_at(item, Some(&here), base, f);
             }
         }
         Value::Object(map) => {
             for (k, item) in map {
-                let len = path.len();
-                crate::policy::push_key(path, k);
-                check_at(item, path, f);
-                path.truncate(len);
+                let here = Trail {
+                    parent: trail,
+                    step: Step::Key(k),
+                };
+                check_at(item, Some(&here), base, f);
             }
         }
         _ => {}

@@ -284,3 +284,24 @@ fn field_paths() {
     assert_eq!(path_of(&["a", "x\"y"]), "a[\"x\\\"y\"]");
     assert_eq!(path_of(&["my_key-1"]), "my_key-1");
 }
+
+#[test]
+fn lowercase_matches_to_lowercase_with_or_without_the_buffer() {
+    let long = "A".repeat(65);
+    let rows = [
+        ("HorizontalPodAutoscaler", 64, true),
+        ("", 64, true),
+        ("serving.knative.DEV", 64, true),
+        // Too long for the buffer, and not ASCII: allocated, same answer.
+        (long.as_str(), 64, false),
+        ("ÄPod", 64, false),
+        // KELVIN SIGN lowercases to an ASCII 'k'.
+        ("\u{212A}ind", 64, false),
+    ];
+    crate::table_test::each(rows, |(s, len, borrowed)| {
+        let mut buf = vec![0u8; len];
+        let got = lowercase(s, &mut buf);
+        assert_eq!(got, s.to_lowercase());
+        assert_eq!(matches!(got, Cow::Borrowed(_)), borrowed);
+    });
+}

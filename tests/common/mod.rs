@@ -183,6 +183,20 @@ impl Server {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The log once `done` holds for it (or after 20 s, for the caller's assertion to
+    /// explain): tether writes its lines in batches, up to 20 ms after the event, so a test
+    /// waits for the line it expects instead of reading the file at once.
+    pub fn logs_when(&self, done: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let logs = self.logs();
+            if done(&logs) || Instant::now() >= deadline {
+                return logs;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     pub fn metrics(&self) -> String {
         plain_get(self.metrics_addr, "/metrics").unwrap().1
     }

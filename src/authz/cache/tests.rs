@@ -342,3 +342,59 @@ async fn user_answers_are_not_refreshed() {
         "tether's was renewed"
     );
 }
+
+#[tokio::test]
+async fn review_metrics_count_each_label_set_under_its_own_labels_and_add_no_other_series() {
+    use prometheus::core::Collector;
+    let series = |m: &Metrics| {
+        (
+            m.access_reviews.collect()[0].get_metric().len(),
+            m.access_review_duration.collect()[0].get_metric().len(),
+        )
+    };
+    let m = Metrics::new();
+    let rm = ReviewMetrics::new(m.clone());
+    rm.count(Role::User, &yes(), Source::Hit);
+    // Only the label set counted is exported, as with a lookup per review.
+    assert_eq!(series(&m), (1, 0));
+
+    let m = Metrics::new();
+    let rm = ReviewMetrics::new(m.clone());
+    let no = Ok(AccessDecision {
+        allowed: false,
+        reason: "no".into(),
+    });
+    let answers = [
+        ("allowed", yes()),
+        ("denied", no),
+        ("error", Err(AuthzError::Timeout(5))),
+    ];
+    // Each label set is counted a different number of times, so crossed wires would show.
+    let mut want = Vec::new();
+    let mut times = 0;
+    for role in [Role::User, Role::Tether] {
+        for (result, answer) in &answers {
+            for source in Source::ALL {
+                times += 1;
+                for _ in 0..times {
+                    if source == Source::Refresh {
+                        rm.count(role, answer, source);
+                    } else {
+                        rm.count_timed(role, answer, source, Instant::now());
+                    }
+                }
+                want.push(([role.as_str(), *result, source.as_str()], times));
+            }
+        }
+    }
+    assert_eq!(series(&m), (LABEL_SETS, 18));
+    for (labels, times) in want {
+        assert_eq!(m.access_reviews.with_label_values(&labels).get(), times);
+        let timed = m
+            .access_review_duration
+            .with_label_values(&labels)
+            .get_sample_count();
+        let want_timed = if labels[2] == "refresh" { 0 } else { times };
+        assert_eq!(timed, want_timed, "{labels:?}");
+    }
+}

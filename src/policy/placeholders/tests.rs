@@ -187,6 +187,30 @@ fn check_value_reports_every_string() {
     );
 }
 
+#[test]
+fn check_value_paths_quote_keys_and_start_from_the_base() {
+    // (value, base, expected paths in order)
+    let rows: [(Value, &str, &[&str]); 4] = [
+        (json!("{{"), "spec.object", &["spec.object"]),
+        (json!("{{"), "", &[""]),
+        (
+            json!({"a.b": [{"x y": "{{", "ok": "{{ .Version }}"}], "c": [[1, "{{ .v }}"]]}),
+            "",
+            &["[\"a.b\"][0][\"x y\"]", "c[0][1]"],
+        ),
+        (
+            json!({"metadata": {"labels": {"app.kubernetes.io/name": "{{ x"}}}),
+            "spec.object",
+            &["spec.object.metadata.labels[\"app.kubernetes.io/name\"]"],
+        ),
+    ];
+    crate::table_test::each(rows, |(v, base, want)| {
+        let mut seen = Vec::new();
+        check_value(&v, base, &mut |p, _| seen.push(p.to_string()));
+        assert_eq!(seen, want, "value {v} from base {base:?}");
+    });
+}
+
 fn piece() -> impl Strategy<Value = String> {
     prop_oneof![
         Just("{{".to_string()),

@@ -1,0 +1,179 @@
+use std::sync::{Arc, Mutex};
+
+use tracing_subscriber::fmt::MakeWriter;
+
+use super::*;
+
+/// A clock that always says the same, so both formatters' lines can be compared.
+#[derive(Clone)]
+struct Fixed;
+
+impl FormatTime for Fixed {
+    fn format_time(&self, w: &mut Writer<'_>) -> fmt::Result {
+        w.write_str("2026-11-30T12:00:00.000001Z")
+    }
+}
+
+#[derive(Clone, Default)]
+struct Buf(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Buf {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for Buf {
+    type Writer = Buf;
+    fn make_writer(&'a self) -> Buf {
+        self.clone()
+    }
+}
+
+impl Buf {
+    fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
+/// What `tracing-subscriber`'s JSON format and [`JsonLine`] write for the events `emit`
+/// sends, each configured as `logging::init` configures it.
+fn both(emit: impl Fn()) -> (String, String) {
+    let (stock, ours) = (Buf::default(), Buf::default());
+    let s = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_timer(Fixed)
+        .with_writer(stock.clone())
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .finish();
+    tracing::subscriber::with_default(s, &emit);
+    let s = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(ours.clone())
+        .json()
+        .event_format(JsonLine::new(Fixed))
+        .finish();
+    tracing::subscriber::with_default(s, &emit);
+    (stock.text(), ours.text())
+}
+
+#[derive(Debug)]
+struct Oops;
+
+impl std::fmt::Display for Oops {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("disk \"full\"\n")
+    }
+}
+
+impl std::error::Error for Oops {}
+
+/// A name and the events it sends.
+type Case = (&'static str, Box<dyn Fn()>);
+
+#[test]
+fn lines_are_byte_for_byte_the_stock_json_format() {
+    let cases: Vec<Case> = vec![
+        (
+            "the decision line's field kinds",
+            Box::new(|| {
+                tracing::info!(
+                    uid = "b1f5e7a2",
+                    kind = "AttachedResource",
+                    dry_run = false,
+                    duration_us = 675u64,
+                    "admission decision"
+                )
+            }),
+        ),
+        (
+            "escapes in strings, keys and the message",
+            Box::new(|| {
+                tracing::warn!(
+                    name = "a\"b\\c\nd\re\tf\u{1}\u{8}\u{c}\u{1f}\u{7f}é😀",
+                    "msg \"quoted\"\n{}",
+                    "\u{0}"
+                )
+            }),
+        ),
+        (
+            "numbers",
+            Box::new(|| {
+                tracing::info!(
+                    a = 0u64,
+                    b = u64::MAX,
+                    c = i64::MIN,
+                    d = -3i64,
+                    e = 10.141521000000001f64,
+                    f = 1e300f64,
+                    g = -0.0f64,
+                    h = f64::NAN,
+                    i = f64::INFINITY,
+                    j = 2.0f64,
+                    k = true,
+                    l = 7u128,
+                    "n"
+                )
+            }),
+        ),
+        (
+            "display and debug values, errors",
+            Box::new(|| {
+                let err = Oops;
+                tracing::error!(
+                    peer = %"127.0.0.1",
+                    opt = ?Some("x\"y"),
+                    error = &err as &(dyn std::error::Error + 'static),
+                    "request refused: {}",
+                    "why"
+                )
+            }),
+        ),
+        (
+            "every level, a custom target, no message",
+            Box::new(|| {
+                tracing::trace!(x = 1, "t");
+                tracing::debug!(x = 2, "d");
+                tracing::info!(target: "custom::target", x = 3);
+                tracing::warn!("w");
+                tracing::error!("e");
+            }),
+        ),
+        (
+            "inside a span (the stock formatter writes it)",
+            Box::new(|| {
+                tracing::info_span!("reconcile", object = "ns/name")
+                    .in_scope(|| tracing::info!(step = "apply", "inside"))
+            }),
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (name, emit) in &cases {
+        let (stock, ours) = both(emit);
+        if stock.is_empty() || stock != ours {
+            failures.push(format!("{name}:\n stock: {stock}\n ours:  {ours}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn every_line_is_one_json_object() {
+    let (_, ours) = both(|| {
+        tracing::info!(name = "x\ny", "a\nb");
+        tracing::info!("plain");
+    });
+    let lines: Vec<&str> = ours.lines().collect();
+    assert_eq!(lines.len(), 2, "{ours}");
+    for l in lines {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        assert_eq!(v["timestamp"], "2026-11-30T12:00:00.000001Z");
+        assert!(v["message"].is_string(), "{l}");
+    }
+}
