@@ -159,9 +159,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         (h, Some(w), None)
     } else {
-        let client = kube::Client::try_default().await.context(
+        let config = kube::Config::infer().await.context(
             "no Kubernetes cluster configuration found (in-cluster service account or KUBECONFIG); to try tether without a cluster, run `tether serve --standalone`; to run it in a cluster, install the Helm chart (charts/tether)",
         )?;
+        let client = rate_limited_client(config, &args)?;
         // Without keys the controller could not tell admitted objects from unchecked ones.
         let keys_dir = args
             .admission_keys
@@ -377,4 +378,25 @@ async fn wait_for_termination() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+/// The Kubernetes client, every request through the client-side rate limit
+/// (`--kube-api-qps`, `--kube-api-burst`; [`crate::kube_rate`]).
+fn rate_limited_client(config: kube::Config, args: &ServeArgs) -> anyhow::Result<kube::Client> {
+    let limits = crate::kube_rate::Limits {
+        qps: std::num::NonZeroU32::new(args.kube_api_qps)
+            .context("--kube-api-qps must be at least 1")?,
+        burst: std::num::NonZeroU32::new(args.kube_api_burst)
+            .context("--kube-api-burst must be at least 1")?,
+        max_wait: crate::kube_rate::DEFAULT_MAX_WAIT,
+    };
+    tracing::info!(
+        qps = args.kube_api_qps,
+        burst = args.kube_api_burst,
+        "Kubernetes API client rate limit"
+    );
+    Ok(kube::client::ClientBuilder::try_from(config)
+        .context("cannot build the Kubernetes client from the cluster configuration")?
+        .with_layer(&crate::kube_rate::RateLimitLayer::new(limits))
+        .build())
 }

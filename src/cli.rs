@@ -45,6 +45,18 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .map_err(|e| format!("{e}; write a duration such as 10s, 500ms or 2m"))
 }
 
+/// Parses a count that must be at least 1 (a rate or a burst: 0 would stop every request).
+pub fn parse_positive(s: &str) -> Result<u32, String> {
+    match s.trim().parse::<i64>() {
+        Ok(n) if n >= 1 && n <= i64::from(u32::MAX) => Ok(n as u32),
+        Ok(n) if n < 1 => Err(format!(
+            "{n} is not allowed: it must be at least 1 (0 or less would block every request)"
+        )),
+        Ok(_) => Err(format!("must be at most {}", u32::MAX)),
+        Err(_) => Err(format!("{s:?} is not a whole number; write e.g. 100")),
+    }
+}
+
 /// Parses a listen address: `IP:PORT`, `[IPv6]:PORT`, or `localhost:PORT` (127.0.0.1).
 /// Other host names are refused rather than resolved: a name can map to several addresses.
 pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
@@ -168,6 +180,17 @@ pub struct ServeArgs {
     /// How often healthy objects are reconciled again, repairing drift.
     #[arg(long, env = "TETHER_RESYNC_INTERVAL", default_value = "5m", value_parser = parse_duration)]
     pub resync_interval: Duration,
+    /// Client-side limit on tether's Kubernetes API requests per second (token bucket; every
+    /// request counts, a watch when it opens). A request that would wait more than 10s for
+    /// its turn fails and is retried with backoff. The default lets a 10k-object first pass
+    /// (about 100 000 calls) through in under two minutes while staying far inside what API
+    /// Priority and Fairness gives a service account (README, "Controller concurrency and API rate limit").
+    #[arg(long, env = "TETHER_KUBE_API_QPS", default_value_t = crate::kube_rate::DEFAULT_QPS, value_parser = parse_positive)]
+    pub kube_api_qps: u32,
+    /// Requests that may go out at once above --kube-api-qps after an idle period (the token
+    /// bucket's size).
+    #[arg(long, env = "TETHER_KUBE_API_BURST", default_value_t = crate::kube_rate::DEFAULT_BURST, value_parser = parse_positive)]
+    pub kube_api_burst: u32,
     /// Log format: json (one object per line, for clusters) or text (for people; no
     /// colours unless stderr is a terminal and NO_COLOR is unset).
     #[arg(long, env = "TETHER_LOG_FORMAT", value_enum, default_value = "json")]
@@ -503,6 +526,43 @@ mod tests {
         }
         let e = super::parse_listen("example.com:8443").unwrap_err();
         assert!(e.contains("use an IP address, e.g. 127.0.0.1:8443"), "{e}");
+    }
+
+    #[test]
+    fn kube_api_rate_flags() {
+        use clap::Parser;
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["tether", "serve"];
+            argv.extend_from_slice(extra);
+            super::Cli::try_parse_from(argv).map(|c| match c.command {
+                super::Command::Serve(a) => (a.kube_api_qps, a.kube_api_burst),
+                _ => unreachable!("serve parses as serve"),
+            })
+        };
+        assert_eq!(parse(&[]).unwrap(), (1000, 2000));
+        assert_eq!(
+            parse(&["--kube-api-qps", "50", "--kube-api-burst", "5"]).unwrap(),
+            (50, 5)
+        );
+        for (flag, value, want) in [
+            (
+                "--kube-api-qps",
+                "0",
+                "0 is not allowed: it must be at least 1",
+            ),
+            (
+                "--kube-api-burst",
+                "-3",
+                "-3 is not allowed: it must be at least 1",
+            ),
+            ("--kube-api-qps", "fast", "\"fast\" is not a whole number"),
+        ] {
+            // `--flag=-3`: a separate "-3" would read as an unknown short option.
+            let e = parse(&[&format!("{flag}={value}")])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(flag) && e.contains(want), "{flag} {value}: {e}");
+        }
     }
 
     #[test]

@@ -3,10 +3,10 @@
 //!
 //! Module map, by layer (a module imports only its own layer or below; README "Layout"):
 //! leaves `text`, `canonical_json`, `webhook`, `crd`, `cli` (clap types), `logging`,
-//! `shutdown`; infrastructure `metrics`, `budget`, `conns`, `certs`, `tls`, `watched`, `server`
-//! (never importing the domain); pure domain `naming`, `policy`, `stamp`, `discovery`, `authz`;
-//! domain with I/O `admission`, `controller`, `workloads`, `appdomains`; wiring `config`,
-//! `wiring`, `app`, `offline`.
+//! `shutdown`; infrastructure `metrics`, `budget`, `conns`, `certs`, `tls`, `watched`,
+//! `kube_rate`, `server` (never importing the domain); pure domain `naming`, `policy`,
+//! `stamp`, `discovery`, `authz`; domain with I/O `admission`, `controller`, `workloads`,
+//! `appdomains`; wiring `config`, `wiring`, `app`, `offline`.
 
 pub mod admission;
 pub mod app;
@@ -22,6 +22,7 @@ pub mod conns;
 pub mod controller;
 pub mod crd;
 pub mod discovery;
+pub mod kube_rate;
 pub mod logging;
 pub mod metrics;
 pub mod naming;

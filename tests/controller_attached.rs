@@ -1150,6 +1150,151 @@ async fn run_resyncs_to_repair_drift() {
         .unwrap();
 }
 
+/// Requests tether made that list copies of `name` (label selector) in `ns`.
+fn copy_lists(fake: &FakeApiServer, ns: &str, name: &str) -> usize {
+    let selector = format!("{ATTACHED_LABEL}={name}");
+    fake.requests_matching(
+        "GET",
+        &format!("/apis/autoscaling/v2/namespaces/{ns}/{HPAS}"),
+    )
+    .iter()
+    .filter(|r| r.query_param("labelSelector").as_deref() == Some(selector.as_str()))
+    .count()
+}
+
+/// Issue 14: after a restart every object is reconciled once with no per-object Deployment
+/// LIST (targets come from the controller's Deployment watch), and a Deployment event
+/// reconciles only the AttachedResources whose copies it changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_and_a_version_change_reconcile_only_what_they_affect() {
+    let fake = FakeApiServer::start().await;
+    for ns in ["a", "b"] {
+        for v in ["v1", "v2"] {
+            add_deployment(&fake, ns, &format!("worker-{v}"), "worker", Some(v));
+        }
+        for i in 0..5 {
+            add_atr(&fake, ns, &format!("hpa-{i}"), "worker", hpa_object());
+        }
+    }
+    let all_ready = |fake: &FakeApiServer| {
+        ["a", "b"].iter().all(|ns| {
+            (0..5).all(|i| {
+                get_atr(fake, ns, &format!("hpa-{i}"))
+                    .and_then(|a| a.status)
+                    .is_some_and(|s| {
+                        s.targets.len() == 2
+                            && s.conditions
+                                .iter()
+                                .any(|c| c.type_ == "Ready" && c.status == "True")
+                    })
+            })
+        })
+    };
+
+    // First run: converge, then stop.
+    let ctx = context(&fake, Duration::from_secs(3600)).await;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let first = tokio::spawn(attached::run(ctx.clone(), async move {
+        let _ = rx.await;
+    }));
+    wait_for("the first pass", || {
+        copies(&fake, HPAS, "a").len() == 10
+            && copies(&fake, HPAS, "b").len() == 10
+            && all_ready(&fake)
+    })
+    .await;
+    tx.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), first)
+        .await
+        .expect("run returns after shutdown")
+        .unwrap();
+
+    // Restart: a new process (new context), everything converged.
+    fake.clear_requests();
+    let writes = fake.write_count();
+    let ctx = context(&fake, Duration::from_secs(3600)).await;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let second = tokio::spawn(attached::run(ctx.clone(), async move {
+        let _ = rx.await;
+    }));
+    wait_for("the restart's pass", || counter(&ctx, "success") >= 10).await;
+    assert_eq!(fake.write_count(), writes, "a no-op pass writes nothing");
+    for ns in ["a", "b"] {
+        let per_object =
+            fake.requests_matching("GET", &format!("/apis/apps/v1/namespaces/{ns}/deployments"));
+        assert!(
+            per_object.is_empty(),
+            "reconciles listed Deployments: {per_object:?}"
+        );
+    }
+
+    // A change no copy depends on (replicas) in b, then a version change in a.
+    let admin = fake.client().await;
+    let deps = |ns: &str| -> Api<k8s_openapi::api::apps::v1::Deployment> {
+        Api::namespaced(admin.clone(), ns)
+    };
+    let mark = fake.requests().len();
+    let lists = |ns: &str| -> usize {
+        (0..5)
+            .map(|i| copy_lists(&fake, ns, &format!("hpa-{i}")))
+            .sum()
+    };
+    let (a_lists, b_lists) = (lists("a"), lists("b"));
+    deps("b")
+        .patch(
+            "worker-v1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 3}})),
+        )
+        .await
+        .expect("patch replicas");
+    deps("a")
+        .patch(
+            "worker-v2",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {VERSION_LABEL: "next"}}})),
+        )
+        .await
+        .expect("patch the version");
+    let version_copies = |v: &str| {
+        copies(&fake, HPAS, "a")
+            .values()
+            .filter(|o| o["metadata"]["labels"][VERSION_LABEL] == v)
+            .count()
+    };
+    wait_for("the version change", || {
+        version_copies("next") == 5
+            && version_copies("v2") == 0
+            && (0..5).all(|i| {
+                get_atr(&fake, "a", &format!("hpa-{i}"))
+                    .and_then(|a| a.status)
+                    .is_some_and(|s| s.targets.iter().any(|t| t.version == "next"))
+            })
+    })
+    .await;
+    // b's objects were not reconciled: no copy LIST for any of them since the mark (the
+    // replicas event came before a's, so its reconciles would have started first).
+    assert_eq!(lists("b"), b_lists, "b's AttachedResources were reconciled");
+    // a's: one reconcile each for the change, and at most one more each for their own
+    // status write; no per-object Deployment LIST.
+    let a_change = lists("a") - a_lists;
+    assert!(
+        (5..=10).contains(&a_change),
+        "{a_change} copy LISTs in a for 5 objects"
+    );
+    let deployment_lists = fake.requests()[mark..]
+        .iter()
+        .filter(|r| r.method == "GET" && r.path.starts_with("/apis/apps/v1/namespaces/"))
+        .count();
+    assert_eq!(deployment_lists, 0);
+
+    tx.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), second)
+        .await
+        .expect("run returns after shutdown")
+        .unwrap();
+}
+
 // ---------------------------------------------------------------------------------------
 // Scale (timed, ignored by default)
 // ---------------------------------------------------------------------------------------

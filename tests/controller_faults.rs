@@ -68,7 +68,8 @@ async fn fan_out_converges_through_conflicts_throttling_errors_and_dropped_watch
                             "spec": {"scaleTargetRef": {}, "minReplicas": 1, "maxReplicas": 4}}}
     }));
     // Faults, each for a few calls: conflicts on applies, throttling on status writes, 5xx on
-    // listing targets, and dropped connections on the AttachedResource list/watch.
+    // namespaced Deployment LISTs (which only a reconcile without the controller's watch
+    // makes), and dropped connections on the AttachedResource list/watch.
     let hpas = format!("/apis/autoscaling/v2/namespaces/{NS}/horizontalpodautoscalers/");
     fake.fail(
         &hpas,
@@ -143,8 +144,10 @@ async fn fan_out_converges_through_conflicts_throttling_errors_and_dropped_watch
         .with_label_values(&["attached", "error"])
         .get();
     assert!(errors >= 1, "the faults were never hit");
-    // Once converged, the state is stable: a further reconcile, triggered by a Deployment
-    // change that does not concern the copies (an annotation), leaves the same three.
+    // Once converged, the state is stable: a further reconcile, triggered by an edit of the
+    // AttachedResource that does not concern the copies (an annotation), leaves the same
+    // three. (A Deployment annotation no longer triggers one: nothing a copy is rendered
+    // from changed.)
     let reconciled = || {
         metrics
             .reconcile_total
@@ -152,8 +155,16 @@ async fn fan_out_converges_through_conflicts_throttling_errors_and_dropped_watch
             .get()
     };
     let before = reconciled();
-    let mut touched = deployment("worker-v1", "v1");
-    touched["metadata"]["annotations"] = json!({"example.com/touched": "yes"});
+    let mut touched = fake
+        .get(
+            "tether.dev",
+            "v1alpha1",
+            "attachedresources",
+            Some(NS),
+            "hpa",
+        )
+        .expect("the AttachedResource");
+    touched["metadata"]["annotations"]["example.com/touched"] = json!("yes");
     fake.insert(touched);
     let deadline = Instant::now() + Duration::from_secs(20);
     while reconciled() <= before {

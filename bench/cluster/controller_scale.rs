@@ -18,7 +18,8 @@
 //!     and every old one is gone.
 //!
 //! Each phase prints its time, the write calls tether made (copies: the attached kind;
-//! bookkeeping: AttachedResources and their status; other), and tether's peak RSS (VmHWM).
+//! bookkeeping: AttachedResources and their status; other), tether's peak RSS (VmHWM), all
+//! API calls tether made, and its successful reconciles.
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
@@ -34,11 +35,15 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tether_cluster::{fake_with_chart_rbac, TetherCluster};
 
+// The chart's lease duration: a restart releases the Lease (SIGTERM), so the next process
+// leads at once anyway, while a 2 s lease was lost under the 10k no-op pass's CPU load on
+// a shared 2-core machine, restarting the controllers (10 000 more reconciles in the
+// version-change phase); `leader` in the output counts such transitions.
 const ARGS: [&str; 6] = [
     "--controllers",
     "attached",
     "--lease-duration",
-    "2s",
+    "15s",
     "--resync-interval",
     "1h",
 ];
@@ -150,6 +155,10 @@ async fn wait(what: &str, limit: Duration, c: &TetherCluster, mut done: impl FnM
     }
 }
 
+fn leader_transitions(s: &common::Server) -> f64 {
+    common::metric_value(&s.metrics(), "tether_leader_transitions_total").unwrap_or(0.0)
+}
+
 fn reconciles(s: &common::Server) -> f64 {
     common::metric_value(
         &s.metrics(),
@@ -163,6 +172,20 @@ struct Phase {
     secs: f64,
     writes: Writes,
     rss_mb: f64,
+    /// API calls tether made in the phase (reads and writes; access reviews included).
+    calls: usize,
+    /// Successful reconciles counted by tether in the phase (the no-op pass's process
+    /// restarts the count).
+    reconciles: f64,
+    /// Leader transitions of the process so far (1: took the Lease once, never lost it).
+    leader: f64,
+}
+
+fn tether_calls(fake: &fake_apiserver::FakeApiServer) -> usize {
+    fake.requests()
+        .iter()
+        .filter(|r| r.user == tether_cluster::TETHER_USER)
+        .count()
 }
 
 async fn size(n: u64, namespaces: u64, versions: u64, delay: Duration) -> (f64, Vec<Phase>) {
@@ -199,6 +222,9 @@ async fn size(n: u64, namespaces: u64, versions: u64, delay: Duration) -> (f64, 
         secs: t.elapsed().as_secs_f64(),
         writes: writes_since(&c.fake, 0),
         rss_mb: peak_rss_mb(&c.tether),
+        calls: tether_calls(&c.fake),
+        reconciles: reconciles(&c.tether),
+        leader: leader_transitions(&c.tether),
     });
 
     // No-op: a new process reconciles everything, already converged.
@@ -210,6 +236,7 @@ async fn size(n: u64, namespaces: u64, versions: u64, delay: Duration) -> (f64, 
     tether.wait_exit(Duration::from_secs(60));
     drop(tether);
     let before = fake.write_count();
+    let calls_before = tether_calls(&fake);
     let t = Instant::now();
     let c = TetherCluster::start_on(fake, &ARGS).await;
     wait("the no-op pass", limit, &c, || {
@@ -221,10 +248,14 @@ async fn size(n: u64, namespaces: u64, versions: u64, delay: Duration) -> (f64, 
         secs: t.elapsed().as_secs_f64(),
         writes: writes_since(&c.fake, before),
         rss_mb: peak_rss_mb(&c.tether),
+        calls: tether_calls(&c.fake) - calls_before,
+        reconciles: reconciles(&c.tether),
+        leader: leader_transitions(&c.tether),
     });
 
     // One Deployment changes version: its copies are replaced.
     let before = c.fake.write_count();
+    let (calls_before, reconciles_before) = (tether_calls(&c.fake), reconciles(&c.tether));
     let ns = "ns-000";
     let old = format!("v{versions}");
     let t = Instant::now();
@@ -267,6 +298,9 @@ async fn size(n: u64, namespaces: u64, versions: u64, delay: Duration) -> (f64, 
         secs,
         writes: writes_since(&c.fake, before),
         rss_mb: peak_rss_mb(&c.tether),
+        calls: tether_calls(&c.fake) - calls_before,
+        reconciles: reconciles(&c.tether) - reconciles_before,
+        leader: leader_transitions(&c.tether),
     });
     (startup, phases)
 }
@@ -285,22 +319,35 @@ fn main() {
         .build()
         .expect("runtime");
     println!(
-        "{:>6} {:<22} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9}",
-        "ARs", "phase", "seconds", "µs/AR", "copies", "bookkp", "other", "peak MB"
+        "{:>6} {:<22} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8} {:>8} {:>6}",
+        "ARs",
+        "phase",
+        "seconds",
+        "µs/AR",
+        "copies",
+        "bookkp",
+        "other",
+        "peak MB",
+        "calls",
+        "reconc",
+        "leader"
     );
     for n in sizes {
         let (startup, phases) = rt.block_on(size(n, namespaces, versions, delay));
         println!("{n:>6} {:<22} {startup:>8.2}", "start-up to ready");
         for p in phases {
             println!(
-                "{n:>6} {:<22} {:>8.2} {:>8.0} {:>8} {:>8} {:>8} {:>9.1}",
+                "{n:>6} {:<22} {:>8.2} {:>8.0} {:>8} {:>8} {:>8} {:>9.1} {:>8} {:>8.0} {:>6.0}",
                 p.name,
                 p.secs,
                 p.secs * 1e6 / n as f64,
                 p.writes.copies,
                 p.writes.bookkeeping,
                 p.writes.other,
-                p.rss_mb
+                p.rss_mb,
+                p.calls,
+                p.reconciles,
+                p.leader
             );
             if !p.writes.other_kinds.is_empty() {
                 println!("{:>6}   other writes: {:?}", "", p.writes.other_kinds);

@@ -278,6 +278,7 @@ SCHEMA_REJECTS = [
     ("failurePolicy outside its enum", {"failurePolicy": "Maybe"}, "failurePolicy"),
     ("timeoutSeconds over 30", {"timeoutSeconds": 31}, "timeoutSeconds"),
     ("controllers not a known list", {"controllers": "everything"}, "controllers"),
+    ("a zero API rate", {"kubeApi": {"qps": 0, "burst": 10}}, "qps"),
     ("attachableKinds entry without resources",
      {"attachableKinds": [{"apiGroup": "policy"}]}, "resources"),
     ("bool given as string", {"attachAnyKind": "yes"}, "attachAnyKind"),
@@ -535,6 +536,7 @@ def check_deployment_default() -> None:
         "RUNNER_KSERVICE": "runner", "KNATIVE_AUTO_CREATE_CDC": "false",
         "TETHER_CONTROLLERS": "attached,domains", "TETHER_LEADER_ELECT": "true",
         "TETHER_LOG_FORMAT": "json", "TETHER_ACCESS_REVIEW_CACHE_TTL": "10s",
+        "TETHER_KUBE_API_QPS": "1000", "TETHER_KUBE_API_BURST": "2000",
         "EXT_DOMAIN_ROOT": "apps.example.com",
     }
     got = {k: env.get(k) for k in expect}

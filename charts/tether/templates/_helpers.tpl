@@ -215,6 +215,10 @@ extraEnv may not repeat one of these names.
   value: {{ .Values.leaderElect | quote }}
 - name: TETHER_ACCESS_REVIEW_CACHE_TTL
   value: {{ .Values.accessReviewCacheTTL | quote }}
+- name: TETHER_KUBE_API_QPS
+  value: {{ .Values.kubeApi.qps | int64 | quote }}
+- name: TETHER_KUBE_API_BURST
+  value: {{ .Values.kubeApi.burst | int64 | quote }}
 - name: TETHER_LOG_FORMAT
   value: {{ .Values.logFormat | quote }}
 - name: RUST_LOG

@@ -42,8 +42,8 @@
 //! A failing target (render error, apply error) is recorded in its status entry and the
 //! others still proceed; the reconcile then returns an error, so [`error_policy`] requeues
 //! it with per-object exponential backoff, emits a Warning Event and logs. A reconcile with
-//! nothing to change makes no write call at all (reads: one LIST of Deployments, one LIST of
-//! copies, discovery while its cache is cold).
+//! nothing to change makes no write call at all (reads: one LIST of copies, discovery while
+//! its cache is cold; under [`run`] the Deployments come from its watch, see [`targets`]).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -56,7 +56,7 @@ use kube::api::{
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{watcher, Controller};
+use kube::runtime::{watcher, Controller, WatchStreamExt};
 use kube::{Resource, ResourceExt};
 use serde_json::{json, Value};
 
@@ -109,6 +109,14 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// The Deployment watch never completed its first listing, so the targets are unknown.
+    #[error("AttachedResource {namespace}/{name}: {source}")]
+    TargetsUnknown {
+        namespace: String,
+        name: String,
+        #[source]
+        source: targets::NotSynced,
+    },
     /// Listing the existing copies failed.
     #[error("listing {kind} copies labelled {ATTACHED_LABEL}={name} in namespace {namespace} failed: {source}")]
     ListCopies {
@@ -152,6 +160,7 @@ pub enum Error {
 }
 
 mod render;
+pub mod targets;
 
 /// What this replica applied last to each copy ("apiVersion/Kind/ns/name" → hash and
 /// generation), consulted with the AttachedResource's status: a reconcile triggered by
@@ -207,9 +216,22 @@ fn backoff_key(obj: &AttachedResource) -> String {
 
 /// Reconciles one AttachedResource. Records `tether_reconcile_total` and
 /// `tether_reconcile_duration_seconds`; resets the object's backoff on success.
+///
+/// Reads the targets with a Deployment LIST; [`run`] reads them from its Deployment watch.
 pub async fn reconcile(obj: Arc<AttachedResource>, ctx: Arc<Context>) -> Result<Action, Error> {
+    reconcile_with(obj, ctx, None).await
+}
+
+/// How long a reconcile waits for the Deployment watch's first listing.
+const TARGETS_SYNC_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+async fn reconcile_with(
+    obj: Arc<AttachedResource>,
+    ctx: Arc<Context>,
+    index: Option<Arc<targets::Shared>>,
+) -> Result<Action, Error> {
     let measure = ReconcileMeasurer::start(&ctx.metrics, NAME);
-    let result = reconcile_inner(&obj, &ctx).await;
+    let result = reconcile_inner(&obj, &ctx, index.as_deref()).await;
     measure.count(result.is_ok());
     if result.is_ok() {
         ctx.backoff.succeeded(&backoff_key(&obj));
@@ -415,7 +437,11 @@ async fn write_status(
     })
 }
 
-async fn reconcile_inner(obj: &AttachedResource, ctx: &Context) -> Result<Action, Error> {
+async fn reconcile_inner(
+    obj: &AttachedResource,
+    ctx: &Context,
+    index: Option<&targets::Shared>,
+) -> Result<Action, Error> {
     let ns = obj.namespace().ok_or(Error::MissingMetadata("namespace"))?;
     let name = obj
         .metadata
@@ -493,22 +519,34 @@ async fn reconcile_inner(obj: &AttachedResource, ctx: &Context) -> Result<Action
         recorded = want_kinds;
     }
 
-    // Targets.
-    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
-    let lp = ListParams::default().labels(&format!("{WORKLOAD_LABEL}={workload}"));
-    let mut targets: Vec<Target> = deployments
-        .list(&lp)
-        .await
-        .map_err(|source| Error::ListDeployments {
-            namespace: ns.clone(),
-            workload: workload.clone(),
-            source,
-        })?
-        .items
-        .iter()
-        .filter(|d| !is_deleting(d))
-        .filter_map(Target::from_deployment)
-        .collect();
+    // Targets: from the controller's Deployment watch, or a LIST without one.
+    let mut targets: Vec<Target> = match index {
+        Some(index) => index
+            .targets(&ns, &workload, TARGETS_SYNC_WAIT)
+            .await
+            .map_err(|source| Error::TargetsUnknown {
+                namespace: ns.clone(),
+                name: name.clone(),
+                source,
+            })?,
+        None => {
+            let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
+            let lp = ListParams::default().labels(&format!("{WORKLOAD_LABEL}={workload}"));
+            deployments
+                .list(&lp)
+                .await
+                .map_err(|source| Error::ListDeployments {
+                    namespace: ns.clone(),
+                    workload: workload.clone(),
+                    source,
+                })?
+                .items
+                .iter()
+                .filter(|d| !is_deleting(d))
+                .filter_map(Target::from_deployment)
+                .collect()
+        }
+    };
     targets.sort_by(|a, b| a.deployment.cmp(&b.deployment));
 
     let old_status = obj.status.clone().unwrap_or_default();
@@ -984,26 +1022,37 @@ pub async fn run(
         "AttachedResource/",
         |a: &AttachedResource| backoff_key(a),
     );
+    // One Deployment watch feeds the targets index (read by the reconciles) and the triggers:
+    // the AttachedResources of each workload a Deployment event changed (targets.rs says why
+    // only those).
+    let index = Arc::new(targets::Shared::default());
+    let triggers = {
+        let index = index.clone();
+        watcher(deployments, watcher::Config::default().labels(WORKLOAD_LABEL))
+            .default_backoff()
+            .filter_map(move |event| {
+                let refs = match event {
+                    Ok(event) => {
+                        let workloads = index.apply(event);
+                        attached_to(&store, &workloads)
+                    }
+                    Err(e) => {
+                        tracing::warn!(controller = NAME, error = %e, "Deployment watch failed; retrying");
+                        Vec::new()
+                    }
+                };
+                futures::future::ready(Some(futures::stream::iter(refs)))
+            })
+            .flatten()
+    };
     let running = controller
-        .watches(
-            deployments,
-            watcher::Config::default().labels(WORKLOAD_LABEL),
-            move |d: Deployment| {
-                let ns = d.namespace().unwrap_or_default();
-                let workload = d.labels().get(WORKLOAD_LABEL).cloned().unwrap_or_default();
-                store
-                    .state()
-                    .into_iter()
-                    .filter(|a| {
-                        a.namespace().as_deref() == Some(ns.as_str())
-                            && a.spec.workload_ref.name == workload
-                    })
-                    .map(|a| ObjectRef::from_obj(&*a))
-                    .collect::<Vec<_>>()
-            },
-        )
+        .reconcile_on(triggers)
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
+        .run(
+            move |obj, ctx| reconcile_with(obj, ctx, Some(index.clone())),
+            error_policy,
+            ctx,
+        )
         .for_each(|res| async move {
             match res {
                 Ok((o, _)) => tracing::debug!(controller = NAME, object = %o, "reconciled"),
@@ -1017,4 +1066,25 @@ pub async fn run(
         _ = running => {}
         _ = pruner => {}
     }
+}
+
+/// The AttachedResources (from the controller's store) of the given workloads.
+fn attached_to(
+    store: &kube::runtime::reflector::Store<AttachedResource>,
+    workloads: &[targets::Workload],
+) -> Vec<ObjectRef<AttachedResource>> {
+    if workloads.is_empty() {
+        return Vec::new();
+    }
+    store
+        .state()
+        .into_iter()
+        .filter(|a| {
+            let ns = a.namespace().unwrap_or_default();
+            workloads
+                .iter()
+                .any(|(wns, wl)| *wns == ns && *wl == a.spec.workload_ref.name)
+        })
+        .map(|a| ObjectRef::from_obj(&*a))
+        .collect()
 }
