@@ -26,6 +26,17 @@ fn deployment(name: &str, version: &str) -> serde_json::Value {
     })
 }
 
+/// The AttachedResource `hpa` as the fake stores it.
+fn stored_ar(fake: &FakeApiServer) -> Option<serde_json::Value> {
+    fake.get(
+        "tether.dev",
+        "v1alpha1",
+        "attachedresources",
+        Some(NS),
+        "hpa",
+    )
+}
+
 fn hpa_names(fake: &FakeApiServer) -> Vec<String> {
     let mut v: Vec<String> = fake
         .list_all("horizontalpodautoscalers")
@@ -102,14 +113,7 @@ async fn fan_out_converges_through_conflicts_throttling_errors_and_dropped_watch
     let deadline = Instant::now() + Duration::from_secs(40);
     let names_at_convergence = loop {
         let names = hpa_names(&fake);
-        let ready = fake
-            .get(
-                "tether.dev",
-                "v1alpha1",
-                "attachedresources",
-                Some(NS),
-                "hpa",
-            )
+        let ready = stored_ar(&fake)
             .and_then(|a| a["status"]["conditions"].as_array().cloned())
             .is_some_and(|c| {
                 c.iter()
@@ -155,15 +159,7 @@ async fn fan_out_converges_through_conflicts_throttling_errors_and_dropped_watch
             .get()
     };
     let before = reconciled();
-    let mut touched = fake
-        .get(
-            "tether.dev",
-            "v1alpha1",
-            "attachedresources",
-            Some(NS),
-            "hpa",
-        )
-        .expect("the AttachedResource");
+    let mut touched = stored_ar(&fake).expect("the AttachedResource");
     touched["metadata"]["annotations"]["example.com/touched"] = json!("yes");
     fake.insert(touched);
     let deadline = Instant::now() + Duration::from_secs(20);
