@@ -275,9 +275,7 @@ pub fn init(format: LogFormat, level: &str) -> Option<LogGuard> {
     let installed = match format {
         LogFormat::Json => builder
             .json()
-            .event_format(json::JsonLine::new(
-                tracing_subscriber::fmt::time::SystemTime,
-            ))
+            .event_format(json::JsonLine::new(json::Rfc3339Micros))
             .try_init(),
         LogFormat::Text => builder.try_init(),
     };

@@ -177,3 +177,37 @@ fn every_line_is_one_json_object() {
         assert!(v["message"].is_string(), "{l}");
     }
 }
+
+#[test]
+fn the_timestamp_has_the_stock_shape_and_time() {
+    // Same shape as tracing-subscriber's `SystemTime` (what log pipelines parse), and the
+    // same clock: the stock stamp falls between two of ours taken around it.
+    let shape = |t: &str| {
+        let b = t.as_bytes();
+        b.len() == 27
+            && b.iter().enumerate().all(|(i, &c)| match i {
+                4 | 7 => c == b'-',
+                10 => c == b'T',
+                13 | 16 => c == b':',
+                19 => c == b'.',
+                26 => c == b'Z',
+                _ => c.is_ascii_digit(),
+            })
+    };
+    let stamp = |timer: &dyn FormatTime| {
+        let mut s = String::new();
+        timer.format_time(&mut Writer::new(&mut s)).unwrap();
+        s
+    };
+    let before = stamp(&Rfc3339Micros);
+    let stock = stamp(&tracing_subscriber::fmt::time::SystemTime);
+    let after = stamp(&Rfc3339Micros);
+    for t in [&before, &stock, &after] {
+        assert!(shape(t), "{t}");
+    }
+    // Fixed-width, zero-padded: text order is time order.
+    assert!(
+        before <= stock && stock <= after,
+        "{before} {stock} {after}"
+    );
+}
