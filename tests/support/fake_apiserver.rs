@@ -27,7 +27,8 @@
 //! Layout: this file holds the handle, connection plumbing, the store and routing;
 //! `fake_apiserver/` one file per concern: `normalise.rs` (decode, defaults, canonical
 //! values, 422 validation), `admission.rs` (webhook chain), `rbac.rs` (authorizer),
-//! `patch.rs` (patch types, server-side apply), `selectors.rs`, `watch.rs`, `discovery.rs`.
+//! `patch.rs` (patch types, server-side apply), `selectors.rs`, `watch.rs`, `discovery.rs`,
+//! `gc.rs` (the owner index the garbage collector reads).
 //!
 //! # Simplifications (deliberate; grow them when a test needs more)
 //! * **Strategic merge patch** is applied as a JSON merge patch (RFC 7386): lists are replaced
