@@ -86,6 +86,14 @@ fn review_codec(c: &mut Criterion) {
                 p
             })
         });
+        // What the server budgets before parsing: the byte-count bound it uses, and the exact
+        // count it falls back to when the bound does not fit.
+        g.bench_function(format!("budget/values_bound/{name}"), |b| {
+            b.iter(|| tether::budget::json_values_bound(black_box(body.as_bytes())))
+        });
+        g.bench_function(format!("budget/json_cost/{name}"), |b| {
+            b.iter(|| tether::budget::json_cost(black_box(body.as_bytes())))
+        });
         // The object alone: what the one-pass parse leaves out (managedFields, unread
         // annotations) against building all of it as a `Value`, as before issue 14.
         let object = serde_json::from_str::<serde_json::Value>(body).expect("fixture is JSON")

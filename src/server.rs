@@ -41,7 +41,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-use crate::budget::{json_cost, Budget, Over, RequestLimits, Ticket, VALUE_COST};
+use crate::budget::{
+    json_cost, json_values_bound, Budget, Over, RequestLimits, Ticket, VALUE_COST,
+};
 use crate::conns::{Admitted, Conn, ConnLimits, ConnTable, WarnEvery};
 use crate::metrics::Metrics;
 use crate::shutdown::Signal;
@@ -435,23 +437,30 @@ async fn admit_within(
         Err(r) => return r,
     };
     // Parsing multiplies memory by up to ~40 for bodies of tiny values (`[0,0,…]`): count
-    // the values first, refuse what is over the per-review cap, and budget the rest.
-    let cost = json_cost(&bytes);
-    if cost.values > s.opts.max_json_values {
-        s.metrics
-            .requests_rejected
-            .with_label_values(&["json_values"])
-            .inc();
-        return text(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "request body holds about {} JSON values; tether accepts at most {} per review (--max-json-values)",
-                cost.values, s.opts.max_json_values
-            ),
-        );
-    }
-    if let Err(o) = ticket.grow(cost.values.saturating_mul(VALUE_COST)) {
-        return over_budget(s, o, peer);
+    // the values first, refuse what is over the per-review cap, and budget the rest. The
+    // cheap upper bound settles it for nearly every review; the exact count (which has to
+    // walk every string) runs only when the bound is over the cap or does not fit.
+    let bound = json_values_bound(&bytes);
+    let fits_bound =
+        bound <= s.opts.max_json_values && ticket.grow(bound.saturating_mul(VALUE_COST)).is_ok();
+    if !fits_bound {
+        let values = json_cost(&bytes).values;
+        if values > s.opts.max_json_values {
+            s.metrics
+                .requests_rejected
+                .with_label_values(&["json_values"])
+                .inc();
+            return text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "request body holds about {values} JSON values; tether accepts at most {} per review (--max-json-values)",
+                    s.opts.max_json_values
+                ),
+            );
+        }
+        if let Err(o) = ticket.grow(values.saturating_mul(VALUE_COST)) {
+            return over_budget(s, o, peer);
+        }
     }
     publish_in_flight(s);
     let budget = budget_from_query(query, s.opts.default_budget);

@@ -237,7 +237,11 @@ pub struct Parsed {
 pub fn parse(body: &[u8]) -> Result<Parsed, EnvelopeError> {
     // Happy path: one pass straight into the typed review. Only when that fails do we take
     // the staged path below, which exists to produce the precise error.
-    if let Ok(r) = serde_json::from_slice::<FastReview>(body) {
+    // UTF-8 is checked once for the whole body: `from_slice` checks every string on its own,
+    // which costs more than the check itself on short strings. A body that is not UTF-8
+    // takes the staged path, which names the problem.
+    let fast = std::str::from_utf8(body).map(serde_json::from_str::<FastReview>);
+    if let Ok(Ok(r)) = fast {
         if r.api_version == API_VERSION && r.kind == KIND && !r.request.uid.is_empty() {
             return Ok(Parsed {
                 uid: r.request.uid.clone(),
@@ -414,6 +418,23 @@ mod tests {
         "userInfo":{"username":"alice","uid":"u-1","groups":["devs","system:authenticated"],"extra":{"scopes":["a","b"]}},
         "object":{"apiVersion":"tether.dev/v1alpha1","kind":"AttachedResource","metadata":{"name":"worker-hpa"}},
         "oldObject":null,"dryRun":true,"options":{"kind":"CreateOptions","apiVersion":"meta.k8s.io/v1"}}}"#;
+
+    #[test]
+    fn a_body_that_is_not_utf8_is_refused_by_the_staged_path() {
+        // The fast path reads the body as `str`; bytes that are not UTF-8 must still get the
+        // parser's own message (the staged path), never a panic or an allow.
+        let body = GOOD.replace("worker-hpa\"}}", "worker-\u{1}\"}}");
+        let mut bytes = body.into_bytes();
+        let at = bytes.iter().position(|&b| b == 1).unwrap();
+        bytes[at] = 0xff;
+        match parse(&bytes) {
+            Err(EnvelopeError::NotJson(m)) => {
+                assert!(m.starts_with("invalid unicode code point at line 9"), "{m}")
+            }
+            Err(e) => panic!("wrong error: {e}"),
+            Ok(_) => panic!("a body that is not UTF-8 was accepted"),
+        }
+    }
 
     #[test]
     fn parses_a_real_shaped_review() {

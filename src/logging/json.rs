@@ -75,10 +75,11 @@ struct Fields<'a, 'w> {
 impl Fields<'_, '_> {
     fn entry(&mut self, field: &Field, value: impl FnOnce(&mut Writer<'_>) -> fmt::Result) {
         if self.result.is_ok() {
+            // Few, fused writes: each one is a dynamic call into the line buffer.
             self.result = (|| {
-                self.w.write_char(',')?;
-                write_str_value(self.w, field.name())?;
-                self.w.write_char(':')?;
+                self.w.write_str(",\"")?;
+                Escaped(&mut *self.w).write_str(field.name())?;
+                self.w.write_str("\":")?;
                 value(self.w)
             })();
         }
@@ -115,9 +116,9 @@ impl Visit for Fields<'_, '_> {
 }
 
 fn write_str_value(w: &mut impl Write, s: &str) -> fmt::Result {
-    w.write_char('"')?;
+    w.write_str("\"")?;
     Escaped(&mut *w).write_str(s)?;
-    w.write_char('"')
+    w.write_str("\"")
 }
 
 /// Escapes what it is given as the inside of a JSON string, as serde_json does: `"`, `\`

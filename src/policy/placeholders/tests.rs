@@ -231,7 +231,29 @@ fn template() -> impl Strategy<Value = String> {
     prop::collection::vec(piece(), 0..10).prop_map(|v| v.concat())
 }
 
+#[test]
+fn find_double_table() {
+    for (s, open, close) in [
+        ("", None, None),
+        ("{", None, None),
+        ("{{", Some(0), None),
+        ("{{{", Some(0), None),
+        ("a{b{{c}}", Some(3), Some(6)),
+        ("}{}}{{", Some(4), Some(2)),
+        ("é{{ü}}", Some(2), Some(6)),
+    ] {
+        assert_eq!(find_double(s, b'{'), open, "{{ in {s:?}");
+        assert_eq!(find_double(s, b'}'), close, "}} in {s:?}");
+    }
+}
+
 proptest! {
+    #[test]
+    fn find_double_agrees_with_str_find(s in "[{}a é]{0,24}") {
+        prop_assert_eq!(find_double(&s, b'{'), s.find("{{"));
+        prop_assert_eq!(find_double(&s, b'}'), s.find("}}"));
+    }
+
     #[test]
     fn render_never_panics(s in any::<String>()) {
         let rendered = render(&s, &VARS);
