@@ -162,6 +162,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let config = kube::Config::infer().await.context(
             "no Kubernetes cluster configuration found (in-cluster service account or KUBECONFIG); to try tether without a cluster, run `tether serve --standalone`; to run it in a cluster, install the Helm chart (charts/tether)",
         )?;
+        let lease_client = lease_client(config.clone())?;
         let client = rate_limited_client(config, &args)?;
         // Without keys the controller could not tell admitted objects from unchecked ones.
         let keys_dir = args
@@ -214,6 +215,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         );
         let cluster = Cluster {
             client,
+            lease_client,
             policy: reconcile_policy,
             resolver,
             deployments: watched,
@@ -255,7 +257,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         );
         if enabled.any() {
             controllers = Some(tokio::spawn(run_controllers(
-                c.client.clone(),
+                Clients {
+                    api: c.client.clone(),
+                    lease: c.lease_client.clone(),
+                },
                 c.resolver.clone(),
                 c.policy,
                 metrics.clone(),
@@ -297,15 +302,23 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 /// What serving in a cluster keeps around besides the handlers.
 struct Cluster {
     client: kube::Client,
+    /// The Lease's client, outside the shared rate-limit bucket ([`lease_client`]).
+    lease_client: kube::Client,
     policy: ReconcilePolicy,
     resolver: Arc<dyn KindResolver>,
     deployments: Arc<WatchedDeployments>,
     appdomains: Arc<WatchedAppDomains>,
 }
 
+/// The reconcilers' client (rate-limited) and the Lease's (its own bucket, [`lease_client`]).
+struct Clients {
+    api: kube::Client,
+    lease: kube::Client,
+}
+
 /// Runs the enabled reconcilers: under the Lease with `--leader-elect`, else directly.
 fn run_controllers(
-    client: kube::Client,
+    clients: Clients,
     resolver: Arc<dyn KindResolver>,
     policy: ReconcilePolicy,
     metrics: Metrics,
@@ -325,7 +338,7 @@ fn run_controllers(
     };
     let ctx = Arc::new(
         ControllerContext::new(
-            client.clone(),
+            clients.api.clone(),
             metrics.clone(),
             resolver,
             Some(identity.clone()),
@@ -345,7 +358,8 @@ fn run_controllers(
             Some(cfg) => {
                 let work = |stop| crate::controller::run_enabled(ctx.clone(), enabled, stop);
                 if let Err(e) =
-                    crate::controller::leader::lead(client, cfg, metrics, shutdown, work).await
+                    crate::controller::leader::lead(clients.lease, cfg, metrics, shutdown, work)
+                        .await
                 {
                     tracing::error!(error = %e, "leader election failed; this replica no longer reconciles");
                 }
@@ -378,6 +392,18 @@ async fn wait_for_termination() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+/// The leader-election Lease's client: its own small bucket ([`crate::kube_rate::LEASE_LIMITS`]),
+/// not the shared one, so renewals never queue behind throttled reconcile traffic (which
+/// would lose the Lease exactly when tether is busiest; see [`crate::kube_rate`]).
+fn lease_client(config: kube::Config) -> anyhow::Result<kube::Client> {
+    Ok(kube::client::ClientBuilder::try_from(config)
+        .context("cannot build the Kubernetes client for the Lease from the cluster configuration")?
+        .with_layer(&crate::kube_rate::RateLimitLayer::new(
+            crate::kube_rate::LEASE_LIMITS,
+        ))
+        .build())
 }
 
 /// The Kubernetes client, every request through the client-side rate limit

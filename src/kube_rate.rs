@@ -1,7 +1,14 @@
 //! Client-side rate limit on tether's Kubernetes client: a token bucket (QPS, burst) as a
 //! tower layer under `kube::Client`, so every request tether makes (reconciles, watches when
-//! they open, Events, the Lease, access reviews, discovery) takes a token before it is sent.
-//! A watch holds no token while it streams.
+//! they open, Events, access reviews, discovery) takes a token before it is sent. A watch
+//! holds no token while it streams.
+//!
+//! The leader-election Lease has a client and a bucket of its own ([`LEASE_LIMITS`]): were
+//! its renewals to take tokens from the shared bucket, a throttled flood of reconcile
+//! calls (the very case the limit is for) would queue them, and once a renewal waited past
+//! the lease duration the Lease would pass to another replica, which then starts the same
+//! flood over. The Lease makes a handful of calls per lease duration, so its own small
+//! bucket still bounds it.
 //!
 //! The bucket is governor's GCRA. A request that would wait longer than its budget fails at
 //! once with [`RateLimited`] (the callers retry with backoff) instead of queueing without
@@ -29,6 +36,16 @@ pub const DEFAULT_QPS: u32 = 1000;
 pub const DEFAULT_BURST: u32 = 2000;
 /// Longest a request waits for its token before it fails.
 pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(10);
+
+/// The Lease's own bucket (see the module docs): a renewal (a read and a write) two thirds
+/// into the lease duration and a watchdog read every third of it stay under 10 calls per
+/// second even at a 1 s lease; a renewal that cannot go out within a second is better
+/// retried by the lease manager than queued.
+pub const LEASE_LIMITS: Limits = Limits {
+    qps: NonZeroU32::new(10).expect("non-zero"),
+    burst: NonZeroU32::new(20).expect("non-zero"),
+    max_wait: Duration::from_secs(1),
+};
 
 /// The limit's settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

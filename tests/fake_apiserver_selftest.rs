@@ -864,6 +864,75 @@ async fn owner_references_are_garbage_collected() {
     assert_eq!(api_code(api.get("orphan").await.unwrap_err()).0, 404);
 }
 
+/// The garbage collector's cost per deletion is the deleted object's dependents, not the
+/// store: deleting one of 500 dependents looks at that one object, deleting an owner looks at
+/// it and its dependents (and still removes them, transitively, with finalizers honoured).
+#[tokio::test]
+async fn garbage_collection_costs_the_dependents_not_the_store() {
+    let fake = FakeApiServer::start().await;
+    let owner = fake.insert(json!({"apiVersion": "v1", "kind": "ConfigMap",
+                                   "metadata": {"name": "owner", "namespace": "default"}}));
+    let owner_ref = |name: &str, uid: &Value| json!([{"apiVersion": "v1", "kind": "ConfigMap", "name": name, "uid": uid}]);
+    let uid = owner["metadata"]["uid"].clone();
+    for i in 0..500 {
+        fake.insert(json!({"apiVersion": "v1", "kind": "ConfigMap",
+                           "metadata": {"name": format!("dep-{i}"), "namespace": "default",
+                                        "ownerReferences": owner_ref("owner", &uid)}}));
+    }
+    // A grandchild, and a dependent whose finalizer must be honoured (marked, not removed).
+    let dep0 = fake
+        .get("", "v1", "configmaps", Some("default"), "dep-0")
+        .unwrap();
+    fake.insert(json!({"apiVersion": "v1", "kind": "ConfigMap",
+                       "metadata": {"name": "grandchild", "namespace": "default",
+                                    "ownerReferences": owner_ref("dep-0", &dep0["metadata"]["uid"])}}));
+    fake.insert(json!({"apiVersion": "v1", "kind": "ConfigMap",
+                       "metadata": {"name": "held", "namespace": "default",
+                                    "finalizers": ["example.com/hold"],
+                                    "ownerReferences": owner_ref("owner", &uid)}}));
+    for i in 0..500 {
+        fake.insert(json!({"apiVersion": "v1", "kind": "ConfigMap",
+                           "metadata": {"name": format!("other-{i}"), "namespace": "default"}}));
+    }
+    let api: Api<ConfigMap> = Api::namespaced(fake.client().await, "default");
+
+    let before = fake.gc_work();
+    api.delete("dep-400", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        fake.gc_work() - before,
+        1,
+        "one dependent deleted: itself assessed"
+    );
+    assert_eq!(fake.gc_stats().0, 1, "one collection ran");
+    assert!(api.get("dep-401").await.is_ok());
+
+    let before = fake.gc_work();
+    api.delete("owner", &DeleteParams::default()).await.unwrap();
+    // The owner and its 500 dependents when it went, each dependent again as it was removed
+    // or marked, the grandchild when dep-0 went and when it went itself: a few per related
+    // object, none for the 500 unrelated ones.
+    let work = fake.gc_work() - before;
+    assert!(
+        work <= 3 * 502,
+        "deleting the owner assessed {work} objects"
+    );
+    let left: Vec<String> = fake
+        .list_all("configmaps")
+        .iter()
+        .filter_map(|o| o["metadata"]["name"].as_str().map(str::to_string))
+        .filter(|n| !n.starts_with("other-"))
+        .collect();
+    assert_eq!(left, ["held"], "dependents and the grandchild are gone");
+    let held = api.get("held").await.unwrap();
+    assert!(
+        held.metadata.deletion_timestamp.is_some(),
+        "marked for deletion"
+    );
+    assert_eq!(fake.count("", "configmaps", |_| true), 501);
+}
+
 #[tokio::test]
 async fn seeding_helpers_kubeconfig_and_auth() {
     let fake = FakeApiServer::start().await;

@@ -179,6 +179,66 @@ struct Phase {
     reconciles: f64,
     /// Leader transitions of the process so far (1: took the Lease once, never lost it).
     leader: f64,
+    /// Where the phase's time went (printed under its row).
+    notes: Vec<String>,
+}
+
+/// tether's calls among `requests`, by method and resource (names left out), most frequent
+/// first.
+fn calls_by_kind(requests: &[fake_apiserver::Recorded]) -> Vec<(String, usize)> {
+    let mut kinds: Vec<(String, usize)> = Vec::new();
+    for r in requests {
+        if r.user != tether_cluster::TETHER_USER {
+            continue;
+        }
+        let segs: Vec<&str> = r.path.split('/').collect();
+        let resource = segs
+            .iter()
+            .position(|s| *s == "namespaces")
+            .and_then(|i| segs.get(i + 2))
+            .or(segs.last())
+            .copied()
+            .unwrap_or("");
+        let watch = if r.query.contains("watch=true") {
+            " watch"
+        } else {
+            ""
+        };
+        let key = format!("{} {resource}{watch}", r.method);
+        match kinds.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, n)) => *n += 1,
+            None => kinds.push((key, 1)),
+        }
+    }
+    kinds.sort_by_key(|k| std::cmp::Reverse(k.1));
+    kinds
+}
+
+/// Milestones of a phase that started at `t0` (request `from` on), in seconds after `t0`:
+/// the first and last call by tether, the first and last copy write, the last
+/// AttachedResource write.
+fn milestones(fake: &fake_apiserver::FakeApiServer, from: usize, t0: Instant) -> String {
+    let reqs: Vec<_> = fake.requests().into_iter().skip(from).collect();
+    let secs = |r: Option<&fake_apiserver::Recorded>| {
+        r.map_or("-".to_string(), |r| {
+            format!("{:.3}", r.at.saturating_duration_since(t0).as_secs_f64())
+        })
+    };
+    let tether = |r: &&fake_apiserver::Recorded| r.user == tether_cluster::TETHER_USER;
+    let copy = |r: &&fake_apiserver::Recorded| {
+        tether(r) && r.is_write() && r.path.contains("/horizontalpodautoscalers")
+    };
+    let ar = |r: &&fake_apiserver::Recorded| {
+        tether(r) && r.is_write() && r.path.contains("/attachedresources")
+    };
+    format!(
+        "tether calls {}..{} s, copy writes {}..{} s, last AttachedResource write {} s",
+        secs(reqs.iter().find(tether)),
+        secs(reqs.iter().rev().find(tether)),
+        secs(reqs.iter().find(copy)),
+        secs(reqs.iter().rev().find(copy)),
+        secs(reqs.iter().rev().find(ar)),
+    )
 }
 
 fn tether_calls(fake: &fake_apiserver::FakeApiServer) -> usize {
@@ -210,11 +270,31 @@ async fn size(n: u64, namespaces: u64, versions: u64, delay: Duration) -> (f64, 
     let c = TetherCluster::start_on(fake, &ARGS).await;
     let startup = t.elapsed().as_secs_f64();
     let limit = Duration::from_secs(1800);
+    // The Ready scan reads every AttachedResource's status under the fake's store lock (the
+    // one every request of tether's needs): only once the copies are all there, and then per
+    // namespace, so a poll never holds the store for a walk over everything.
+    let namespaces_ready = std::cell::Cell::new(0u64);
     wait("the first pass", limit, &c, || {
-        c.fake
+        if c.fake
             .count("autoscaling", "horizontalpodautoscalers", |_| true)
-            == copies
-            && c.fake.count("tether.dev", "attachedresources", ready) == total
+            != copies
+        {
+            return false;
+        }
+        while namespaces_ready.get() < namespaces {
+            let ns = format!("ns-{:03}", namespaces_ready.get());
+            let want = c
+                .fake
+                .count_in("tether.dev", "attachedresources", &ns, |_| true);
+            if c.fake
+                .count_in("tether.dev", "attachedresources", &ns, ready)
+                != want
+            {
+                return false;
+            }
+            namespaces_ready.set(namespaces_ready.get() + 1);
+        }
+        true
     })
     .await;
     phases.push(Phase {
@@ -225,6 +305,7 @@ async fn size(n: u64, namespaces: u64, versions: u64, delay: Duration) -> (f64, 
         calls: tether_calls(&c.fake),
         reconciles: reconciles(&c.tether),
         leader: leader_transitions(&c.tether),
+        notes: Vec::new(),
     });
 
     // No-op: a new process reconciles everything, already converged.
@@ -251,11 +332,14 @@ async fn size(n: u64, namespaces: u64, versions: u64, delay: Duration) -> (f64, 
         calls: tether_calls(&c.fake) - calls_before,
         reconciles: reconciles(&c.tether),
         leader: leader_transitions(&c.tether),
+        notes: Vec::new(),
     });
 
     // One Deployment changes version: its copies are replaced.
     let before = c.fake.write_count();
-    let (calls_before, reconciles_before) = (tether_calls(&c.fake), reconciles(&c.tether));
+    let requests_before = c.fake.requests().len();
+    let gc_before = c.fake.gc_stats();
+    let reconciles_before = reconciles(&c.tether);
     let ns = "ns-000";
     let old = format!("v{versions}");
     let t = Instant::now();
@@ -272,35 +356,79 @@ async fn size(n: u64, namespaces: u64, versions: u64, delay: Duration) -> (f64, 
         )
         .await
         .expect("patch the Deployment");
+    // Only ns-000 changes: its copies are counted (a range of the fake's store), not all
+    // namespaces' (a walk over every copy under the store lock, every poll).
     let version_is = |v: &str| {
-        let v = v.to_string();
-        move |o: &Value| {
-            o.pointer("/metadata/namespace") == Some(&json!(ns))
-                && o.pointer("/metadata/labels/tether.dev~1version") == Some(&json!(v))
-        }
+        let v = json!(v);
+        move |o: &Value| o.pointer("/metadata/labels/tether.dev~1version") == Some(&v)
     };
+    // (seconds, reconciles so far in the phase) whenever the count moved, and the time the
+    // completion checks themselves took.
+    let mut progress: Vec<(f64, f64)> = Vec::new();
+    let mut checking = Duration::ZERO;
+    let mut checks = 0u32;
     wait("the version change", limit, &c, || {
-        c.fake.count(
+        let r = reconciles(&c.tether) - reconciles_before;
+        if progress.last().is_none_or(|p| p.1 != r) {
+            progress.push((t.elapsed().as_secs_f64(), r));
+        }
+        let started = Instant::now();
+        checks += 1;
+        let done = c.fake.count_in(
             "autoscaling",
             "horizontalpodautoscalers",
+            ns,
             version_is("next"),
         ) == per_ns as usize
-            && c.fake
-                .count("autoscaling", "horizontalpodautoscalers", version_is(&old))
-                == 0
+            && c.fake.count_in(
+                "autoscaling",
+                "horizontalpodautoscalers",
+                ns,
+                version_is(&old),
+            ) == 0;
+        checking += started.elapsed();
+        done
     })
     .await;
     let secs = t.elapsed().as_secs_f64();
+    let mut notes = vec![
+        format!(
+            "{} (done seen at {secs:.3} s)",
+            milestones(&c.fake, requests_before, t)
+        ),
+        format!(
+            "completion checks: {checks}, {:.3} s in all; garbage collections: {}, {:.3} s in all",
+            checking.as_secs_f64(),
+            c.fake.gc_stats().0 - gc_before.0,
+            (c.fake.gc_stats().1 - gc_before.1).as_secs_f64(),
+        ),
+        format!(
+            "reconciles (s, count): {:?}",
+            progress
+                .iter()
+                .map(|(s, n)| format!("{s:.2}:{n}"))
+                .collect::<Vec<_>>()
+        ),
+    ];
     // The AttachedResources' status follows the copies: let it land, to count its writes.
     tokio::time::sleep(Duration::from_millis(500)).await;
+    // One snapshot for the count and its breakdown: tether's background access-review
+    // refresh (every 5 s, about 500 reviews at 100 namespaces) must not land between them.
+    let requests = c.fake.requests();
+    let phase_requests = requests.get(requests_before..).unwrap_or_default();
+    notes.push(format!("calls: {:?}", calls_by_kind(phase_requests)));
     phases.push(Phase {
         name: "one version changes",
         secs,
         writes: writes_since(&c.fake, before),
         rss_mb: peak_rss_mb(&c.tether),
-        calls: tether_calls(&c.fake) - calls_before,
+        calls: phase_requests
+            .iter()
+            .filter(|r| r.user == tether_cluster::TETHER_USER)
+            .count(),
         reconciles: reconciles(&c.tether) - reconciles_before,
         leader: leader_transitions(&c.tether),
+        notes,
     });
     (startup, phases)
 }
@@ -351,6 +479,9 @@ fn main() {
             );
             if !p.writes.other_kinds.is_empty() {
                 println!("{:>6}   other writes: {:?}", "", p.writes.other_kinds);
+            }
+            for note in &p.notes {
+                println!("{:>6}   {note}", "");
             }
         }
     }

@@ -27,7 +27,8 @@
 //! Layout: this file holds the handle, connection plumbing, the store and routing;
 //! `fake_apiserver/` one file per concern: `normalise.rs` (decode, defaults, canonical
 //! values, 422 validation), `admission.rs` (webhook chain), `rbac.rs` (authorizer),
-//! `patch.rs` (patch types, server-side apply), `selectors.rs`, `watch.rs`, `discovery.rs`.
+//! `patch.rs` (patch types, server-side apply), `selectors.rs`, `watch.rs`, `discovery.rs`,
+//! `gc.rs` (the owner index the garbage collector reads).
 //!
 //! # Simplifications (deliberate; grow them when a test needs more)
 //! * **Strategic merge patch** is applied as a JSON merge patch (RFC 7386): lists are replaced
@@ -95,6 +96,8 @@
 mod admission;
 #[path = "fake_apiserver/discovery.rs"]
 mod discovery;
+#[path = "fake_apiserver/gc.rs"]
+mod gc;
 #[path = "fake_apiserver/normalise.rs"]
 pub mod normalise;
 #[path = "fake_apiserver/patch.rs"]
@@ -203,6 +206,8 @@ pub struct Recorded {
     pub body: Option<Value>,
     /// The authenticated username (`""` when the token was unknown).
     pub user: String,
+    /// When the request arrived (body read, before any configured delay).
+    pub at: std::time::Instant,
 }
 
 impl Recorded {
@@ -891,6 +896,36 @@ impl FakeApiServer {
             .count()
     }
 
+    /// [`Self::count`] in one namespace: a range of the store as big as that namespace's
+    /// objects of this resource, so a caller polling it does not hold the store (and every
+    /// request waiting for it) for a walk over all namespaces.
+    pub fn count_in(
+        &self,
+        group: &str,
+        plural: &str,
+        namespace: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> usize {
+        self.shared
+            .lock()
+            .scan(group, plural, Some(namespace))
+            .filter(|(_, s)| pred(&s.obj))
+            .count()
+    }
+
+    /// How many objects the garbage collector's owner index has looked at so far (a count of
+    /// its work, for tests: a deletion costs its own dependents, not the store's size).
+    pub fn gc_work(&self) -> u64 {
+        self.shared.lock().gc_assessed()
+    }
+
+    /// Owner-reference garbage collections run so far and the time they took in all (each
+    /// holds the store).
+    pub fn gc_stats(&self) -> (u64, Duration) {
+        let st = self.shared.lock();
+        (st.gc_runs, st.gc_spent)
+    }
+
     pub fn list_all(&self, plural: &str) -> Vec<Value> {
         self.shared
             .lock()
@@ -1105,6 +1140,7 @@ async fn handle(
                 .as_ref()
                 .map(|i| i.username.clone())
                 .unwrap_or_default(),
+            at: std::time::Instant::now(),
         });
         let has_webhooks = st
             .scan(
@@ -1352,6 +1388,11 @@ struct State {
     events_tx: broadcast::Sender<Arc<WatchRec>>,
     /// Owner-reference garbage collection on (default) or off.
     gc_enabled: bool,
+    /// Collections run, and the time spent in them ([`FakeApiServer::gc_stats`]).
+    gc_runs: u64,
+    gc_spent: Duration,
+    /// Which objects' owners are all gone, kept on every store change (`fake_apiserver/gc.rs`).
+    owner_index: gc::OwnerIndex,
     /// The write the last `Mode::Plan`/`Mode::Finalise` request computed.
     plan: Option<Planned>,
     /// Bearer token -> identity.
@@ -1384,6 +1425,9 @@ impl State {
             })),
             events_tx,
             gc_enabled: true,
+            gc_runs: 0,
+            gc_spent: Duration::ZERO,
+            owner_index: gc::OwnerIndex::default(),
             plan: None,
             tokens: BTreeMap::from([(FAKE_TOKEN.to_string(), Identity::admin())]),
             endpoints: BTreeMap::new(),
@@ -1584,7 +1628,7 @@ impl State {
         meta_mut(&mut stored.obj)
             .insert("resourceVersion".into(), Value::String(self.rv.to_string()));
         let obj = stored.obj.clone();
-        let prev = self.objects.insert(key.clone(), stored).map(|s| s.obj);
+        let prev = self.store_insert(&key, stored).map(|s| s.obj);
         self.emit(&key, event, obj.clone(), prev);
         obj
     }
@@ -1606,38 +1650,36 @@ impl State {
 
     /// Removes an object for good (DELETED to watchers), then collects its orphans.
     fn remove(&mut self, key: &ObjKey, gc: bool) -> Option<Value> {
-        let stored = self.objects.remove(key)?;
+        let stored = self.store_remove(key)?;
         self.rv += 1;
         let mut obj = stored.obj;
         meta_mut(&mut obj).insert("resourceVersion".into(), Value::String(self.rv.to_string()));
         self.emit(key, "DELETED", obj.clone(), None);
         if gc && self.gc_enabled {
+            let started = std::time::Instant::now();
             self.collect_garbage();
+            self.gc_runs += 1;
+            self.gc_spent += started.elapsed();
         }
         Some(obj)
     }
 
     /// Deletes (or, with finalizers, marks for deletion) every object with owner references
-    /// none of which still exists. Repeats until nothing changes.
+    /// none of which still exists. Repeats until nothing changes. The orphans come from the
+    /// owner index, not a walk over the store.
     fn collect_garbage(&mut self) {
         loop {
-            let live: std::collections::BTreeSet<String> = self
-                .objects
-                .values()
-                .filter_map(|s| meta_str(&s.obj, "uid").map(str::to_string))
-                .collect();
             let orphans: Vec<ObjKey> = self
-                .objects
-                .iter()
-                .filter(|(_, s)| {
-                    let owners = owner_uids(&s.obj);
-                    !owners.is_empty()
-                        && owners.iter().all(|u| !live.contains(u))
-                        && meta(&s.obj)
+                .owner_index
+                .orphans()
+                .filter(|k| {
+                    self.objects.get(k).is_some_and(|s| {
+                        meta(&s.obj)
                             .and_then(|m| m.get("deletionTimestamp"))
                             .is_none()
+                    })
                 })
-                .map(|(k, _)| k.clone())
+                .cloned()
                 .collect();
             if orphans.is_empty() {
                 return;
@@ -1646,6 +1688,27 @@ impl State {
                 self.delete_or_mark(&key, false);
             }
         }
+    }
+
+    /// Every write to the store goes through here or [`Self::store_remove`], which keep the
+    /// owner index in step.
+    fn store_insert(&mut self, key: &ObjKey, stored: Stored) -> Option<Stored> {
+        let prev = self.objects.insert(key.clone(), stored);
+        let new = self.objects.get(key).map(|s| &s.obj);
+        self.owner_index
+            .changed(key, prev.as_ref().map(|p| &p.obj), new);
+        prev
+    }
+
+    fn store_remove(&mut self, key: &ObjKey) -> Option<Stored> {
+        let prev = self.objects.remove(key)?;
+        self.owner_index.changed(key, Some(&prev.obj), None);
+        Some(prev)
+    }
+
+    /// Orphan assessments the owner index made so far (see [`FakeApiServer::gc_work`]).
+    fn gc_assessed(&self) -> u64 {
+        self.owner_index.assessed()
     }
 
     /// DELETE semantics: with finalizers set deletionTimestamp (MODIFIED), else remove.
@@ -1880,14 +1943,14 @@ impl State {
             .and_then(|m| m.get("deletionTimestamp"))
             .is_some();
         if deleting && finalizers(&stored.obj).is_empty() {
-            self.objects.insert(key.clone(), stored);
+            self.store_insert(key, stored);
             return self
                 .remove(key, true)
                 .ok_or_else(|| ApiError::not_found(def, &key.name));
         }
         if stored.obj == old.obj {
             // A no-op write changes nothing, not even the resourceVersion (as the apiserver).
-            self.objects.insert(key.clone(), stored);
+            self.store_insert(key, stored);
             return Ok(old.obj);
         }
         Ok(self.put(key.clone(), stored, "MODIFIED"))
