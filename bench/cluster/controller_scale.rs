@@ -114,16 +114,7 @@ fn writes_since(fake: &fake_apiserver::FakeApiServer, from: usize) -> Writes {
             w.bookkeeping += 1;
         } else {
             w.other += 1;
-            let segs: Vec<&str> = r.path.split('/').collect();
-            // /api/v1/namespaces/NS/RESOURCE[/NAME...] or /apis/G/V/namespaces/NS/RESOURCE...
-            let resource = segs
-                .iter()
-                .position(|s| *s == "namespaces")
-                .and_then(|i| segs.get(i + 2))
-                .or(segs.last())
-                .copied()
-                .unwrap_or("");
-            let key = format!("{} {resource}", r.method);
+            let key = format!("{} {}", r.method, resource_of(&r.path));
             match w.other_kinds.iter_mut().find(|(k, _)| *k == key) {
                 Some((_, n)) => *n += 1,
                 None => w.other_kinds.push((key, 1)),
@@ -183,6 +174,18 @@ struct Phase {
     notes: Vec<String>,
 }
 
+/// The resource of an API path: `/api/v1/namespaces/NS/RESOURCE[/NAME…]` or
+/// `/apis/G/V/namespaces/NS/RESOURCE…`; the last segment for a path without a namespace.
+fn resource_of(path: &str) -> &str {
+    let segs: Vec<&str> = path.split('/').collect();
+    segs.iter()
+        .position(|s| *s == "namespaces")
+        .and_then(|i| segs.get(i + 2))
+        .or(segs.last())
+        .copied()
+        .unwrap_or("")
+}
+
 /// tether's calls among `requests`, by method and resource (names left out), most frequent
 /// first.
 fn calls_by_kind(requests: &[fake_apiserver::Recorded]) -> Vec<(String, usize)> {
@@ -191,14 +194,7 @@ fn calls_by_kind(requests: &[fake_apiserver::Recorded]) -> Vec<(String, usize)> 
         if r.user != tether_cluster::TETHER_USER {
             continue;
         }
-        let segs: Vec<&str> = r.path.split('/').collect();
-        let resource = segs
-            .iter()
-            .position(|s| *s == "namespaces")
-            .and_then(|i| segs.get(i + 2))
-            .or(segs.last())
-            .copied()
-            .unwrap_or("");
+        let resource = resource_of(&r.path);
         let watch = if r.query.contains("watch=true") {
             " watch"
         } else {
