@@ -352,3 +352,27 @@ async fn metrics_listener_is_capped_and_still_answers_probes() {
     honest_review_is_answered(&s, "metrics-attack").await;
     drop(idle);
 }
+
+/// The server budgets with a cheap upper bound of the JSON values (every `{ [ , :` byte,
+/// strings included) and counts exactly only when the bound does not fit: a review whose
+/// strings are full of commas is over the cap by the bound but not by the exact count, and
+/// must be parsed, not refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_value_cap_refuses_on_the_exact_count_not_the_bound() {
+    let s = Server::start(&["--max-json-values", "100"]);
+    let cfg = s.tls_config(&[b"http/1.1"]);
+    let commas = ",".repeat(5_000);
+    let body = format!(
+        r#"{{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{{"uid":"commas","kind":{{"group":"","version":"v1","kind":"ConfigMap"}},"resource":{{"group":"","version":"v1","resource":"configmaps"}},"name":"c","namespace":"default","operation":"CREATE","userInfo":{{"username":"alice"}},"object":{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"c"}},"data":{{"k":"{commas}"}}}},"oldObject":null}}}}"#
+    );
+    let statuses = concurrent_posts(ATTACKER, s.addr, cfg.clone(), Bytes::from(body), 1).await;
+    assert_eq!(statuses, vec![200]);
+    // 150 values by the exact count: refused, and counted.
+    let over = Bytes::from(zeros_review("over", 150));
+    let statuses = concurrent_posts(ATTACKER, s.addr, cfg, over, 1).await;
+    assert_eq!(statuses, vec![413]);
+    assert_eq!(
+        metric(&s, "tether_requests_rejected_total{reason=\"json_values\"}"),
+        1.0
+    );
+}
