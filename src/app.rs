@@ -398,11 +398,20 @@ async fn wait_for_termination() {
 /// not the shared one, so renewals never queue behind throttled reconcile traffic (which
 /// would lose the Lease exactly when tether is busiest; see [`crate::kube_rate`]).
 fn lease_client(config: kube::Config) -> anyhow::Result<kube::Client> {
+    limited_client(config, crate::kube_rate::LEASE_LIMITS, "for the Lease ")
+}
+
+/// A Kubernetes client whose every request takes a token from its own bucket of `limits`.
+fn limited_client(
+    config: kube::Config,
+    limits: crate::kube_rate::Limits,
+    purpose: &str,
+) -> anyhow::Result<kube::Client> {
     Ok(kube::client::ClientBuilder::try_from(config)
-        .context("cannot build the Kubernetes client for the Lease from the cluster configuration")?
-        .with_layer(&crate::kube_rate::RateLimitLayer::new(
-            crate::kube_rate::LEASE_LIMITS,
-        ))
+        .with_context(|| {
+            format!("cannot build the Kubernetes client {purpose}from the cluster configuration")
+        })?
+        .with_layer(&crate::kube_rate::RateLimitLayer::new(limits))
         .build())
 }
 
@@ -421,8 +430,5 @@ fn rate_limited_client(config: kube::Config, args: &ServeArgs) -> anyhow::Result
         burst = args.kube_api_burst,
         "Kubernetes API client rate limit"
     );
-    Ok(kube::client::ClientBuilder::try_from(config)
-        .context("cannot build the Kubernetes client from the cluster configuration")?
-        .with_layer(&crate::kube_rate::RateLimitLayer::new(limits))
-        .build())
+    limited_client(config, limits, "")
 }
