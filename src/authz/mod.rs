@@ -10,6 +10,7 @@ pub mod cache;
 pub mod rbac_file;
 pub mod sar;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -58,24 +59,42 @@ impl Role {
     }
 }
 
-/// The resource half of a SubjectAccessReview.
+/// The resource half of a SubjectAccessReview. Borrowed where it can be: an admission
+/// request asks six of these about one resource and namespace, and a cache hit should copy
+/// nothing; the cache keeps an owned copy ([`ResourceAttributes::to_owned_static`]).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ResourceAttributes {
-    pub verb: String,
-    pub group: String,
-    pub version: String,
-    pub resource: String,
+pub struct ResourceAttributes<'a> {
+    pub verb: Cow<'a, str>,
+    pub group: Cow<'a, str>,
+    pub version: Cow<'a, str>,
+    pub resource: Cow<'a, str>,
     /// `log` of `pods/log`; `None` for the resource itself.
-    pub subresource: Option<String>,
-    pub namespace: Option<String>,
-    pub name: Option<String>,
+    pub subresource: Option<Cow<'a, str>>,
+    pub namespace: Option<Cow<'a, str>>,
+    pub name: Option<Cow<'a, str>>,
 }
 
-impl fmt::Display for ResourceAttributes {
+impl ResourceAttributes<'_> {
+    /// The same question, owning its text (a cache key outlives the request).
+    pub fn to_owned_static(&self) -> ResourceAttributes<'static> {
+        let own = |s: &Cow<'_, str>| Cow::Owned(s.to_string());
+        ResourceAttributes {
+            verb: own(&self.verb),
+            group: own(&self.group),
+            version: own(&self.version),
+            resource: own(&self.resource),
+            subresource: self.subresource.as_ref().map(own),
+            namespace: self.namespace.as_ref().map(own),
+            name: self.name.as_ref().map(own),
+        }
+    }
+}
+
+impl fmt::Display for ResourceAttributes<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let resource = match &self.subresource {
             Some(sub) => format!("{}/{sub}", self.resource),
-            None => self.resource.clone(),
+            None => self.resource.to_string(),
         };
         let res = if self.group.is_empty() {
             resource
@@ -97,8 +116,9 @@ impl fmt::Display for ResourceAttributes {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccessDecision {
     pub allowed: bool,
-    /// The authorizer's reason, if it gave one.
-    pub reason: String,
+    /// The authorizer's reason, if it gave one. Shared, so that a cached answer is handed
+    /// out (five or six times per admission request) without copying it.
+    pub reason: std::sync::Arc<str>,
 }
 
 /// The review could not be answered; callers fail closed (deny with 500).
@@ -115,7 +135,7 @@ pub trait AccessReviewer: Send + Sync {
     async fn review(
         &self,
         who: &Identity,
-        attrs: &ResourceAttributes,
+        attrs: &ResourceAttributes<'_>,
     ) -> Result<AccessDecision, AuthzError>;
 }
 
@@ -128,11 +148,14 @@ impl AccessReviewer for AllowAll {
     async fn review(
         &self,
         _who: &Identity,
-        _attrs: &ResourceAttributes,
+        _attrs: &ResourceAttributes<'_>,
     ) -> Result<AccessDecision, AuthzError> {
+        static REASON: std::sync::LazyLock<std::sync::Arc<str>> = std::sync::LazyLock::new(|| {
+            "standalone without --rbac-file: access reviews are not evaluated".into()
+        });
         Ok(AccessDecision {
             allowed: true,
-            reason: "standalone without --rbac-file: access reviews are not evaluated".into(),
+            reason: REASON.clone(),
         })
     }
 }
@@ -145,7 +168,7 @@ impl AccessReviewer for RbacFileReviewer {
     async fn review(
         &self,
         who: &Identity,
-        attrs: &ResourceAttributes,
+        attrs: &ResourceAttributes<'_>,
     ) -> Result<AccessDecision, AuthzError> {
         let d = self.0.check(&rbac_file::AccessQuery {
             user: &who.user,
@@ -159,7 +182,7 @@ impl AccessReviewer for RbacFileReviewer {
         });
         Ok(AccessDecision {
             allowed: d.allowed,
-            reason: d.reason,
+            reason: d.reason.into(),
         })
     }
 }

@@ -27,7 +27,7 @@ impl SarReviewer {
 
 /// The SubjectAccessReview body for a question: every part of the identity (GKE and others
 /// deny when `extra` is missing), and the resource attributes.
-pub fn review_body(who: &Identity, attrs: &ResourceAttributes) -> SubjectAccessReview {
+pub fn review_body(who: &Identity, attrs: &ResourceAttributes<'_>) -> SubjectAccessReview {
     SubjectAccessReview {
         metadata: Default::default(),
         spec: SubjectAccessReviewSpec {
@@ -36,13 +36,13 @@ pub fn review_body(who: &Identity, attrs: &ResourceAttributes) -> SubjectAccessR
             groups: (!who.groups.is_empty()).then(|| who.groups.clone()),
             extra: (!who.extra.is_empty()).then(|| who.extra.clone()),
             resource_attributes: Some(SarResource {
-                verb: Some(attrs.verb.clone()),
-                group: Some(attrs.group.clone()),
-                version: Some(attrs.version.clone()),
-                resource: Some(attrs.resource.clone()),
-                subresource: attrs.subresource.clone(),
-                namespace: attrs.namespace.clone(),
-                name: attrs.name.clone(),
+                verb: Some(attrs.verb.to_string()),
+                group: Some(attrs.group.to_string()),
+                version: Some(attrs.version.to_string()),
+                resource: Some(attrs.resource.to_string()),
+                subresource: attrs.subresource.as_deref().map(str::to_string),
+                namespace: attrs.namespace.as_deref().map(str::to_string),
+                name: attrs.name.as_deref().map(str::to_string),
                 ..Default::default()
             }),
             non_resource_attributes: None,
@@ -56,7 +56,7 @@ impl AccessReviewer for SarReviewer {
     async fn review(
         &self,
         who: &Identity,
-        attrs: &ResourceAttributes,
+        attrs: &ResourceAttributes<'_>,
     ) -> Result<AccessDecision, AuthzError> {
         let body = review_body(who, attrs);
         let pp = PostParams::default();
@@ -83,7 +83,7 @@ impl AccessReviewer for SarReviewer {
         }
         Ok(AccessDecision {
             allowed: status.allowed && !status.denied.unwrap_or(false),
-            reason,
+            reason: reason.into(),
         })
     }
 }
