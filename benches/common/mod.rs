@@ -47,7 +47,7 @@ pub struct SlowAllow;
 impl AccessReviewer for SlowAllow {
     async fn review(
         &self,
-        _who: &Identity,
+        _who: &Identity<'_>,
         _attrs: &ResourceAttributes<'_>,
     ) -> Result<AccessDecision, AuthzError> {
         tokio::time::sleep(Duration::from_millis(1)).await;

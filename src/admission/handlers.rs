@@ -2,6 +2,7 @@
 //! gather what the pure rules in `policy` need (discovery, access reviews, Deployments) and
 //! turn the rules' violations into a [`Decision`].
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use kube::core::admission::Operation;
@@ -25,7 +26,7 @@ pub struct Handlers {
     pub resolver: Arc<dyn KindResolver>,
     pub reviewer: Arc<CachedReviewer>,
     /// tether's own service account (SPEC 5.1 item 8).
-    pub tether: Identity,
+    pub tether: Identity<'static>,
     pub deployments: Arc<dyn DeploymentSelectors>,
     pub domains: DomainSettings,
     pub appdomains: Arc<dyn DomainHolders>,
@@ -137,7 +138,7 @@ impl Handlers {
         // Rule 8: the user may create/update that resource; tether may manage it.
         let user_verb = if is_update { "update" } else { "create" };
         let user = identity_of(req);
-        let mut checks: Vec<(Role, &Identity, ResourceAttributes<'_>)> =
+        let mut checks: Vec<(Role, &Identity<'_>, ResourceAttributes<'_>)> =
             Vec::with_capacity(1 + TETHER_VERBS.len());
         checks.push((Role::User, &user, attrs(user_verb, &resource, ns)));
         for verb in TETHER_VERBS {
@@ -157,7 +158,7 @@ impl Handlers {
     /// Kubernetes' own rules ([`rbac_escalation`]).
     async fn check_escalation(
         &self,
-        user: &Identity,
+        user: &Identity<'_>,
         kind: &str,
         ns: &str,
         check: EscalationCheck,
@@ -318,7 +319,7 @@ impl Handlers {
 
     async fn run_access_checks(
         &self,
-        checks: &[(Role, &Identity, ResourceAttributes<'_>)],
+        checks: &[(Role, &Identity<'_>, ResourceAttributes<'_>)],
     ) -> Decision {
         let answers = futures::future::join_all(
             checks
@@ -540,12 +541,13 @@ fn deny_violations(v: &[Violation]) -> Decision {
     }
 }
 
-fn identity_of(req: &AdmissionRequest) -> Identity {
+fn identity_of(req: &AdmissionRequest) -> Identity<'_> {
+    let u = &req.user_info;
     Identity {
-        user: req.user_info.username.clone(),
-        uid: req.user_info.uid.clone(),
-        groups: req.user_info.groups.clone(),
-        extra: req.user_info.extra.clone(),
+        user: u.username.as_str().into(),
+        uid: u.uid.as_deref().map(Into::into),
+        groups: u.groups.as_slice().into(),
+        extra: Cow::Borrowed(&u.extra),
     }
 }
 
@@ -561,7 +563,7 @@ fn attrs<'a>(verb: &'a str, r: &'a ResourceInfo, ns: &'a str) -> ResourceAttribu
     }
 }
 
-fn who(role: Role, id: &Identity) -> String {
+fn who(role: Role, id: &Identity<'_>) -> String {
     match role {
         Role::User => format!("user {:?}", id.user),
         Role::Tether => format!("tether's service account {:?}", id.user),
@@ -572,7 +574,7 @@ fn who(role: Role, id: &Identity) -> String {
 /// itself says in a 403), and the rule that asked. The authorizer's reason stays out of it:
 /// it can name roles and bindings, which Kubernetes does not show a denied user either (it is
 /// logged instead).
-fn missing_permission(role: Role, id: &Identity, a: &ResourceAttributes<'_>) -> String {
+fn missing_permission(role: Role, id: &Identity<'_>, a: &ResourceAttributes<'_>) -> String {
     let rule = match role {
         Role::User => {
             "an AttachedResource needs the permission it asks tether to use: ask a cluster \
@@ -586,7 +588,12 @@ fn missing_permission(role: Role, id: &Identity, a: &ResourceAttributes<'_>) -> 
     format!("{} may not {a}; {rule}", who(role, id))
 }
 
-fn review_failed(role: Role, id: &Identity, a: &ResourceAttributes<'_>, e: &AuthzError) -> String {
+fn review_failed(
+    role: Role,
+    id: &Identity<'_>,
+    a: &ResourceAttributes<'_>,
+    e: &AuthzError,
+) -> String {
     format!(
         "could not check whether {} may {a}: {e}; tether fails closed, try again",
         who(role, id)

@@ -17,28 +17,40 @@ use std::fmt;
 use async_trait::async_trait;
 use thiserror::Error;
 
-/// Who is asking: the requesting user (from `request.userInfo`) or tether's own service
-/// account.
+/// Who is asking: the requesting user (from `request.userInfo`, borrowed from the request:
+/// six access checks per admission request copy nothing) or tether's own service account.
+/// The cache keeps an owned copy ([`Identity::to_owned_static`]).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
-pub struct Identity {
-    pub user: String,
-    pub uid: Option<String>,
-    pub groups: Vec<String>,
-    pub extra: BTreeMap<String, Vec<String>>,
+pub struct Identity<'a> {
+    pub user: Cow<'a, str>,
+    pub uid: Option<Cow<'a, str>>,
+    pub groups: Cow<'a, [String]>,
+    pub extra: Cow<'a, BTreeMap<String, Vec<String>>>,
 }
 
-impl Identity {
+impl Identity<'_> {
     /// tether's service account, with the groups the API server gives every service account.
-    pub fn service_account(namespace: &str, name: &str) -> Identity {
+    pub fn service_account(namespace: &str, name: &str) -> Identity<'static> {
         Identity {
-            user: format!("system:serviceaccount:{namespace}:{name}"),
+            user: format!("system:serviceaccount:{namespace}:{name}").into(),
             uid: None,
             groups: vec![
                 "system:serviceaccounts".to_string(),
                 format!("system:serviceaccounts:{namespace}"),
                 "system:authenticated".to_string(),
-            ],
-            extra: BTreeMap::new(),
+            ]
+            .into(),
+            extra: Cow::Owned(BTreeMap::new()),
+        }
+    }
+
+    /// The same identity, owning its parts (a cache key outlives the request).
+    pub fn to_owned_static(&self) -> Identity<'static> {
+        Identity {
+            user: Cow::Owned(self.user.to_string()),
+            uid: self.uid.as_ref().map(|u| Cow::Owned(u.to_string())),
+            groups: Cow::Owned(self.groups.to_vec()),
+            extra: Cow::Owned(self.extra.as_ref().clone()),
         }
     }
 }
@@ -134,7 +146,7 @@ pub enum AuthzError {
 pub trait AccessReviewer: Send + Sync {
     async fn review(
         &self,
-        who: &Identity,
+        who: &Identity<'_>,
         attrs: &ResourceAttributes<'_>,
     ) -> Result<AccessDecision, AuthzError>;
 }
@@ -147,7 +159,7 @@ pub struct AllowAll;
 impl AccessReviewer for AllowAll {
     async fn review(
         &self,
-        _who: &Identity,
+        _who: &Identity<'_>,
         _attrs: &ResourceAttributes<'_>,
     ) -> Result<AccessDecision, AuthzError> {
         static REASON: std::sync::LazyLock<std::sync::Arc<str>> = std::sync::LazyLock::new(|| {
@@ -167,7 +179,7 @@ pub struct RbacFileReviewer(pub rbac_file::RbacFile);
 impl AccessReviewer for RbacFileReviewer {
     async fn review(
         &self,
-        who: &Identity,
+        who: &Identity<'_>,
         attrs: &ResourceAttributes<'_>,
     ) -> Result<AccessDecision, AuthzError> {
         let d = self.0.check(&rbac_file::AccessQuery {

@@ -27,14 +27,18 @@ impl SarReviewer {
 
 /// The SubjectAccessReview body for a question: every part of the identity (GKE and others
 /// deny when `extra` is missing), and the resource attributes.
-pub fn review_body(who: &Identity, attrs: &ResourceAttributes<'_>) -> SubjectAccessReview {
+pub fn review_body(who: &Identity<'_>, attrs: &ResourceAttributes<'_>) -> SubjectAccessReview {
     SubjectAccessReview {
         metadata: Default::default(),
         spec: SubjectAccessReviewSpec {
-            user: Some(who.user.clone()),
-            uid: who.uid.clone().filter(|u| !u.is_empty()),
-            groups: (!who.groups.is_empty()).then(|| who.groups.clone()),
-            extra: (!who.extra.is_empty()).then(|| who.extra.clone()),
+            user: Some(who.user.to_string()),
+            uid: who
+                .uid
+                .as_deref()
+                .filter(|u| !u.is_empty())
+                .map(str::to_string),
+            groups: (!who.groups.is_empty()).then(|| who.groups.to_vec()),
+            extra: (!who.extra.is_empty()).then(|| who.extra.as_ref().clone()),
             resource_attributes: Some(SarResource {
                 verb: Some(attrs.verb.to_string()),
                 group: Some(attrs.group.to_string()),
@@ -55,7 +59,7 @@ pub fn review_body(who: &Identity, attrs: &ResourceAttributes<'_>) -> SubjectAcc
 impl AccessReviewer for SarReviewer {
     async fn review(
         &self,
-        who: &Identity,
+        who: &Identity<'_>,
         attrs: &ResourceAttributes<'_>,
     ) -> Result<AccessDecision, AuthzError> {
         let body = review_body(who, attrs);

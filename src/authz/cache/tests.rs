@@ -14,7 +14,7 @@ struct Counting {
 impl AccessReviewer for Counting {
     async fn review(
         &self,
-        _w: &Identity,
+        _w: &Identity<'_>,
         _a: &ResourceAttributes<'_>,
     ) -> Result<AccessDecision, AuthzError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
@@ -214,7 +214,7 @@ struct Switch {
 impl AccessReviewer for Switch {
     async fn review(
         &self,
-        _w: &Identity,
+        _w: &Identity<'_>,
         _a: &ResourceAttributes<'_>,
     ) -> Result<AccessDecision, AuthzError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
