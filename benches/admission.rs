@@ -6,7 +6,7 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use tether::admission::review::{lean_object, parse, AdmissionReviewOut};
+use tether::admission::review::{lean_object, parse};
 use tether::admission::{Decision, Webhook};
 use tether::naming::{app_domain, attached_name, disambiguated_app_domain, DomainRoot};
 use tether::policy::{inject, summarize, validate_spec};
@@ -130,7 +130,9 @@ fn review_codec(c: &mut Criterion) {
                 "b1f5e7a2-1c3d-4e5f-8a9b-0c1d2e3f4a5b".to_string(),
                 Some(warning),
             );
-            serde_json::to_vec(&AdmissionReviewOut::new(r)).expect("serialises")
+            let mut out = Vec::with_capacity(512);
+            r.write_review(&mut out).expect("serialises");
+            out
         })
     });
     g.bench_function("serialise_response/patch", |b| {
@@ -142,7 +144,9 @@ fn review_codec(c: &mut Criterion) {
                     "c2a6f8b3-2d4e-4f60-9bac-1d2e3f4a5b6c".to_string(),
                     Some(warning),
                 );
-            serde_json::to_vec(&AdmissionReviewOut::new(r)).expect("serialises")
+            let mut out = Vec::with_capacity(512);
+            r.write_review(&mut out).expect("serialises");
+            out
         })
     });
     g.finish();

@@ -34,6 +34,13 @@ use crate::metrics::Metrics;
 
 type Key = (Identity<'static>, ResourceAttributes<'static>);
 
+/// foldhash, seeded per process: every admission request probes the map six times with a
+/// key of a few hundred bytes, which cost SipHash (std's default) about 2 k instructions a
+/// probe. foldhash is "minimally DoS-resistant"; here that suffices: keys are authenticated
+/// identities and resolved kinds (not free text a caller picks), hash values never leave the
+/// process, and the map is capped at [`MAX_ENTRIES`].
+type Hasher = foldhash::quality::RandomState;
+
 /// Lets the cache be probed with borrowed parts: a hit (the hot path: five checks per
 /// admission request) clones nothing. The owned tuple hashes its fields in order, exactly
 /// as `dyn KeyView` does below, so both forms find the same entry.
@@ -92,8 +99,8 @@ struct Entry {
 }
 
 struct State {
-    entries: RwLock<HashMap<Key, Entry>>,
-    inflight: Mutex<HashMap<Key, Pending>>,
+    entries: RwLock<HashMap<Key, Entry, Hasher>>,
+    inflight: Mutex<HashMap<Key, Pending, Hasher>>,
     allowed_ttl: Duration,
     denied_ttl: Duration,
     epoch: Instant,
@@ -144,7 +151,11 @@ impl State {
     }
 
     fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
+        self.ms_at(Instant::now())
+    }
+
+    fn ms_at(&self, t: Instant) -> u64 {
+        t.saturating_duration_since(self.epoch).as_millis() as u64
     }
 
     /// tether's unexpired allowed answers read within the last allowed TTL, with when.
@@ -312,8 +323,8 @@ impl CachedReviewer {
         Self {
             inner,
             state: Arc::new(State {
-                entries: RwLock::new(HashMap::new()),
-                inflight: Mutex::new(HashMap::new()),
+                entries: RwLock::new(HashMap::default()),
+                inflight: Mutex::new(HashMap::default()),
                 allowed_ttl,
                 denied_ttl,
                 epoch: Instant::now(),
@@ -374,9 +385,10 @@ impl CachedReviewer {
             let probe = (who, attrs);
             let entries = self.state.entries.read().unwrap_or_else(|p| p.into_inner());
             if let Some(e) = entries.get(&probe as &dyn KeyView) {
-                if e.expires > Instant::now() {
+                // `started` is now enough (a lookup takes microseconds): one clock read.
+                if e.expires > started {
                     e.last_used
-                        .fetch_max(self.state.now_ms(), Ordering::Relaxed);
+                        .fetch_max(self.state.ms_at(started), Ordering::Relaxed);
                     let r = Ok(e.decision.clone());
                     self.metrics.count_timed(role, &r, Source::Hit, started);
                     return r;
