@@ -98,6 +98,8 @@ mod admission;
 mod discovery;
 #[path = "fake_apiserver/gc.rs"]
 mod gc;
+#[path = "fake_apiserver/labels.rs"]
+mod labels;
 #[path = "fake_apiserver/normalise.rs"]
 pub mod normalise;
 #[path = "fake_apiserver/patch.rs"]
@@ -919,6 +921,13 @@ impl FakeApiServer {
         self.shared.lock().gc_assessed()
     }
 
+    /// Stored objects and watch-history records that LISTs, WATCH starts and
+    /// DELETE-collections looked at so far (for tests: what a request reads, against what it
+    /// returns).
+    pub fn read_work(&self) -> u64 {
+        self.shared.lock().examined.get()
+    }
+
     /// Owner-reference garbage collections run so far and the time they took in all (each
     /// holds the store).
     pub fn gc_stats(&self) -> (u64, Duration) {
@@ -1393,6 +1402,11 @@ struct State {
     gc_spent: Duration,
     /// Which objects' owners are all gone, kept on every store change (`fake_apiserver/gc.rs`).
     owner_index: gc::OwnerIndex,
+    /// Which objects carry which label, kept on every store change (`fake_apiserver/labels.rs`).
+    label_index: labels::LabelIndex,
+    /// Stored objects and history records LISTs, WATCHes and DELETE-collections looked at
+    /// ([`FakeApiServer::read_work`]); a `Cell` because they read the store through `&State`.
+    examined: std::cell::Cell<u64>,
     /// The write the last `Mode::Plan`/`Mode::Finalise` request computed.
     plan: Option<Planned>,
     /// Bearer token -> identity.
@@ -1428,6 +1442,8 @@ impl State {
             gc_runs: 0,
             gc_spent: Duration::ZERO,
             owner_index: gc::OwnerIndex::default(),
+            label_index: labels::LabelIndex::default(),
+            examined: std::cell::Cell::new(0),
             plan: None,
             tokens: BTreeMap::from([(FAKE_TOKEN.to_string(), Identity::admin())]),
             endpoints: BTreeMap::new(),
@@ -1691,19 +1707,62 @@ impl State {
     }
 
     /// Every write to the store goes through here or [`Self::store_remove`], which keep the
-    /// owner index in step.
+    /// owner and label indexes in step.
     fn store_insert(&mut self, key: &ObjKey, stored: Stored) -> Option<Stored> {
         let prev = self.objects.insert(key.clone(), stored);
         let new = self.objects.get(key).map(|s| &s.obj);
-        self.owner_index
-            .changed(key, prev.as_ref().map(|p| &p.obj), new);
+        let old = prev.as_ref().map(|p| &p.obj);
+        self.owner_index.changed(key, old, new);
+        self.label_index.changed(key, old, new);
         prev
     }
 
     fn store_remove(&mut self, key: &ObjKey) -> Option<Stored> {
         let prev = self.objects.remove(key)?;
         self.owner_index.changed(key, Some(&prev.obj), None);
+        self.label_index.changed(key, Some(&prev.obj), None);
         Some(prev)
+    }
+
+    /// The objects `filter` selects in (namespace, name) order, from just after `after`: the
+    /// label index's objects for the selector's first equality requirement when it has one,
+    /// else a range of the store (the resource, or its namespace); either way each object
+    /// looked at is counted and the whole filter applied.
+    fn select<'a>(
+        &'a self,
+        filter: &'a Filter,
+        after: Option<(&str, &str)>,
+    ) -> Box<dyn Iterator<Item = (&'a ObjKey, &'a Stored)> + 'a> {
+        let counted = move |_: &(&ObjKey, &Stored)| self.examined.set(self.examined.get() + 1);
+        let selected = move |(k, s): &(&ObjKey, &Stored)| {
+            filter.matches(&k.group, &k.plural, &k.namespace, &s.obj)
+        };
+        let equal = filter.labels.iter().find_map(|r| match r {
+            LabelReq::Eq(k, v) => Some((k.as_str(), v.as_str())),
+            _ => None,
+        });
+        let namespace = filter.namespace.as_deref();
+        match equal {
+            Some(label) => Box::new(
+                self.label_index
+                    .labelled(&filter.group, &filter.plural, label, namespace, after)
+                    .filter_map(move |(ns, name)| {
+                        self.objects.get_key_value(&ObjKey::new(
+                            &filter.group,
+                            &filter.plural,
+                            ns,
+                            name,
+                        ))
+                    })
+                    .inspect(counted)
+                    .filter(selected),
+            ),
+            None => Box::new(
+                self.scan_after(&filter.group, &filter.plural, namespace, after)
+                    .inspect(counted)
+                    .filter(selected),
+            ),
+        }
     }
 
     /// Orphan assessments the owner index made so far (see [`FakeApiServer::gc_work`]).
@@ -2753,14 +2812,10 @@ fn list(st: &State, ctx: &Ctx, def: &ResourceDef, ns: Option<&str>) -> Outcome {
             Some((rv, start)) => (rv, Some(start)),
         },
     };
-    let mut matching = st
-        .scan_after(
-            &def.group,
-            &def.plural,
-            ns,
-            after.as_ref().map(|a| (a.0.as_str(), a.1.as_str())),
-        )
-        .filter(|(k, s)| filter.matches(&k.group, &k.plural, &k.namespace, &s.obj));
+    let mut matching = st.select(
+        &filter,
+        after.as_ref().map(|a| (a.0.as_str(), a.1.as_str())),
+    );
     let mut items = Vec::new();
     let mut last: Option<&ObjKey> = None;
     for (k, s) in matching.by_ref() {
@@ -2782,7 +2837,9 @@ fn list(st: &State, ctx: &Ctx, def: &ResourceDef, ns: Option<&str>) -> Outcome {
     };
     let more = limit.is_some_and(|l| items.len() >= l)
         && last.is_some_and(|l| {
-            after_last(l).any(|(k, s)| filter.matches(&k.group, &k.plural, &k.namespace, &s.obj))
+            st.select(&filter, Some((l.namespace.as_str(), l.name.as_str())))
+                .next()
+                .is_some()
         });
     if more {
         if let Some(l) = last {
@@ -2892,11 +2949,7 @@ fn delete_collection(st: &mut State, ctx: &Ctx, def: &ResourceDef, ns: Option<&s
         Ok(f) => f,
         Err(e) => return e.into(),
     };
-    let keys: Vec<ObjKey> = st
-        .scan(&def.group, &def.plural, ns)
-        .filter(|(k, s)| filter.matches(&k.group, &k.plural, &k.namespace, &s.obj))
-        .map(|(k, _)| k.clone())
-        .collect();
+    let keys: Vec<ObjKey> = st.select(&filter, None).map(|(k, _)| k.clone()).collect();
     let items: Vec<Value> = if ctx.dry_run() {
         keys.iter()
             .filter_map(|k| st.objects.get(k).map(|s| s.obj.clone()))
