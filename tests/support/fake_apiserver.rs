@@ -210,6 +210,24 @@ pub struct Recorded {
     pub user: String,
     /// When the request arrived (body read, before any configured delay).
     pub at: std::time::Instant,
+    /// Where a request that reached the store spent its time (for benches; `None` for one
+    /// answered before: unauthenticated, faulted, forbidden or refused by a webhook).
+    pub timing: Option<Timing>,
+}
+
+/// Where one request's time went inside the fake.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timing {
+    /// Arrival until its response was built (configured delay and webhook calls included;
+    /// for a watch, until the stream was set up).
+    pub served: Duration,
+    /// Waiting for the store lock to route it (zero for a write that went through admission,
+    /// which takes the lock several times: see [`FakeApiServer::store_lock_stats`]).
+    pub lock_wait: Duration,
+    /// Routing it with the store lock held, the store's own work (zero as `lock_wait`).
+    pub locked: Duration,
+    /// Admission: the write's plan, the webhook calls and its commit.
+    pub admission: Duration,
 }
 
 impl Recorded {
@@ -520,6 +538,7 @@ impl FakeApiServer {
             delays: Mutex::new(Delays::default()),
             reviews_in_flight: Mutex::new(Vec::new()),
             reviews_together: Mutex::new(Vec::new()),
+            lock_stats: LockStats::default(),
         });
         let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(accept_loop(
@@ -928,6 +947,18 @@ impl FakeApiServer {
         self.shared.lock().examined.get()
     }
 
+    /// The store lock so far: times taken, time waited for it and time held, in all (every
+    /// request takes it at least twice; for benches).
+    pub fn store_lock_stats(&self) -> (u64, Duration, Duration) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let s = &self.shared.lock_stats;
+        (
+            s.taken.load(Relaxed),
+            Duration::from_nanos(s.waited_ns.load(Relaxed)),
+            Duration::from_nanos(s.held_ns.load(Relaxed)),
+        )
+    }
+
     /// Owner-reference garbage collections run so far and the time they took in all (each
     /// holds the store).
     pub fn gc_stats(&self) -> (u64, Duration) {
@@ -1136,8 +1167,10 @@ async fn handle(
     let mut ctx = ctx;
     let token = header(hyper::header::AUTHORIZATION)
         .and_then(|h| h.strip_prefix("Bearer ").map(str::to_string));
-    let (fault, identity, has_webhooks) = {
+    let arrived = std::time::Instant::now();
+    let (fault, identity, has_webhooks, seq) = {
         let mut st = shared.lock();
+        let seq = st.requests.len();
         let identity = token.and_then(|t| st.tokens.get(&t).cloned());
         st.requests.push(Recorded {
             method: ctx.method.clone(),
@@ -1149,7 +1182,8 @@ async fn handle(
                 .as_ref()
                 .map(|i| i.username.clone())
                 .unwrap_or_default(),
-            at: std::time::Instant::now(),
+            at: arrived,
+            timing: None,
         });
         let has_webhooks = st
             .scan(
@@ -1164,7 +1198,7 @@ async fn handle(
             ))
             .next()
             .is_some();
-        (st.take_fault(&ctx.path), identity, has_webhooks)
+        (st.take_fault(&ctx.path), identity, has_webhooks, seq)
     };
     match fault {
         Some(Fault::Close) => return Err(FakeClose),
@@ -1211,12 +1245,40 @@ async fn handle(
             return Ok(outcome_response(e.into()));
         }
     }
+    let admitting = std::time::Instant::now();
     if has_webhooks && ctx.method != "GET" {
         if let Some((outcome, warnings)) = admission::admit(&shared, &ctx).await {
+            // It took the store lock more than once: only the totals say how long.
+            let timing = Timing {
+                served: arrived.elapsed(),
+                lock_wait: Duration::ZERO,
+                locked: Duration::ZERO,
+                admission: admitting.elapsed(),
+            };
+            let mut st = shared.lock();
+            if let Some(r) = st.requests.get_mut(seq).filter(|r| r.at == arrived) {
+                r.timing = Some(timing);
+            }
+            drop(st);
             return Ok(outcome_response_with(outcome, &warnings));
         }
     }
-    let outcome = route_as(&mut shared.lock(), &ctx);
+    let admission = admitting.elapsed();
+    let waiting = std::time::Instant::now();
+    let mut st = shared.lock();
+    let locking = std::time::Instant::now();
+    let outcome = route_as(&mut st, &ctx);
+    let timing = Timing {
+        served: arrived.elapsed(),
+        lock_wait: locking.duration_since(waiting),
+        locked: locking.elapsed(),
+        admission,
+    };
+    // The log may have been cleared since: only this request's own entry is annotated.
+    if let Some(r) = st.requests.get_mut(seq).filter(|r| r.at == arrived) {
+        r.timing = Some(timing);
+    }
+    drop(st);
     Ok(outcome_response(outcome))
 }
 
@@ -1317,6 +1379,46 @@ struct Shared {
     reviews_in_flight: Mutex<Vec<String>>,
     /// Sets of users whose access reviews were in flight at the same moment (each set once).
     reviews_together: Mutex<Vec<Vec<String>>>,
+    /// The store lock's use: [`FakeApiServer::store_lock_stats`].
+    lock_stats: LockStats,
+}
+
+/// How often the store lock was taken, and how long it was waited for and held in all.
+#[derive(Default)]
+struct LockStats {
+    taken: std::sync::atomic::AtomicU64,
+    waited_ns: std::sync::atomic::AtomicU64,
+    held_ns: std::sync::atomic::AtomicU64,
+}
+
+/// The store, locked: every request serialises on it, so the time it is held bounds the
+/// fake's throughput (counted into [`LockStats`] when dropped).
+struct StoreGuard<'a> {
+    guard: MutexGuard<'a, State>,
+    stats: &'a LockStats,
+    since: std::time::Instant,
+}
+
+impl std::ops::Deref for StoreGuard<'_> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for StoreGuard<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        &mut self.guard
+    }
+}
+
+impl Drop for StoreGuard<'_> {
+    fn drop(&mut self) {
+        let held = u64::try_from(self.since.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.stats
+            .held_ns
+            .fetch_add(held, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 #[derive(Clone, Copy, Default)]
@@ -1327,8 +1429,19 @@ struct Delays {
 
 impl Shared {
     /// Never held across an await. A panic elsewhere must not wedge other tests' assertions.
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> StoreGuard<'_> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let asked = std::time::Instant::now();
+        let guard = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let since = std::time::Instant::now();
+        let waited = u64::try_from(since.duration_since(asked).as_nanos()).unwrap_or(u64::MAX);
+        self.lock_stats.taken.fetch_add(1, Relaxed);
+        self.lock_stats.waited_ns.fetch_add(waited, Relaxed);
+        StoreGuard {
+            guard,
+            stats: &self.lock_stats,
+            since,
+        }
     }
 }
 
