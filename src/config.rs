@@ -34,7 +34,7 @@ pub enum ConfigError {
 /// The admission policy settings shared by `serve`, `review` and `check`.
 pub struct PolicyConfig {
     pub kinds: KindPolicy,
-    pub tether: Identity,
+    pub tether: Identity<'static>,
     pub rbac: Option<RbacFile>,
     pub domains: DomainSettings,
 }

@@ -2,7 +2,7 @@
 //! attach per-workload resources and per-install app domains with a plain `kubectl apply`.
 //!
 //! Module map, by layer (a module imports only its own layer or below; README "Layout"):
-//! leaves `text`, `canonical_json`, `webhook`, `crd`, `cli` (clap types), `logging`,
+//! leaves `text`, `json_escape`, `canonical_json`, `webhook`, `crd`, `cli` (clap types), `logging`,
 //! `shutdown`; infrastructure `metrics`, `budget`, `conns`, `certs`, `tls`, `watched`,
 //! `kube_rate`, `server` (never importing the domain); pure domain `naming`, `policy`,
 //! `stamp`, `discovery`, `authz`; domain with I/O `admission`, `controller`, `workloads`,
@@ -22,6 +22,7 @@ pub mod conns;
 pub mod controller;
 pub mod crd;
 pub mod discovery;
+pub mod json_escape;
 pub mod kube_rate;
 pub mod logging;
 pub mod metrics;

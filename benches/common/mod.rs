@@ -47,13 +47,13 @@ pub struct SlowAllow;
 impl AccessReviewer for SlowAllow {
     async fn review(
         &self,
-        _who: &Identity,
-        _attrs: &ResourceAttributes,
+        _who: &Identity<'_>,
+        _attrs: &ResourceAttributes<'_>,
     ) -> Result<AccessDecision, AuthzError> {
         tokio::time::sleep(Duration::from_millis(1)).await;
         Ok(AccessDecision {
             allowed: true,
-            reason: String::new(),
+            reason: "".into(),
         })
     }
 }

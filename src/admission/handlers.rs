@@ -2,6 +2,7 @@
 //! gather what the pure rules in `policy` need (discovery, access reviews, Deployments) and
 //! turn the rules' violations into a [`Decision`].
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use kube::core::admission::Operation;
@@ -25,7 +26,7 @@ pub struct Handlers {
     pub resolver: Arc<dyn KindResolver>,
     pub reviewer: Arc<CachedReviewer>,
     /// tether's own service account (SPEC 5.1 item 8).
-    pub tether: Identity,
+    pub tether: Identity<'static>,
     pub deployments: Arc<dyn DeploymentSelectors>,
     pub domains: DomainSettings,
     pub appdomains: Arc<dyn DomainHolders>,
@@ -137,7 +138,7 @@ impl Handlers {
         // Rule 8: the user may create/update that resource; tether may manage it.
         let user_verb = if is_update { "update" } else { "create" };
         let user = identity_of(req);
-        let mut checks: Vec<(Role, &Identity, ResourceAttributes)> =
+        let mut checks: Vec<(Role, &Identity<'_>, ResourceAttributes<'_>)> =
             Vec::with_capacity(1 + TETHER_VERBS.len());
         checks.push((Role::User, &user, attrs(user_verb, &resource, ns)));
         for verb in TETHER_VERBS {
@@ -157,19 +158,19 @@ impl Handlers {
     /// Kubernetes' own rules ([`rbac_escalation`]).
     async fn check_escalation(
         &self,
-        user: &Identity,
+        user: &Identity<'_>,
         kind: &str,
         ns: &str,
         check: EscalationCheck,
     ) -> Decision {
         let rbac = |verb: &str, resource: &str, name: Option<&str>| ResourceAttributes {
-            verb: verb.to_string(),
-            group: rbac_escalation::RBAC_GROUP.to_string(),
-            version: "v1".to_string(),
-            resource: resource.to_string(),
+            verb: verb.to_string().into(),
+            group: rbac_escalation::RBAC_GROUP.into(),
+            version: "v1".into(),
+            resource: resource.to_string().into(),
             subresource: None,
-            namespace: Some(ns.to_string()),
-            name: name.map(str::to_string),
+            namespace: Some(ns.into()),
+            name: name.map(|n| n.to_string().into()),
         };
         let (shortcut, grants, too_many) = match check {
             EscalationCheck::Bind {
@@ -224,13 +225,13 @@ impl Handlers {
         let asked: Vec<ResourceAttributes> = grants
             .into_iter()
             .map(|g| ResourceAttributes {
-                verb: g.verb,
-                group: g.group,
-                version: String::new(),
-                resource: g.resource,
-                subresource: g.subresource,
-                namespace: Some(ns.to_string()),
-                name: g.name,
+                verb: g.verb.into(),
+                group: g.group.into(),
+                version: "".into(),
+                resource: g.resource.into(),
+                subresource: g.subresource.map(Into::into),
+                namespace: Some(ns.into()),
+                name: g.name.map(Into::into),
             })
             .collect();
         let answers = futures::future::join_all(
@@ -318,7 +319,7 @@ impl Handlers {
 
     async fn run_access_checks(
         &self,
-        checks: &[(Role, &Identity, ResourceAttributes)],
+        checks: &[(Role, &Identity<'_>, ResourceAttributes<'_>)],
     ) -> Decision {
         let answers = futures::future::join_all(
             checks
@@ -514,8 +515,7 @@ impl Handlers {
 
 /// SPEC 5.2: label the AttachedResource with its workload.
 fn is_deleting(obj: &Value) -> bool {
-    obj.pointer("/metadata/deletionTimestamp")
-        .is_some_and(|t| !t.is_null())
+    policy::at(obj, &["metadata", "deletionTimestamp"]).is_some_and(|t| !t.is_null())
 }
 
 fn stamp_of(obj: &Value) -> Option<&str> {
@@ -528,7 +528,7 @@ fn stamp_of(obj: &Value) -> Option<&str> {
 fn has_target_label(req: &AdmissionRequest) -> bool {
     req.object
         .as_ref()
-        .and_then(|o| o.pointer("/metadata/labels"))
+        .and_then(|o| policy::at(o, &["metadata", "labels"]))
         .and_then(Value::as_object)
         .is_some_and(|l| l.contains_key(plain::TARGET_LABEL))
 }
@@ -541,28 +541,29 @@ fn deny_violations(v: &[Violation]) -> Decision {
     }
 }
 
-fn identity_of(req: &AdmissionRequest) -> Identity {
+fn identity_of(req: &AdmissionRequest) -> Identity<'_> {
+    let u = &req.user_info;
     Identity {
-        user: req.user_info.username.clone(),
-        uid: req.user_info.uid.clone(),
-        groups: req.user_info.groups.clone(),
-        extra: req.user_info.extra.clone(),
+        user: u.username.as_str().into(),
+        uid: u.uid.as_deref().map(Into::into),
+        groups: u.groups.as_slice().into(),
+        extra: Cow::Borrowed(&u.extra),
     }
 }
 
-fn attrs(verb: &str, r: &ResourceInfo, ns: &str) -> ResourceAttributes {
+fn attrs<'a>(verb: &'a str, r: &'a ResourceInfo, ns: &'a str) -> ResourceAttributes<'a> {
     ResourceAttributes {
-        verb: verb.to_string(),
-        group: r.group.clone(),
-        version: r.version.clone(),
-        resource: r.plural.clone(),
+        verb: verb.into(),
+        group: r.group.as_str().into(),
+        version: r.version.as_str().into(),
+        resource: r.plural.as_str().into(),
         subresource: None,
-        namespace: Some(ns.to_string()),
+        namespace: Some(ns.into()),
         name: None,
     }
 }
 
-fn who(role: Role, id: &Identity) -> String {
+fn who(role: Role, id: &Identity<'_>) -> String {
     match role {
         Role::User => format!("user {:?}", id.user),
         Role::Tether => format!("tether's service account {:?}", id.user),
@@ -573,7 +574,7 @@ fn who(role: Role, id: &Identity) -> String {
 /// itself says in a 403), and the rule that asked. The authorizer's reason stays out of it:
 /// it can name roles and bindings, which Kubernetes does not show a denied user either (it is
 /// logged instead).
-fn missing_permission(role: Role, id: &Identity, a: &ResourceAttributes) -> String {
+fn missing_permission(role: Role, id: &Identity<'_>, a: &ResourceAttributes<'_>) -> String {
     let rule = match role {
         Role::User => {
             "an AttachedResource needs the permission it asks tether to use: ask a cluster \
@@ -587,7 +588,12 @@ fn missing_permission(role: Role, id: &Identity, a: &ResourceAttributes) -> Stri
     format!("{} may not {a}; {rule}", who(role, id))
 }
 
-fn review_failed(role: Role, id: &Identity, a: &ResourceAttributes, e: &AuthzError) -> String {
+fn review_failed(
+    role: Role,
+    id: &Identity<'_>,
+    a: &ResourceAttributes<'_>,
+    e: &AuthzError,
+) -> String {
     format!(
         "could not check whether {} may {a}: {e}; tether fails closed, try again",
         who(role, id)
@@ -598,9 +604,8 @@ fn review_failed(role: Role, id: &Identity, a: &ResourceAttributes, e: &AuthzErr
 fn annotation_patch(obj: &Value, key: &str, value: String) -> json_patch::Patch {
     use json_patch::jsonptr::PointerBuf;
     use json_patch::{AddOperation, PatchOperation};
-    let has_annotations = obj
-        .pointer("/metadata/annotations")
-        .is_some_and(Value::is_object);
+    let has_annotations =
+        policy::at(obj, &["metadata", "annotations"]).is_some_and(Value::is_object);
     let has_metadata = obj.get("metadata").is_some_and(Value::is_object);
     let op = if has_annotations {
         AddOperation {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::metrics::Metrics;
 pub use decision::Decision;
-use review::{AdmissionRequest, AdmissionReviewOut, EnvelopeError};
+use review::{AdmissionRequest, EnvelopeError};
 
 // A leaf module, so that `metrics` can name the paths without importing `admission`.
 pub use crate::webhook::Webhook;
@@ -133,7 +133,7 @@ impl Admission {
         // One allocation, sized for a typical answer (an allowed one with the standalone
         // warning is ~400 bytes), instead of growing from empty.
         let mut body = Vec::with_capacity(512);
-        if serde_json::to_writer(&mut body, &AdmissionReviewOut::new(response)).is_err() {
+        if response.write_review(&mut body).is_err() {
             body = b"{}".to_vec();
         }
         Ok(Answer { body, allowed })

@@ -370,6 +370,61 @@ impl AdmissionReviewOut {
     }
 }
 
+impl AdmissionResponse {
+    /// Appends `AdmissionReviewOut::new(self)` as JSON: the same bytes serde_json writes for
+    /// it (tested), without its per-byte escaping of every string (see
+    /// [`crate::json_escape`]). This is the body of every admission answer.
+    pub fn write_review(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        use crate::json_escape::push_quoted;
+        out.extend_from_slice(br#"{"apiVersion":""#);
+        out.extend_from_slice(API_VERSION.as_bytes());
+        out.extend_from_slice(br#"","kind":""#);
+        out.extend_from_slice(KIND.as_bytes());
+        out.extend_from_slice(br#"","response":{"uid":"#);
+        push_quoted(out, &self.uid);
+        out.extend_from_slice(if self.allowed {
+            br#","allowed":true"#
+        } else {
+            br#","allowed":false"#
+        });
+        if let Some(status) = &self.status {
+            // Denials only; kube's type, written by serde as it defines it.
+            out.extend_from_slice(br#","status":"#);
+            serde_json::to_writer(&mut *out, status)?;
+        }
+        if let Some(patch) = &self.patch {
+            out.extend_from_slice(br#","patch":"#);
+            push_quoted(out, patch);
+        }
+        if let Some(patch_type) = &self.patch_type {
+            out.extend_from_slice(br#","patchType":"#);
+            push_quoted(out, patch_type);
+        }
+        for (i, (k, v)) in self.audit_annotations.iter().enumerate() {
+            out.extend_from_slice(if i == 0 {
+                br#","auditAnnotations":{"#
+            } else {
+                b","
+            });
+            push_quoted(out, k);
+            out.push(b':');
+            push_quoted(out, v);
+        }
+        if !self.audit_annotations.is_empty() {
+            out.push(b'}');
+        }
+        for (i, w) in self.warnings.iter().enumerate() {
+            out.extend_from_slice(if i == 0 { br#","warnings":["# } else { b"," });
+            push_quoted(out, w);
+        }
+        if !self.warnings.is_empty() {
+            out.push(b']');
+        }
+        out.extend_from_slice(b"}}");
+        Ok(())
+    }
+}
+
 /// The API server keeps 4096 characters of warnings in all, drops any warning with a newline
 /// and truncates long ones; we make each warning one short clean line, and keep the total in
 /// budget so that nothing is dropped silently by the server.
@@ -571,5 +626,97 @@ mod tests {
         let many = sanitize_warnings(vec!["y".repeat(200); 100]);
         assert!(many.iter().map(|s| s.len()).sum::<usize>() <= 4096);
         assert_eq!(many.len(), 20);
+    }
+
+    fn response(allowed: bool) -> AdmissionResponse {
+        AdmissionResponse {
+            uid: "705ab4f5-6393-11e8-b7cc-42010a800002".into(),
+            allowed,
+            status: None,
+            patch: None,
+            patch_type: None,
+            audit_annotations: BTreeMap::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    fn serde_bytes(r: &AdmissionResponse) -> String {
+        serde_json::to_string(&AdmissionReviewOut::new(r.clone())).unwrap()
+    }
+
+    fn written(r: &AdmissionResponse) -> String {
+        let mut out = Vec::new();
+        r.write_review(&mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn the_written_answer_is_what_serde_writes() {
+        let audit = |d: &str, r: &str| {
+            BTreeMap::from([
+                ("decision".to_string(), d.to_string()),
+                ("reason".to_string(), r.to_string()),
+            ])
+        };
+        let denied = AdmissionResponse {
+            status: Some(kube::core::Status {
+                status: Some(kube::core::response::StatusSummary::Failure),
+                code: 403,
+                message: "user \"bob\" may not create horizontalpodautoscalers.autoscaling".into(),
+                reason: "Forbidden".into(),
+                metadata: None,
+                details: None,
+            }),
+            audit_annotations: audit("denied", "access_denied"),
+            ..response(false)
+        };
+        let patched = AdmissionResponse {
+            patch: Some("W3sib3AiOiJhZGQiLCJwYXRoIjoiL3NwZWMifV0=".into()),
+            patch_type: Some("JSONPatch".into()),
+            audit_annotations: audit("allowed", "mutated"),
+            warnings: vec!["tether runs standalone (no cluster)".into(), "two".into()],
+            ..response(true)
+        };
+        let escapes = AdmissionResponse {
+            uid: "u\"\\\n\u{1}é".into(),
+            audit_annotations: BTreeMap::from([("k\t".to_string(), "v\u{7f}".to_string())]),
+            warnings: vec!["a \"quoted\" name".into()],
+            ..response(true)
+        };
+        let cases = vec![
+            ("allowed, nothing else", response(true)),
+            ("denied, bare", response(false)),
+            ("denied with a status", denied),
+            ("patch, audit, two warnings", patched),
+            ("escapes everywhere", escapes),
+        ];
+        crate::table_test::each(cases, |(name, r)| {
+            assert_eq!(written(&r), serde_bytes(&r), "{name}");
+        });
+        assert_eq!(
+            written(&response(true)),
+            r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"705ab4f5-6393-11e8-b7cc-42010a800002","allowed":true}}"#
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_answer_is_written_as_serde_writes_it(
+            uid in "\\PC{0,40}",
+            allowed: bool,
+            audit in proptest::collection::btree_map("[a-z\"\\\\\\x00-\\x1f]{0,8}", "\\PC{0,12}", 0..3),
+            warnings in proptest::collection::vec("(\\PC|[\\x00-\\x1f])*", 0..3),
+            patch in proptest::option::of("[A-Za-z0-9+/=]{0,60}"),
+        ) {
+            let r = AdmissionResponse {
+                uid,
+                audit_annotations: audit,
+                warnings,
+                patch_type: patch.as_ref().map(|_| "JSONPatch".to_string()),
+                patch,
+                ..response(allowed)
+            };
+            proptest::prop_assert_eq!(written(&r), serde_bytes(&r));
+        }
     }
 }

@@ -32,23 +32,23 @@ use prometheus::{Histogram, IntCounter};
 use super::{AccessDecision, AccessReviewer, AuthzError, Identity, ResourceAttributes, Role};
 use crate::metrics::Metrics;
 
-type Key = (Identity, ResourceAttributes);
+type Key = (Identity<'static>, ResourceAttributes<'static>);
 
 /// Lets the cache be probed with borrowed parts: a hit (the hot path: five checks per
 /// admission request) clones nothing. The owned tuple hashes its fields in order, exactly
 /// as `dyn KeyView` does below, so both forms find the same entry.
 trait KeyView {
-    fn parts(&self) -> (&Identity, &ResourceAttributes);
+    fn parts(&self) -> (&Identity<'_>, &ResourceAttributes<'_>);
 }
 
 impl KeyView for Key {
-    fn parts(&self) -> (&Identity, &ResourceAttributes) {
+    fn parts(&self) -> (&Identity<'_>, &ResourceAttributes<'_>) {
         (&self.0, &self.1)
     }
 }
 
-impl KeyView for (&Identity, &ResourceAttributes) {
-    fn parts(&self) -> (&Identity, &ResourceAttributes) {
+impl KeyView for (&Identity<'_>, &ResourceAttributes<'_>) {
+    fn parts(&self) -> (&Identity<'_>, &ResourceAttributes<'_>) {
         (self.0, self.1)
     }
 }
@@ -359,8 +359,8 @@ impl CachedReviewer {
     pub async fn review(
         &self,
         role: Role,
-        who: &Identity,
-        attrs: &ResourceAttributes,
+        who: &Identity<'_>,
+        attrs: &ResourceAttributes<'_>,
     ) -> Result<AccessDecision, AuthzError> {
         let started = Instant::now();
         if self.state.allowed_ttl.is_zero() && self.state.denied_ttl.is_zero() {
@@ -386,7 +386,7 @@ impl CachedReviewer {
         if role == Role::Tether {
             self.start_refresher();
         }
-        let key: Key = (who.clone(), attrs.clone());
+        let key: Key = (who.to_owned_static(), attrs.to_owned_static());
         let (pending, source) = {
             let mut inflight = self
                 .state

@@ -10,34 +10,47 @@ pub mod cache;
 pub mod rbac_file;
 pub mod sar;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
 use async_trait::async_trait;
 use thiserror::Error;
 
-/// Who is asking: the requesting user (from `request.userInfo`) or tether's own service
-/// account.
+/// Who is asking: the requesting user (from `request.userInfo`, borrowed from the request:
+/// six access checks per admission request copy nothing) or tether's own service account.
+/// The cache keeps an owned copy ([`Identity::to_owned_static`]).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
-pub struct Identity {
-    pub user: String,
-    pub uid: Option<String>,
-    pub groups: Vec<String>,
-    pub extra: BTreeMap<String, Vec<String>>,
+pub struct Identity<'a> {
+    pub user: Cow<'a, str>,
+    pub uid: Option<Cow<'a, str>>,
+    pub groups: Cow<'a, [String]>,
+    pub extra: Cow<'a, BTreeMap<String, Vec<String>>>,
 }
 
-impl Identity {
+impl Identity<'_> {
     /// tether's service account, with the groups the API server gives every service account.
-    pub fn service_account(namespace: &str, name: &str) -> Identity {
+    pub fn service_account(namespace: &str, name: &str) -> Identity<'static> {
         Identity {
-            user: format!("system:serviceaccount:{namespace}:{name}"),
+            user: format!("system:serviceaccount:{namespace}:{name}").into(),
             uid: None,
             groups: vec![
                 "system:serviceaccounts".to_string(),
                 format!("system:serviceaccounts:{namespace}"),
                 "system:authenticated".to_string(),
-            ],
-            extra: BTreeMap::new(),
+            ]
+            .into(),
+            extra: Cow::Owned(BTreeMap::new()),
+        }
+    }
+
+    /// The same identity, owning its parts (a cache key outlives the request).
+    pub fn to_owned_static(&self) -> Identity<'static> {
+        Identity {
+            user: Cow::Owned(self.user.to_string()),
+            uid: self.uid.as_ref().map(|u| Cow::Owned(u.to_string())),
+            groups: Cow::Owned(self.groups.to_vec()),
+            extra: Cow::Owned(self.extra.as_ref().clone()),
         }
     }
 }
@@ -58,24 +71,42 @@ impl Role {
     }
 }
 
-/// The resource half of a SubjectAccessReview.
+/// The resource half of a SubjectAccessReview. Borrowed where it can be: an admission
+/// request asks six of these about one resource and namespace, and a cache hit should copy
+/// nothing; the cache keeps an owned copy ([`ResourceAttributes::to_owned_static`]).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ResourceAttributes {
-    pub verb: String,
-    pub group: String,
-    pub version: String,
-    pub resource: String,
+pub struct ResourceAttributes<'a> {
+    pub verb: Cow<'a, str>,
+    pub group: Cow<'a, str>,
+    pub version: Cow<'a, str>,
+    pub resource: Cow<'a, str>,
     /// `log` of `pods/log`; `None` for the resource itself.
-    pub subresource: Option<String>,
-    pub namespace: Option<String>,
-    pub name: Option<String>,
+    pub subresource: Option<Cow<'a, str>>,
+    pub namespace: Option<Cow<'a, str>>,
+    pub name: Option<Cow<'a, str>>,
 }
 
-impl fmt::Display for ResourceAttributes {
+impl ResourceAttributes<'_> {
+    /// The same question, owning its text (a cache key outlives the request).
+    pub fn to_owned_static(&self) -> ResourceAttributes<'static> {
+        let own = |s: &Cow<'_, str>| Cow::Owned(s.to_string());
+        ResourceAttributes {
+            verb: own(&self.verb),
+            group: own(&self.group),
+            version: own(&self.version),
+            resource: own(&self.resource),
+            subresource: self.subresource.as_ref().map(own),
+            namespace: self.namespace.as_ref().map(own),
+            name: self.name.as_ref().map(own),
+        }
+    }
+}
+
+impl fmt::Display for ResourceAttributes<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let resource = match &self.subresource {
             Some(sub) => format!("{}/{sub}", self.resource),
-            None => self.resource.clone(),
+            None => self.resource.to_string(),
         };
         let res = if self.group.is_empty() {
             resource
@@ -97,8 +128,9 @@ impl fmt::Display for ResourceAttributes {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccessDecision {
     pub allowed: bool,
-    /// The authorizer's reason, if it gave one.
-    pub reason: String,
+    /// The authorizer's reason, if it gave one. Shared, so that a cached answer is handed
+    /// out (five or six times per admission request) without copying it.
+    pub reason: std::sync::Arc<str>,
 }
 
 /// The review could not be answered; callers fail closed (deny with 500).
@@ -114,8 +146,8 @@ pub enum AuthzError {
 pub trait AccessReviewer: Send + Sync {
     async fn review(
         &self,
-        who: &Identity,
-        attrs: &ResourceAttributes,
+        who: &Identity<'_>,
+        attrs: &ResourceAttributes<'_>,
     ) -> Result<AccessDecision, AuthzError>;
 }
 
@@ -127,12 +159,15 @@ pub struct AllowAll;
 impl AccessReviewer for AllowAll {
     async fn review(
         &self,
-        _who: &Identity,
-        _attrs: &ResourceAttributes,
+        _who: &Identity<'_>,
+        _attrs: &ResourceAttributes<'_>,
     ) -> Result<AccessDecision, AuthzError> {
+        static REASON: std::sync::LazyLock<std::sync::Arc<str>> = std::sync::LazyLock::new(|| {
+            "standalone without --rbac-file: access reviews are not evaluated".into()
+        });
         Ok(AccessDecision {
             allowed: true,
-            reason: "standalone without --rbac-file: access reviews are not evaluated".into(),
+            reason: REASON.clone(),
         })
     }
 }
@@ -144,8 +179,8 @@ pub struct RbacFileReviewer(pub rbac_file::RbacFile);
 impl AccessReviewer for RbacFileReviewer {
     async fn review(
         &self,
-        who: &Identity,
-        attrs: &ResourceAttributes,
+        who: &Identity<'_>,
+        attrs: &ResourceAttributes<'_>,
     ) -> Result<AccessDecision, AuthzError> {
         let d = self.0.check(&rbac_file::AccessQuery {
             user: &who.user,
@@ -159,7 +194,7 @@ impl AccessReviewer for RbacFileReviewer {
         });
         Ok(AccessDecision {
             allowed: d.allowed,
-            reason: d.reason,
+            reason: d.reason.into(),
         })
     }
 }

@@ -27,22 +27,26 @@ impl SarReviewer {
 
 /// The SubjectAccessReview body for a question: every part of the identity (GKE and others
 /// deny when `extra` is missing), and the resource attributes.
-pub fn review_body(who: &Identity, attrs: &ResourceAttributes) -> SubjectAccessReview {
+pub fn review_body(who: &Identity<'_>, attrs: &ResourceAttributes<'_>) -> SubjectAccessReview {
     SubjectAccessReview {
         metadata: Default::default(),
         spec: SubjectAccessReviewSpec {
-            user: Some(who.user.clone()),
-            uid: who.uid.clone().filter(|u| !u.is_empty()),
-            groups: (!who.groups.is_empty()).then(|| who.groups.clone()),
-            extra: (!who.extra.is_empty()).then(|| who.extra.clone()),
+            user: Some(who.user.to_string()),
+            uid: who
+                .uid
+                .as_deref()
+                .filter(|u| !u.is_empty())
+                .map(str::to_string),
+            groups: (!who.groups.is_empty()).then(|| who.groups.to_vec()),
+            extra: (!who.extra.is_empty()).then(|| who.extra.as_ref().clone()),
             resource_attributes: Some(SarResource {
-                verb: Some(attrs.verb.clone()),
-                group: Some(attrs.group.clone()),
-                version: Some(attrs.version.clone()),
-                resource: Some(attrs.resource.clone()),
-                subresource: attrs.subresource.clone(),
-                namespace: attrs.namespace.clone(),
-                name: attrs.name.clone(),
+                verb: Some(attrs.verb.to_string()),
+                group: Some(attrs.group.to_string()),
+                version: Some(attrs.version.to_string()),
+                resource: Some(attrs.resource.to_string()),
+                subresource: attrs.subresource.as_deref().map(str::to_string),
+                namespace: attrs.namespace.as_deref().map(str::to_string),
+                name: attrs.name.as_deref().map(str::to_string),
                 ..Default::default()
             }),
             non_resource_attributes: None,
@@ -55,8 +59,8 @@ pub fn review_body(who: &Identity, attrs: &ResourceAttributes) -> SubjectAccessR
 impl AccessReviewer for SarReviewer {
     async fn review(
         &self,
-        who: &Identity,
-        attrs: &ResourceAttributes,
+        who: &Identity<'_>,
+        attrs: &ResourceAttributes<'_>,
     ) -> Result<AccessDecision, AuthzError> {
         let body = review_body(who, attrs);
         let pp = PostParams::default();
@@ -83,7 +87,7 @@ impl AccessReviewer for SarReviewer {
         }
         Ok(AccessDecision {
             allowed: status.allowed && !status.denied.unwrap_or(false),
-            reason,
+            reason: reason.into(),
         })
     }
 }

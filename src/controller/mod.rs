@@ -75,7 +75,7 @@ pub struct ReconcilePolicy {
     /// The admission handlers' cached reviewer, so tether's own reviews are shared.
     pub reviewer: Arc<CachedReviewer>,
     /// tether's service account.
-    pub tether: Identity,
+    pub tether: Identity<'static>,
     /// The namespaces the webhooks skip.
     pub skip: admitted::SkipNamespaces,
 }

@@ -138,47 +138,15 @@ fn write_str_value(w: &mut impl Write, s: &str) -> fmt::Result {
     w.write_str("\"")
 }
 
-/// Escapes what it is given as the inside of a JSON string, as serde_json does: `"`, `\`
-/// and control characters; everything else as is.
+/// Escapes what it is given as the inside of a JSON string, as serde_json does
+/// ([`crate::json_escape`]); `write!` through it escapes formatted text as it is written.
 struct Escaped<W>(W);
 
 impl<W: Write> Write for Escaped<W> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        let mut start = 0;
-        for (i, &b) in s.as_bytes().iter().enumerate() {
-            // One table lookup per byte; most bytes need nothing.
-            if !NEEDS_ESCAPE[b as usize] {
-                continue;
-            }
-            self.0.write_str(&s[start..i])?;
-            match b {
-                b'"' => self.0.write_str("\\\"")?,
-                b'\\' => self.0.write_str("\\\\")?,
-                b'\n' => self.0.write_str("\\n")?,
-                b'\r' => self.0.write_str("\\r")?,
-                b'\t' => self.0.write_str("\\t")?,
-                0x08 => self.0.write_str("\\b")?,
-                0x0c => self.0.write_str("\\f")?,
-                _ => write!(self.0, "\\u{b:04x}")?,
-            }
-            start = i + 1;
-        }
-        self.0.write_str(&s[start..])
+        crate::json_escape::write_escaped(&mut self.0, s)
     }
 }
-
-/// The bytes serde_json escapes inside a string: control characters, `"` and `\`.
-static NEEDS_ESCAPE: [bool; 256] = {
-    let mut t = [false; 256];
-    let mut i = 0;
-    while i < 0x20 {
-        t[i] = true;
-        i += 1;
-    }
-    t[b'"' as usize] = true;
-    t[b'\\' as usize] = true;
-    t
-};
 
 #[cfg(test)]
 mod tests;

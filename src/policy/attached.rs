@@ -149,7 +149,7 @@ fn workload_name_problem(name: &str) -> Option<String> {
 
 /// The workload name if it is a usable one.
 fn valid_workload_name(spec: &Value) -> Option<&str> {
-    let name = spec.pointer("/workloadRef/name")?.as_str()?;
+    let name = super::at(spec, &["workloadRef", "name"])?.as_str()?;
     (!name.is_empty() && workload_name_problem(name).is_none()).then_some(name)
 }
 
@@ -371,7 +371,7 @@ fn check_object(object: &Value, kinds: &KindPolicy, out: &mut Vec<Violation>) {
                     ));
                 }
             }
-            if let Some(v) = super::present(inner.pointer("/selector/matchLabels")) {
+            if let Some(v) = super::present(super::at(inner, &["selector", "matchLabels"])) {
                 if !is_empty_object(v) {
                     out.push(Violation::forbidden(
                         "spec.object.spec.selector.matchLabels",
@@ -472,9 +472,9 @@ fn check_min_replicas(v: Option<&Value>) -> Option<Violation> {
 /// assert!(validate_update(&old, &new)[0].message.starts_with("is immutable (was \"a\", now \"b\")"));
 /// ```
 pub fn validate_update(old: &Value, new: &Value) -> Vec<Violation> {
-    const PTR: &str = "/spec/workloadRef/name";
-    let before = super::present(old.pointer(PTR));
-    let after = super::present(new.pointer(PTR));
+    const PATH: &[&str] = &["spec", "workloadRef", "name"];
+    let before = super::present(super::at(old, PATH));
+    let after = super::present(super::at(new, PATH));
     if before == after {
         return Vec::new();
     }

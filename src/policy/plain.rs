@@ -104,10 +104,7 @@ fn target_field() -> String {
 /// The target label's value: `Ok(None)` when the object is not labelled, a Malformed
 /// violation when the value cannot be a Deployment name.
 fn target_of(obj: &Value) -> Result<Option<&str>, Violation> {
-    let Some(value) = super::present(
-        obj.pointer("/metadata/labels")
-            .and_then(|l| l.get(TARGET_LABEL)),
-    ) else {
+    let Some(value) = super::present(super::at(obj, &["metadata", "labels", TARGET_LABEL])) else {
         return Ok(None);
     };
     let Some(name) = value.as_str() else {

@@ -305,3 +305,40 @@ fn lowercase_matches_to_lowercase_with_or_without_the_buffer() {
         assert_eq!(matches!(got, Cow::Borrowed(_)), borrowed);
     });
 }
+
+#[test]
+fn at_reads_what_pointer_reads_on_object_paths() {
+    let v = serde_json::json!({
+        "metadata": {"labels": {"tether.dev/target": "web"}, "deletionTimestamp": null},
+        "spec": [1],
+        "a/b": {"~c": 1}
+    });
+    let rows: Vec<(&[&str], &str, Option<serde_json::Value>)> = vec![
+        (
+            &["metadata", "labels", "tether.dev/target"],
+            "/metadata/labels/tether.dev~1target",
+            Some("web".into()),
+        ),
+        (
+            &["metadata", "deletionTimestamp"],
+            "/metadata/deletionTimestamp",
+            Some(serde_json::Value::Null),
+        ),
+        (&["metadata", "missing"], "/metadata/missing", None),
+        // Through a string or an array: nothing (object keys only).
+        (
+            &["metadata", "labels", "tether.dev/target", "x"],
+            "/metadata/labels/tether.dev~1target/x",
+            None,
+        ),
+        (&["spec", "0"], "", None),
+        (&["a/b", "~c"], "/a~1b/~0c", Some(1.into())),
+        (&[], "", Some(v.clone())),
+    ];
+    crate::table_test::each(rows, |(path, pointer, want)| {
+        assert_eq!(at(&v, path).cloned(), want);
+        if !pointer.is_empty() || path.is_empty() {
+            assert_eq!(at(&v, path), v.pointer(pointer));
+        }
+    });
+}

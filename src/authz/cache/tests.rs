@@ -14,8 +14,8 @@ struct Counting {
 impl AccessReviewer for Counting {
     async fn review(
         &self,
-        _w: &Identity,
-        _a: &ResourceAttributes,
+        _w: &Identity<'_>,
+        _a: &ResourceAttributes<'_>,
     ) -> Result<AccessDecision, AuthzError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         if let Some(gate) = &self.gate {
@@ -25,7 +25,7 @@ impl AccessReviewer for Counting {
     }
 }
 
-fn attrs(verb: &str) -> ResourceAttributes {
+fn attrs(verb: &str) -> ResourceAttributes<'_> {
     ResourceAttributes {
         verb: verb.into(),
         group: "autoscaling".into(),
@@ -66,7 +66,7 @@ fn setup(
 fn yes() -> Result<AccessDecision, AuthzError> {
     Ok(AccessDecision {
         allowed: true,
-        reason: String::new(),
+        reason: "".into(),
     })
 }
 
@@ -214,8 +214,8 @@ struct Switch {
 impl AccessReviewer for Switch {
     async fn review(
         &self,
-        _w: &Identity,
-        _a: &ResourceAttributes,
+        _w: &Identity<'_>,
+        _a: &ResourceAttributes<'_>,
     ) -> Result<AccessDecision, AuthzError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         if _w.user.is_empty() {

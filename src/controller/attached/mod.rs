@@ -803,12 +803,12 @@ async fn gate(
                 crate::policy::attached::TETHER_VERBS
                     .iter()
                     .map(|verb| crate::authz::ResourceAttributes {
-                        verb: verb.to_string(),
-                        group: kind.resource.group.clone(),
-                        version: kind.resource.version.clone(),
-                        resource: kind.resource.plural.clone(),
+                        verb: (*verb).into(),
+                        group: kind.resource.group.as_str().into(),
+                        version: kind.resource.version.as_str().into(),
+                        resource: kind.resource.plural.as_str().into(),
                         subresource: None,
-                        namespace: Some(ns.to_string()),
+                        namespace: Some(ns.into()),
                         name: None,
                     })
                     .collect();
