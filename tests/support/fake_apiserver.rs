@@ -28,7 +28,9 @@
 //! `fake_apiserver/` one file per concern: `normalise.rs` (decode, defaults, canonical
 //! values, 422 validation), `admission.rs` (webhook chain), `rbac.rs` (authorizer),
 //! `patch.rs` (patch types, server-side apply), `selectors.rs`, `watch.rs`, `discovery.rs`,
-//! `gc.rs` (the owner index the garbage collector reads).
+//! `gc.rs` (the owner index the garbage collector reads), `labels.rs` (the label index an
+//! equality selector reads: a LIST, WATCH or DELETE-collection costs what it selects, not
+//! the namespace).
 //!
 //! # Simplifications (deliberate; grow them when a test needs more)
 //! * **Strategic merge patch** is applied as a JSON merge patch (RFC 7386): lists are replaced
