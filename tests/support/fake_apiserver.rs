@@ -223,11 +223,12 @@ pub struct Timing {
     /// Arrival until its response was built (configured delay and webhook calls included;
     /// for a watch, until the stream was set up).
     pub served: Duration,
-    /// Waiting for the store lock to route it (zero for a write that went through admission,
-    /// which takes the lock several times: see [`FakeApiServer::store_lock_stats`]).
-    pub lock_wait: Duration,
-    /// Routing it with the store lock held, the store's own work (zero as `lock_wait`).
-    pub locked: Duration,
+    /// Waiting for the store lock to route it; `None` for a write that went through
+    /// admission, which takes the lock several times ([`FakeApiServer::store_lock_stats`]
+    /// has the totals).
+    pub lock_wait: Option<Duration>,
+    /// Routing it with the store lock held, the store's own work (`None` as `lock_wait`).
+    pub locked: Option<Duration>,
     /// Admission: the write's plan, the webhook calls and its commit.
     pub admission: Duration,
 }
@@ -1253,8 +1254,8 @@ async fn handle(
             // It took the store lock more than once: only the totals say how long.
             let timing = Timing {
                 served: arrived.elapsed(),
-                lock_wait: Duration::ZERO,
-                locked: Duration::ZERO,
+                lock_wait: None,
+                locked: None,
                 admission: admitting.elapsed(),
             };
             let mut st = shared.lock();
@@ -1272,8 +1273,8 @@ async fn handle(
     let outcome = route_as(&mut st, &ctx);
     let timing = Timing {
         served: arrived.elapsed(),
-        lock_wait: locking.duration_since(waiting),
-        locked: locking.elapsed(),
+        lock_wait: Some(locking.duration_since(waiting)),
+        locked: Some(locking.elapsed()),
         admission,
     };
     // The log may have been cleared since: only this request's own entry is annotated.
