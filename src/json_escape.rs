@@ -21,19 +21,22 @@ fn needs_escape(b: u8) -> bool {
 fn any_needs_escape(bytes: &[u8]) -> bool {
     const ONES: u64 = u64::MAX / 255;
     const HIGH: u64 = ONES << 7;
+    let Some(last) = bytes.len().checked_sub(8) else {
+        return bytes.iter().any(|&b| needs_escape(b));
+    };
     let zero_lane = |x: u64| x.wrapping_sub(ONES) & !x;
-    let mut chunks = bytes.chunks_exact(8);
-    let mut found = 0u64;
-    for chunk in &mut chunks {
+    let test = |chunk: &[u8]| {
         let Ok(lanes) = <[u8; 8]>::try_from(chunk) else {
-            continue; // unreachable: chunks_exact(8)
+            return 0; // unreachable: every chunk has eight bytes
         };
         let x = u64::from_le_bytes(lanes);
-        found |= (x.wrapping_sub(ONES * 0x20) & !x)
+        (x.wrapping_sub(ONES * 0x20) & !x)
             | zero_lane(x ^ (ONES * u64::from(b'"')))
-            | zero_lane(x ^ (ONES * u64::from(b'\\')));
-    }
-    found & HIGH != 0 || chunks.remainder().iter().any(|&b| needs_escape(b))
+            | zero_lane(x ^ (ONES * u64::from(b'\\')))
+    };
+    // The last eight bytes (overlapping the last whole chunk) stand in for the remainder.
+    let found = bytes.chunks_exact(8).fold(test(&bytes[last..]), |f, c| f | test(c));
+    found & HIGH != 0
 }
 
 /// Writes `s` escaped as the inside of a JSON string (no quotes), exactly as serde_json
@@ -129,6 +132,9 @@ mod tests {
                 format!("\"{}\\\"{}\"", "b".repeat(40), "c".repeat(30)),
             ),
             ("escape last", "abc\"", r#""abc\"""#.into()),
+            // Twelve bytes: the escape is only in the overlapping last eight.
+            ("escape in the tail", "abcdefghijk\n", r#""abcdefghijk\n""#.into()),
+            ("eight bytes, escape first", "\tbcdefgh", r#""\tbcdefgh""#.into()),
         ];
         crate::table_test::each(cases, |(name, input, want)| {
             assert_eq!(&quoted(input), want, "{name}");
