@@ -35,7 +35,9 @@ fn any_needs_escape(bytes: &[u8]) -> bool {
             | zero_lane(x ^ (ONES * u64::from(b'\\')))
     };
     // The last eight bytes (overlapping the last whole chunk) stand in for the remainder.
-    let found = bytes.chunks_exact(8).fold(test(&bytes[last..]), |f, c| f | test(c));
+    let found = bytes
+        .chunks_exact(8)
+        .fold(test(&bytes[last..]), |f, c| f | test(c));
     found & HIGH != 0
 }
 
@@ -133,8 +135,16 @@ mod tests {
             ),
             ("escape last", "abc\"", r#""abc\"""#.into()),
             // Twelve bytes: the escape is only in the overlapping last eight.
-            ("escape in the tail", "abcdefghijk\n", r#""abcdefghijk\n""#.into()),
-            ("eight bytes, escape first", "\tbcdefgh", r#""\tbcdefgh""#.into()),
+            (
+                "escape in the tail",
+                "abcdefghijk\n",
+                r#""abcdefghijk\n""#.into(),
+            ),
+            (
+                "eight bytes, escape first",
+                "\tbcdefgh",
+                r#""\tbcdefgh""#.into(),
+            ),
         ];
         crate::table_test::each(cases, |(name, input, want)| {
             assert_eq!(&quoted(input), want, "{name}");
