@@ -864,6 +864,187 @@ async fn owner_references_are_garbage_collected() {
     assert_eq!(api_code(api.get("orphan").await.unwrap_err()).0, 404);
 }
 
+/// A LIST or WATCH with an equality label selector reads the objects carrying that label
+/// (in its namespace), not every object of the resource or of the namespace; a watch resumed
+/// from a resourceVersion reads the history after it, not the store or the older history.
+/// Counted by the fake (`read_work`), never timed.
+#[tokio::test]
+async fn selected_lists_and_watches_read_what_they_select_not_the_store() {
+    let fake = FakeApiServer::start().await;
+    let labelled = |ns: &str, name: &str, labels: Value| {
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+               "metadata": {"name": name, "namespace": ns, "labels": labels}})
+    };
+    for i in 0..500 {
+        fake.insert(labelled(
+            "crowd",
+            &format!("other-{i:03}"),
+            json!({"app": "other"}),
+        ));
+    }
+    for i in 0..200 {
+        fake.insert(labelled(
+            "elsewhere",
+            &format!("web-{i:03}"),
+            json!({"app": "web"}),
+        ));
+    }
+    fake.insert(labelled(
+        "crowd",
+        "web-0",
+        json!({"app": "web", "tier": "front"}),
+    ));
+    fake.insert(labelled("crowd", "web-1", json!({"app": "web"})));
+    fake.insert(labelled("crowd", "web-2", json!({"app": "web"})));
+    let client = fake.client().await;
+    let crowd: Api<ConfigMap> = Api::namespaced(client.clone(), "crowd");
+    let names = |l: kube::core::ObjectList<ConfigMap>| -> Vec<String> {
+        l.items.iter().map(|c| c.name_any()).collect()
+    };
+
+    let before = fake.read_work();
+    let web = crowd
+        .list(&ListParams::default().labels("app=web"))
+        .await
+        .unwrap();
+    assert_eq!(names(web), ["web-0", "web-1", "web-2"]);
+    assert_eq!(
+        fake.read_work() - before,
+        3,
+        "the three labelled app=web in crowd"
+    );
+
+    let before = fake.read_work();
+    let front = crowd
+        .list(&ListParams::default().labels("app=web,tier=front"))
+        .await
+        .unwrap();
+    assert_eq!(names(front), ["web-0"]);
+    assert_eq!(
+        fake.read_work() - before,
+        3,
+        "the first equality's objects, then the rest of the selector"
+    );
+
+    // Pages: each starts after the previous one's last object in the label's range.
+    let before = fake.read_work();
+    let page = crowd
+        .list(&ListParams::default().labels("app=web").limit(2))
+        .await
+        .unwrap();
+    let token = page.metadata.continue_.clone().unwrap();
+    assert_eq!(names(page), ["web-0", "web-1"]);
+    let rest = crowd
+        .list(
+            &ListParams::default()
+                .labels("app=web")
+                .limit(2)
+                .continue_token(&token),
+        )
+        .await
+        .unwrap();
+    assert_eq!(rest.metadata.continue_.as_deref().unwrap_or(""), "");
+    assert_eq!(names(rest), ["web-2"]);
+    assert_eq!(
+        fake.read_work() - before,
+        5,
+        "web-0..2, then web-2 twice (is there more? the next page)"
+    );
+
+    // All namespaces: the 203 labelled objects, in (namespace, name) order.
+    let all: Api<ConfigMap> = Api::all(client.clone());
+    let before = fake.read_work();
+    let everywhere = names(
+        all.list(&ListParams::default().labels("app=web"))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(everywhere.len(), 203);
+    assert_eq!(
+        (everywhere[0].as_str(), everywhere[3].as_str()),
+        ("web-0", "web-000")
+    );
+    assert_eq!(fake.read_work() - before, 203);
+
+    // A selector without an equality reads the namespace, as before.
+    let before = fake.read_work();
+    let unlabelled = crowd
+        .list(&ListParams::default().labels("!app"))
+        .await
+        .unwrap();
+    assert!(unlabelled.items.is_empty());
+    assert_eq!(
+        fake.read_work() - before,
+        503,
+        "every object in crowd, none elsewhere"
+    );
+
+    // The index follows the store: a relabelled and a deleted object leave the selection.
+    let rv = crowd
+        .list(&ListParams::default().labels("app=web"))
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    crowd
+        .patch(
+            "web-2",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"app": "gone"}}})),
+        )
+        .await
+        .unwrap();
+    crowd
+        .delete("web-0", &DeleteParams::default())
+        .await
+        .unwrap();
+    let before = fake.read_work();
+    let web = crowd
+        .list(&ListParams::default().labels("app=web"))
+        .await
+        .unwrap();
+    assert_eq!(names(web), ["web-1"]);
+    assert_eq!(fake.read_work() - before, 1);
+
+    // A watch resumed from `rv` reads the two changes since, not the 700 objects' history.
+    let before = fake.read_work();
+    let events: Vec<String> = crowd
+        .watch(&WatchParams::default().labels("app=web").timeout(1), &rv)
+        .await
+        .unwrap()
+        .map(|e| match e.unwrap() {
+            WatchEvent::Added(c) => format!("ADDED {}", c.name_any()),
+            WatchEvent::Modified(c) => format!("MODIFIED {}", c.name_any()),
+            WatchEvent::Deleted(c) => format!("DELETED {}", c.name_any()),
+            WatchEvent::Bookmark(_) => "BOOKMARK".into(),
+            WatchEvent::Error(e) => format!("ERROR {}", e.code),
+        })
+        .collect()
+        .await;
+    assert_eq!(
+        events,
+        ["DELETED web-2", "DELETED web-0"],
+        "web-2 left the selector, web-0 was deleted"
+    );
+    assert_eq!(fake.read_work() - before, 2, "the history after rv");
+
+    // A watch from "0" starts with the selected objects that exist now, and reads only them.
+    let before = fake.read_work();
+    let events: Vec<String> = crowd
+        .watch(&WatchParams::default().labels("app=web").timeout(1), "0")
+        .await
+        .unwrap()
+        .map(|e| match e.unwrap() {
+            WatchEvent::Added(c) => format!("ADDED {}", c.name_any()),
+            other => format!("{other:?}"),
+        })
+        .collect()
+        .await;
+    assert_eq!(events, ["ADDED web-1"]);
+    assert_eq!(fake.read_work() - before, 1);
+}
+
 /// The garbage collector's cost per deletion is the deleted object's dependents, not the
 /// store: deleting one of 500 dependents looks at that one object, deleting an owner looks at
 /// it and its dependents (and still removes them, transitively, with finalizers honoured).

@@ -4,6 +4,10 @@
 //!
 //!     cargo bench --bench controller_scale -- [--sizes 1000,3000,10000] [--namespaces 100]
 //!                                             [--versions 3] [--call-delay-ms 1]
+//!                                             [--kube-api-qps N]
+//!
+//! `--kube-api-qps N` runs tether with `--kube-api-qps N --kube-api-burst N` (its client-side
+//! rate limit); without it, tether's defaults apply.
 //!
 //! For each size: the objects are stored directly (AttachedResources stamped with the test
 //! key, as the webhooks would have), tether's real `serve --controllers attached` (release
@@ -19,7 +23,10 @@
 //!
 //! Each phase prints its time, the write calls tether made (copies: the attached kind;
 //! bookkeeping: AttachedResources and their status; other), tether's peak RSS (VmHWM), all
-//! API calls tether made, and its successful reconciles.
+//! API calls tether made, and its successful reconciles. Under the first and no-op passes:
+//! the CPU tether and the bench (the fake API server) used, tether's calls per kind with the
+//! fake's mean time per call (served, store lock held, lock waited, webhooks), and tether's
+//! calls per second (a flat rate at `--kube-api-qps` means the client-side limit paced it).
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
@@ -47,6 +54,22 @@ const ARGS: [&str; 6] = [
     "--resync-interval",
     "1h",
 ];
+
+/// tether's flags: [`ARGS`], plus `--kube-api-qps`/`--kube-api-burst` when the bench was
+/// given `--kube-api-qps N` (both set to N; without it tether's defaults apply).
+fn tether_args() -> Vec<String> {
+    let mut args: Vec<String> = ARGS.iter().map(|a| a.to_string()).collect();
+    let qps = arg("--kube-api-qps", "");
+    if !qps.is_empty() {
+        args.extend([
+            "--kube-api-qps".into(),
+            qps.clone(),
+            "--kube-api-burst".into(),
+            qps,
+        ]);
+    }
+    args
+}
 
 fn arg(name: &str, default: &str) -> String {
     let args: Vec<String> = std::env::args().collect();
@@ -144,6 +167,152 @@ async fn wait(what: &str, limit: Duration, c: &TetherCluster, mut done: impl FnM
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// CPU seconds (user + system) used so far by process `pid` (`"self"`: the bench, which
+/// runs the fake API server).
+fn cpu_secs(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at its closing ')':
+    // utime and stime are fields 14 and 15 of the whole line.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let ticks: f64 = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse::<f64>().ok())
+        .sum();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    ticks / hz.max(1.0)
+}
+
+/// CPU used in a phase: tether's and the bench's (the fake API server and the polls).
+struct Cpu {
+    tether_pid: String,
+    tether: f64,
+    bench: f64,
+    /// The fake's store lock so far ([`fake_apiserver::FakeApiServer::store_lock_stats`]).
+    lock: (u64, Duration, Duration),
+}
+
+impl Cpu {
+    fn start(s: &common::Server, fake: &fake_apiserver::FakeApiServer) -> Cpu {
+        let tether_pid = s.child.id().to_string();
+        Cpu {
+            tether: cpu_secs(&tether_pid),
+            bench: cpu_secs("self"),
+            tether_pid,
+            lock: fake.store_lock_stats(),
+        }
+    }
+
+    fn note(&self, wall: f64, fake: &fake_apiserver::FakeApiServer) -> String {
+        let tether = cpu_secs(&self.tether_pid) - self.tether;
+        let bench = cpu_secs("self") - self.bench;
+        let lock = fake.store_lock_stats();
+        format!(
+            "CPU: tether {tether:.2} s, bench and fake {bench:.2} s, in {wall:.2} s wall; \
+             the fake's store lock taken {} times, held {:.2} s, waited for {:.2} s",
+            lock.0 - self.lock.0,
+            (lock.2 - self.lock.2).as_secs_f64(),
+            (lock.1 - self.lock.1).as_secs_f64(),
+        )
+    }
+}
+
+/// Where tether's calls of a phase went: per kind, the count and the fake's mean time to
+/// serve one (delay included), to route it under the store lock and to wait for that lock;
+/// and tether's calls per second (1 s buckets from its first call), to show whether the
+/// client-side rate limit paced it.
+fn profile(requests: &[fake_apiserver::Recorded]) -> Vec<String> {
+    let tether: Vec<_> = requests
+        .iter()
+        .filter(|r| r.user == tether_cluster::TETHER_USER)
+        .collect();
+    #[derive(Default)]
+    struct Kind {
+        calls: usize,
+        /// Calls with a timing, and their served and webhook time.
+        timed: usize,
+        served: Duration,
+        admission: Duration,
+        /// Calls routed under one take of the store lock, and their hold and wait.
+        routed: usize,
+        locked: Duration,
+        waited: Duration,
+    }
+    let mut kinds: Vec<(String, Kind)> = Vec::new();
+    for r in &tether {
+        let watch = if r.query.contains("watch=true") {
+            " watch"
+        } else {
+            ""
+        };
+        let key = format!("{} {}{watch}", r.method, resource_of(&r.path));
+        let i = match kinds.iter().position(|k| k.0 == key) {
+            Some(i) => i,
+            None => {
+                kinds.push((key, Kind::default()));
+                kinds.len() - 1
+            }
+        };
+        let k = &mut kinds[i].1;
+        k.calls += 1;
+        if let Some(t) = r.timing {
+            k.timed += 1;
+            k.served += t.served;
+            k.admission += t.admission;
+            if let (Some(held), Some(waited)) = (t.locked, t.lock_wait) {
+                k.routed += 1;
+                k.locked += held;
+                k.waited += waited;
+            }
+        }
+    }
+    kinds.sort_by_key(|k| std::cmp::Reverse(k.1.calls));
+    let mean = |d: Duration, n: usize| d.as_secs_f64() * 1e6 / n.max(1) as f64;
+    let mut notes: Vec<String> = kinds
+        .iter()
+        .take(8)
+        .map(|(key, k)| {
+            let lock = if k.routed > 0 {
+                format!(
+                    "store lock held {:.1}, waited {:.1}",
+                    mean(k.locked, k.routed),
+                    mean(k.waited, k.routed)
+                )
+            } else {
+                "store lock taken several times (in the totals)".to_string()
+            };
+            format!(
+                "{key}: {} calls, mean µs served {:.0}, {lock}, webhooks {:.0}",
+                k.calls,
+                mean(k.served, k.timed),
+                mean(k.admission, k.timed)
+            )
+        })
+        .collect();
+    if let Some(first) = tether.first() {
+        let mut per_sec: Vec<usize> = Vec::new();
+        for r in &tether {
+            let s = r.at.saturating_duration_since(first.at).as_secs() as usize;
+            if per_sec.len() <= s {
+                per_sec.resize(s + 1, 0);
+            }
+            per_sec[s] += 1;
+        }
+        let full = &per_sec[..per_sec.len().saturating_sub(1).max(1)];
+        let mut sorted = full.to_vec();
+        sorted.sort_unstable();
+        notes.push(format!(
+            "tether calls per second (whole seconds): median {}, max {}, over {} s",
+            sorted[sorted.len() / 2],
+            sorted[sorted.len() - 1],
+            full.len()
+        ));
+    }
+    notes
 }
 
 fn leader_transitions(s: &common::Server) -> f64 {
@@ -245,6 +414,8 @@ fn tether_calls(fake: &fake_apiserver::FakeApiServer) -> usize {
 }
 
 async fn size(n: u64, namespaces: u64, versions: u64, delay: Duration) -> (f64, Vec<Phase>) {
+    let args = tether_args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let fake = fake_with_chart_rbac().await;
     let per_ns = n / namespaces;
     for k in 0..namespaces {
@@ -258,24 +429,34 @@ async fn size(n: u64, namespaces: u64, versions: u64, delay: Duration) -> (f64, 
         }
     }
     let total = (per_ns * namespaces) as usize;
-    let copies = total * versions as usize;
     fake.set_call_delay(delay);
     let mut phases = Vec::new();
 
     let t = Instant::now();
-    let c = TetherCluster::start_on(fake, &ARGS).await;
+    let bench_cpu = cpu_secs("self");
+    let c = TetherCluster::start_on(fake, &args).await;
     let startup = t.elapsed().as_secs_f64();
+    let mut cpu = Cpu::start(&c.tether, &c.fake);
+    cpu.bench = bench_cpu;
     let limit = Duration::from_secs(1800);
-    // The Ready scan reads every AttachedResource's status under the fake's store lock (the
-    // one every request of tether's needs): only once the copies are all there, and then per
-    // namespace, so a poll never holds the store for a walk over everything.
+    // Both checks read the fake's store under its lock (the one every request of tether's
+    // needs), so they go one namespace at a time and never look at a finished namespace
+    // again: a poll never walks everything (a count of all copies every 100 ms made the
+    // polls' work grow with n² over a pass), and the Ready scan starts once the copies are
+    // all there.
+    let per_ns_copies = (per_ns * versions) as usize;
+    let namespaces_copied = std::cell::Cell::new(0u64);
     let namespaces_ready = std::cell::Cell::new(0u64);
     wait("the first pass", limit, &c, || {
-        if c.fake
-            .count("autoscaling", "horizontalpodautoscalers", |_| true)
-            != copies
-        {
-            return false;
+        while namespaces_copied.get() < namespaces {
+            let ns = format!("ns-{:03}", namespaces_copied.get());
+            if c.fake
+                .count_in("autoscaling", "horizontalpodautoscalers", &ns, |_| true)
+                != per_ns_copies
+            {
+                return false;
+            }
+            namespaces_copied.set(namespaces_copied.get() + 1);
         }
         while namespaces_ready.get() < namespaces {
             let ns = format!("ns-{:03}", namespaces_ready.get());
@@ -293,15 +474,18 @@ async fn size(n: u64, namespaces: u64, versions: u64, delay: Duration) -> (f64, 
         true
     })
     .await;
+    let secs = t.elapsed().as_secs_f64();
+    let mut notes = vec![cpu.note(secs, &c.fake)];
+    notes.extend(profile(&c.fake.requests()));
     phases.push(Phase {
         name: "first pass",
-        secs: t.elapsed().as_secs_f64(),
+        secs,
         writes: writes_since(&c.fake, 0),
         rss_mb: peak_rss_mb(&c.tether),
         calls: tether_calls(&c.fake),
         reconciles: reconciles(&c.tether),
         leader: leader_transitions(&c.tether),
-        notes: Vec::new(),
+        notes,
     });
 
     // No-op: a new process reconciles everything, already converged.
@@ -314,21 +498,29 @@ async fn size(n: u64, namespaces: u64, versions: u64, delay: Duration) -> (f64, 
     drop(tether);
     let before = fake.write_count();
     let calls_before = tether_calls(&fake);
+    let requests_before = fake.requests().len();
     let t = Instant::now();
-    let c = TetherCluster::start_on(fake, &ARGS).await;
+    let bench_cpu = cpu_secs("self");
+    let c = TetherCluster::start_on(fake, &args).await;
+    let mut cpu = Cpu::start(&c.tether, &c.fake);
+    cpu.bench = bench_cpu;
     wait("the no-op pass", limit, &c, || {
         reconciles(&c.tether) >= total as f64
     })
     .await;
+    let secs = t.elapsed().as_secs_f64();
+    let mut notes = vec![cpu.note(secs, &c.fake)];
+    let requests = c.fake.requests();
+    notes.extend(profile(requests.get(requests_before..).unwrap_or_default()));
     phases.push(Phase {
         name: "no-op pass (restart)",
-        secs: t.elapsed().as_secs_f64(),
+        secs,
         writes: writes_since(&c.fake, before),
         rss_mb: peak_rss_mb(&c.tether),
         calls: tether_calls(&c.fake) - calls_before,
         reconciles: reconciles(&c.tether),
         leader: leader_transitions(&c.tether),
-        notes: Vec::new(),
+        notes,
     });
 
     // One Deployment changes version: its copies are replaced.

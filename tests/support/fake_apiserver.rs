@@ -28,7 +28,9 @@
 //! `fake_apiserver/` one file per concern: `normalise.rs` (decode, defaults, canonical
 //! values, 422 validation), `admission.rs` (webhook chain), `rbac.rs` (authorizer),
 //! `patch.rs` (patch types, server-side apply), `selectors.rs`, `watch.rs`, `discovery.rs`,
-//! `gc.rs` (the owner index the garbage collector reads).
+//! `gc.rs` (the owner index the garbage collector reads), `labels.rs` (the label index an
+//! equality selector reads: a LIST, WATCH or DELETE-collection costs what it selects, not
+//! the namespace).
 //!
 //! # Simplifications (deliberate; grow them when a test needs more)
 //! * **Strategic merge patch** is applied as a JSON merge patch (RFC 7386): lists are replaced
@@ -98,6 +100,8 @@ mod admission;
 mod discovery;
 #[path = "fake_apiserver/gc.rs"]
 mod gc;
+#[path = "fake_apiserver/labels.rs"]
+mod labels;
 #[path = "fake_apiserver/normalise.rs"]
 pub mod normalise;
 #[path = "fake_apiserver/patch.rs"]
@@ -208,6 +212,25 @@ pub struct Recorded {
     pub user: String,
     /// When the request arrived (body read, before any configured delay).
     pub at: std::time::Instant,
+    /// Where a request that reached the store spent its time (for benches; `None` for one
+    /// answered before: unauthenticated, faulted, forbidden or refused by a webhook).
+    pub timing: Option<Timing>,
+}
+
+/// Where one request's time went inside the fake.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timing {
+    /// Arrival until its response was built (configured delay and webhook calls included;
+    /// for a watch, until the stream was set up).
+    pub served: Duration,
+    /// Waiting for the store lock to route it; `None` for a write that went through
+    /// admission, which takes the lock several times ([`FakeApiServer::store_lock_stats`]
+    /// has the totals).
+    pub lock_wait: Option<Duration>,
+    /// Routing it with the store lock held, the store's own work (`None` as `lock_wait`).
+    pub locked: Option<Duration>,
+    /// Admission: the write's plan, the webhook calls and its commit.
+    pub admission: Duration,
 }
 
 impl Recorded {
@@ -518,6 +541,7 @@ impl FakeApiServer {
             delays: Mutex::new(Delays::default()),
             reviews_in_flight: Mutex::new(Vec::new()),
             reviews_together: Mutex::new(Vec::new()),
+            lock_stats: LockStats::default(),
         });
         let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(accept_loop(
@@ -919,6 +943,25 @@ impl FakeApiServer {
         self.shared.lock().gc_assessed()
     }
 
+    /// Stored objects and watch-history records that LISTs, WATCH starts and
+    /// DELETE-collections looked at so far (for tests: what a request reads, against what it
+    /// returns).
+    pub fn read_work(&self) -> u64 {
+        self.shared.lock().examined.get()
+    }
+
+    /// The store lock so far: times taken, time waited for it and time held, in all (every
+    /// request takes it at least twice; for benches).
+    pub fn store_lock_stats(&self) -> (u64, Duration, Duration) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let s = &self.shared.lock_stats;
+        (
+            s.taken.load(Relaxed),
+            Duration::from_nanos(s.waited_ns.load(Relaxed)),
+            Duration::from_nanos(s.held_ns.load(Relaxed)),
+        )
+    }
+
     /// Owner-reference garbage collections run so far and the time they took in all (each
     /// holds the store).
     pub fn gc_stats(&self) -> (u64, Duration) {
@@ -1127,8 +1170,10 @@ async fn handle(
     let mut ctx = ctx;
     let token = header(hyper::header::AUTHORIZATION)
         .and_then(|h| h.strip_prefix("Bearer ").map(str::to_string));
-    let (fault, identity, has_webhooks) = {
+    let arrived = std::time::Instant::now();
+    let (fault, identity, has_webhooks, seq) = {
         let mut st = shared.lock();
+        let seq = st.requests.len();
         let identity = token.and_then(|t| st.tokens.get(&t).cloned());
         st.requests.push(Recorded {
             method: ctx.method.clone(),
@@ -1140,7 +1185,8 @@ async fn handle(
                 .as_ref()
                 .map(|i| i.username.clone())
                 .unwrap_or_default(),
-            at: std::time::Instant::now(),
+            at: arrived,
+            timing: None,
         });
         let has_webhooks = st
             .scan(
@@ -1155,7 +1201,7 @@ async fn handle(
             ))
             .next()
             .is_some();
-        (st.take_fault(&ctx.path), identity, has_webhooks)
+        (st.take_fault(&ctx.path), identity, has_webhooks, seq)
     };
     match fault {
         Some(Fault::Close) => return Err(FakeClose),
@@ -1202,12 +1248,40 @@ async fn handle(
             return Ok(outcome_response(e.into()));
         }
     }
+    let admitting = std::time::Instant::now();
     if has_webhooks && ctx.method != "GET" {
         if let Some((outcome, warnings)) = admission::admit(&shared, &ctx).await {
+            // It took the store lock more than once: only the totals say how long.
+            let timing = Timing {
+                served: arrived.elapsed(),
+                lock_wait: None,
+                locked: None,
+                admission: admitting.elapsed(),
+            };
+            let mut st = shared.lock();
+            if let Some(r) = st.requests.get_mut(seq).filter(|r| r.at == arrived) {
+                r.timing = Some(timing);
+            }
+            drop(st);
             return Ok(outcome_response_with(outcome, &warnings));
         }
     }
-    let outcome = route_as(&mut shared.lock(), &ctx);
+    let admission = admitting.elapsed();
+    let waiting = std::time::Instant::now();
+    let mut st = shared.lock();
+    let locking = std::time::Instant::now();
+    let outcome = route_as(&mut st, &ctx);
+    let timing = Timing {
+        served: arrived.elapsed(),
+        lock_wait: Some(locking.duration_since(waiting)),
+        locked: Some(locking.elapsed()),
+        admission,
+    };
+    // The log may have been cleared since: only this request's own entry is annotated.
+    if let Some(r) = st.requests.get_mut(seq).filter(|r| r.at == arrived) {
+        r.timing = Some(timing);
+    }
+    drop(st);
     Ok(outcome_response(outcome))
 }
 
@@ -1308,6 +1382,46 @@ struct Shared {
     reviews_in_flight: Mutex<Vec<String>>,
     /// Sets of users whose access reviews were in flight at the same moment (each set once).
     reviews_together: Mutex<Vec<Vec<String>>>,
+    /// The store lock's use: [`FakeApiServer::store_lock_stats`].
+    lock_stats: LockStats,
+}
+
+/// How often the store lock was taken, and how long it was waited for and held in all.
+#[derive(Default)]
+struct LockStats {
+    taken: std::sync::atomic::AtomicU64,
+    waited_ns: std::sync::atomic::AtomicU64,
+    held_ns: std::sync::atomic::AtomicU64,
+}
+
+/// The store, locked: every request serialises on it, so the time it is held bounds the
+/// fake's throughput (counted into [`LockStats`] when dropped).
+struct StoreGuard<'a> {
+    guard: MutexGuard<'a, State>,
+    stats: &'a LockStats,
+    since: std::time::Instant,
+}
+
+impl std::ops::Deref for StoreGuard<'_> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for StoreGuard<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        &mut self.guard
+    }
+}
+
+impl Drop for StoreGuard<'_> {
+    fn drop(&mut self) {
+        let held = u64::try_from(self.since.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.stats
+            .held_ns
+            .fetch_add(held, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 #[derive(Clone, Copy, Default)]
@@ -1318,8 +1432,19 @@ struct Delays {
 
 impl Shared {
     /// Never held across an await. A panic elsewhere must not wedge other tests' assertions.
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> StoreGuard<'_> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let asked = std::time::Instant::now();
+        let guard = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let since = std::time::Instant::now();
+        let waited = u64::try_from(since.duration_since(asked).as_nanos()).unwrap_or(u64::MAX);
+        self.lock_stats.taken.fetch_add(1, Relaxed);
+        self.lock_stats.waited_ns.fetch_add(waited, Relaxed);
+        StoreGuard {
+            guard,
+            stats: &self.lock_stats,
+            since,
+        }
     }
 }
 
@@ -1393,6 +1518,11 @@ struct State {
     gc_spent: Duration,
     /// Which objects' owners are all gone, kept on every store change (`fake_apiserver/gc.rs`).
     owner_index: gc::OwnerIndex,
+    /// Which objects carry which label, kept on every store change (`fake_apiserver/labels.rs`).
+    label_index: labels::LabelIndex,
+    /// Stored objects and history records LISTs, WATCHes and DELETE-collections looked at
+    /// ([`FakeApiServer::read_work`]); a `Cell` because they read the store through `&State`.
+    examined: std::cell::Cell<u64>,
     /// The write the last `Mode::Plan`/`Mode::Finalise` request computed.
     plan: Option<Planned>,
     /// Bearer token -> identity.
@@ -1428,6 +1558,8 @@ impl State {
             gc_runs: 0,
             gc_spent: Duration::ZERO,
             owner_index: gc::OwnerIndex::default(),
+            label_index: labels::LabelIndex::default(),
+            examined: std::cell::Cell::new(0),
             plan: None,
             tokens: BTreeMap::from([(FAKE_TOKEN.to_string(), Identity::admin())]),
             endpoints: BTreeMap::new(),
@@ -1691,19 +1823,62 @@ impl State {
     }
 
     /// Every write to the store goes through here or [`Self::store_remove`], which keep the
-    /// owner index in step.
+    /// owner and label indexes in step.
     fn store_insert(&mut self, key: &ObjKey, stored: Stored) -> Option<Stored> {
         let prev = self.objects.insert(key.clone(), stored);
         let new = self.objects.get(key).map(|s| &s.obj);
-        self.owner_index
-            .changed(key, prev.as_ref().map(|p| &p.obj), new);
+        let old = prev.as_ref().map(|p| &p.obj);
+        self.owner_index.changed(key, old, new);
+        self.label_index.changed(key, old, new);
         prev
     }
 
     fn store_remove(&mut self, key: &ObjKey) -> Option<Stored> {
         let prev = self.objects.remove(key)?;
         self.owner_index.changed(key, Some(&prev.obj), None);
+        self.label_index.changed(key, Some(&prev.obj), None);
         Some(prev)
+    }
+
+    /// The objects `filter` selects in (namespace, name) order, from just after `after`: the
+    /// label index's objects for the selector's first equality requirement when it has one,
+    /// else a range of the store (the resource, or its namespace); either way each object
+    /// looked at is counted and the whole filter applied.
+    fn select<'a>(
+        &'a self,
+        filter: &'a Filter,
+        after: Option<(&str, &str)>,
+    ) -> Box<dyn Iterator<Item = (&'a ObjKey, &'a Stored)> + 'a> {
+        let counted = move |_: &(&ObjKey, &Stored)| self.examined.set(self.examined.get() + 1);
+        let selected = move |(k, s): &(&ObjKey, &Stored)| {
+            filter.matches(&k.group, &k.plural, &k.namespace, &s.obj)
+        };
+        let equal = filter.labels.iter().find_map(|r| match r {
+            LabelReq::Eq(k, v) => Some((k.as_str(), v.as_str())),
+            _ => None,
+        });
+        let namespace = filter.namespace.as_deref();
+        match equal {
+            Some(label) => Box::new(
+                self.label_index
+                    .labelled(&filter.group, &filter.plural, label, namespace, after)
+                    .filter_map(move |(ns, name)| {
+                        self.objects.get_key_value(&ObjKey::new(
+                            &filter.group,
+                            &filter.plural,
+                            ns,
+                            name,
+                        ))
+                    })
+                    .inspect(counted)
+                    .filter(selected),
+            ),
+            None => Box::new(
+                self.scan_after(&filter.group, &filter.plural, namespace, after)
+                    .inspect(counted)
+                    .filter(selected),
+            ),
+        }
     }
 
     /// Orphan assessments the owner index made so far (see [`FakeApiServer::gc_work`]).
@@ -2753,14 +2928,10 @@ fn list(st: &State, ctx: &Ctx, def: &ResourceDef, ns: Option<&str>) -> Outcome {
             Some((rv, start)) => (rv, Some(start)),
         },
     };
-    let mut matching = st
-        .scan_after(
-            &def.group,
-            &def.plural,
-            ns,
-            after.as_ref().map(|a| (a.0.as_str(), a.1.as_str())),
-        )
-        .filter(|(k, s)| filter.matches(&k.group, &k.plural, &k.namespace, &s.obj));
+    let mut matching = st.select(
+        &filter,
+        after.as_ref().map(|a| (a.0.as_str(), a.1.as_str())),
+    );
     let mut items = Vec::new();
     let mut last: Option<&ObjKey> = None;
     for (k, s) in matching.by_ref() {
@@ -2782,7 +2953,9 @@ fn list(st: &State, ctx: &Ctx, def: &ResourceDef, ns: Option<&str>) -> Outcome {
     };
     let more = limit.is_some_and(|l| items.len() >= l)
         && last.is_some_and(|l| {
-            after_last(l).any(|(k, s)| filter.matches(&k.group, &k.plural, &k.namespace, &s.obj))
+            st.select(&filter, Some((l.namespace.as_str(), l.name.as_str())))
+                .next()
+                .is_some()
         });
     if more {
         if let Some(l) = last {
@@ -2892,11 +3065,7 @@ fn delete_collection(st: &mut State, ctx: &Ctx, def: &ResourceDef, ns: Option<&s
         Ok(f) => f,
         Err(e) => return e.into(),
     };
-    let keys: Vec<ObjKey> = st
-        .scan(&def.group, &def.plural, ns)
-        .filter(|(k, s)| filter.matches(&k.group, &k.plural, &k.namespace, &s.obj))
-        .map(|(k, _)| k.clone())
-        .collect();
+    let keys: Vec<ObjKey> = st.select(&filter, None).map(|(k, _)| k.clone()).collect();
     let items: Vec<Value> = if ctx.dry_run() {
         keys.iter()
             .filter_map(|k| st.objects.get(k).map(|s| s.obj.clone()))

@@ -74,15 +74,13 @@ pub(super) fn watch(st: &State, ctx: &Ctx, def: &ResourceDef, ns: Option<&str>) 
         .unwrap_or("");
     let send_initial = ctx.flag("sendInitialEvents");
     let mut queue = VecDeque::new();
-    let current: Vec<Value> = st
-        .scan(&def.group, &def.plural, ns)
-        .filter(|(k, s)| filter.matches(&k.group, &k.plural, &k.namespace, &s.obj))
-        .map(|(_, s)| with_type(s.obj.clone(), def))
-        .collect();
     let mut done = false;
     if send_initial || rv_param.is_empty() || rv_param == "0" {
         // "Start at most recent / any": synthetic ADDED for what exists now.
-        queue.extend(current.into_iter().map(|o| event_line("ADDED", o)));
+        queue.extend(
+            st.select(&filter, None)
+                .map(|(_, s)| event_line("ADDED", with_type(s.obj.clone(), def))),
+        );
         if send_initial {
             let bookmark = json!({
                 "kind": def.kind, "apiVersion": def.api_version(),
@@ -101,13 +99,18 @@ pub(super) fn watch(st: &State, ctx: &Ctx, def: &ResourceDef, ns: Option<&str>) 
                 queue.push_back(expired_line());
                 done = true;
             }
-            Ok(from) => queue.extend(
-                st.history
-                    .iter()
-                    .filter(|r| r.rv > from)
-                    .filter_map(|r| filter.event_for(r))
-                    .map(|(kind, obj)| event_line(kind, with_type(obj, def))),
-            ),
+            Ok(from) => {
+                // History is in resourceVersion order: the changes after `from` are its tail,
+                // found by bisection rather than by reading every older record.
+                let newer = st.history.partition_point(|r| r.rv <= from);
+                let tail = st.history.get(newer..).unwrap_or_default();
+                st.examined.set(st.examined.get() + tail.len() as u64);
+                queue.extend(
+                    tail.iter()
+                        .filter_map(|r| filter.event_for(r))
+                        .map(|(kind, obj)| event_line(kind, with_type(obj, def))),
+                )
+            }
         }
     }
     let deadline = ctx
