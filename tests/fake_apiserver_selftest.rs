@@ -799,16 +799,7 @@ async fn raw_watch_resumes_from_a_resource_version_and_expires_after_compaction(
         .watch(&WatchParams::default().timeout(1), &rv)
         .await
         .unwrap();
-    let events: Vec<String> = stream
-        .map(|e| match e.unwrap() {
-            WatchEvent::Added(c) => format!("ADDED {}", c.name_any()),
-            WatchEvent::Modified(c) => format!("MODIFIED {}", c.name_any()),
-            WatchEvent::Deleted(c) => format!("DELETED {}", c.name_any()),
-            WatchEvent::Bookmark(_) => "BOOKMARK".into(),
-            WatchEvent::Error(e) => format!("ERROR {}", e.code),
-        })
-        .collect()
-        .await;
+    let events: Vec<String> = stream.map(|e| event_line(e.unwrap())).collect().await;
     assert_eq!(
         events,
         ["ADDED w2", "DELETED w1"],
@@ -1013,13 +1004,7 @@ async fn selected_lists_and_watches_read_what_they_select_not_the_store() {
         .watch(&WatchParams::default().labels("app=web").timeout(1), &rv)
         .await
         .unwrap()
-        .map(|e| match e.unwrap() {
-            WatchEvent::Added(c) => format!("ADDED {}", c.name_any()),
-            WatchEvent::Modified(c) => format!("MODIFIED {}", c.name_any()),
-            WatchEvent::Deleted(c) => format!("DELETED {}", c.name_any()),
-            WatchEvent::Bookmark(_) => "BOOKMARK".into(),
-            WatchEvent::Error(e) => format!("ERROR {}", e.code),
-        })
+        .map(|e| event_line(e.unwrap()))
         .collect()
         .await;
     assert_eq!(
@@ -1035,10 +1020,7 @@ async fn selected_lists_and_watches_read_what_they_select_not_the_store() {
         .watch(&WatchParams::default().labels("app=web").timeout(1), "0")
         .await
         .unwrap()
-        .map(|e| match e.unwrap() {
-            WatchEvent::Added(c) => format!("ADDED {}", c.name_any()),
-            other => format!("{other:?}"),
-        })
+        .map(|e| event_line(e.unwrap()))
         .collect()
         .await;
     assert_eq!(events, ["ADDED web-1"]);
@@ -1163,4 +1145,15 @@ async fn seeding_helpers_kubeconfig_and_auth() {
         after.list(&ListParams::default()).await.is_err(),
         "stopped server answers nothing"
     );
+}
+
+/// A watch event as one short line: `ADDED name`, `DELETED name`, `BOOKMARK`, `ERROR 410`.
+fn event_line<K: kube::Resource>(e: WatchEvent<K>) -> String {
+    match e {
+        WatchEvent::Added(c) => format!("ADDED {}", c.name_any()),
+        WatchEvent::Modified(c) => format!("MODIFIED {}", c.name_any()),
+        WatchEvent::Deleted(c) => format!("DELETED {}", c.name_any()),
+        WatchEvent::Bookmark(_) => "BOOKMARK".into(),
+        WatchEvent::Error(e) => format!("ERROR {}", e.code),
+    }
 }
