@@ -282,7 +282,20 @@ async fn cluster_scrape_has_the_new_metrics_and_covers_the_dashboard() {
         c.fake.list_all("poddisruptionbudgets").len() == 2
     })
     .await;
-    let m = c.tether.metrics();
+    // A scrape gathers one metric family after another. While the controller still works
+    // (its status writes queue another pass, which asks tether's five questions again from
+    // the cache), the access-review counter and histogram can be read a few reviews apart.
+    // Take the first scrape in which every series agrees; a real mismatch never does.
+    let mut m = String::new();
+    wait_until(
+        "a scrape where access-review counts and durations agree",
+        Duration::from_secs(30),
+        || {
+            m = c.tether.metrics();
+            review_series_agree(&m)
+        },
+    )
+    .await;
 
     // Leader: acquired once, no other change.
     assert_eq!(
@@ -493,4 +506,21 @@ async fn queue_depth_and_discovery_follow_api_faults() {
         .await
         .unwrap()
         .unwrap();
+}
+
+/// Every `tether_access_reviews_total` series has the same value as the duration
+/// histogram's `_count` with the same labels.
+fn review_series_agree(m: &str) -> bool {
+    m.lines()
+        .filter(|l| l.starts_with("tether_access_reviews_total{"))
+        .all(|line| {
+            let Some((series, v)) = line.rsplit_once(' ') else {
+                return false;
+            };
+            let labels = series.trim_start_matches("tether_access_reviews_total");
+            metric_value(
+                m,
+                &format!("tether_access_review_duration_seconds_count{labels}"),
+            ) == v.parse().ok()
+        })
 }
