@@ -80,7 +80,7 @@ pub fn push_quoted(out: &mut Vec<u8>, s: &str) {
 }
 
 /// A `Vec<u8>` taking `fmt::Write` text.
-pub struct VecText<'a>(pub &'a mut Vec<u8>);
+struct VecText<'a>(&'a mut Vec<u8>);
 
 impl Write for VecText<'_> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
