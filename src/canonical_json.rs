@@ -24,7 +24,7 @@ pub fn write(v: &Value, out: &mut String) {
                 if i > 0 {
                     out.push(',');
                 }
-                out.push_str(&Value::String(k.clone()).to_string());
+                crate::json_escape::push_quoted_str(out, k);
                 out.push(':');
                 write(&map[k], out);
             }
@@ -47,6 +47,37 @@ pub fn write(v: &Value, out: &mut String) {
             }
             _ => out.push_str(&n.to_string()),
         },
+        Value::String(s) => crate::json_escape::push_quoted_str(out, s),
         other => out.push_str(&other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn canonical_forms() {
+        let rows = vec![
+            (
+                json!({"b": 1, "a": {"d": [], "c": {}}}),
+                r#"{"a":{"c":{},"d":[]},"b":1}"#,
+            ),
+            (
+                json!({"x": 2.0, "y": 2.5, "z": -0.0}),
+                r#"{"x":2,"y":2.5,"z":0}"#,
+            ),
+            // Keys and strings escaped as serde_json escapes them.
+            (
+                json!({"q\"k": "a\\b\n\u{1}é", "t": "\t"}),
+                r#"{"q\"k":"a\\b\n\u0001é","t":"\t"}"#,
+            ),
+            (json!([null, true, "s"]), r#"[null,true,"s"]"#),
+        ];
+        crate::table_test::each(rows, |(v, want)| {
+            let mut out = String::new();
+            super::write(&v, &mut out);
+            assert_eq!(out, want);
+        });
     }
 }

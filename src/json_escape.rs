@@ -1,5 +1,6 @@
 //! The inside of a JSON string, escaped byte for byte as serde_json escapes it, for the JSON
-//! that tether writes by hand on every request: the log line and the admission answer.
+//! that tether writes by hand: the log line and the admission answer (every request), the
+//! canonical form that stamps are signed over, and quoted keys in field paths.
 //!
 //! serde_json looks every byte up in a table (about eight instructions a byte). Nearly
 //! everything tether writes needs no escape at all, so [`write_escaped`] first tests the
@@ -79,6 +80,14 @@ pub fn push_quoted(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
 }
 
+/// Appends `s` as a quoted JSON string to text.
+pub fn push_quoted_str(out: &mut String, s: &str) {
+    out.push('"');
+    // Writing into a String cannot fail.
+    let _ = write_escaped(out, s);
+    out.push('"');
+}
+
 /// A `Vec<u8>` taking `fmt::Write` text.
 struct VecText<'a>(&'a mut Vec<u8>);
 
@@ -156,6 +165,9 @@ mod tests {
         #[test]
         fn same_bytes_as_serde_json(s in "(\\PC|[\\x00-\\x1f\"\\\\]){0,100}") {
             prop_assert_eq!(quoted(&s), serde_json::to_string(&s).unwrap());
+            let mut text = String::new();
+            push_quoted_str(&mut text, &s);
+            prop_assert_eq!(text, serde_json::to_string(&s).unwrap());
         }
     }
 }

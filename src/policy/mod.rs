@@ -406,7 +406,7 @@ pub(crate) fn push_key(path: &mut String, key: &str) {
     } else {
         path.push('[');
         // A JSON string literal: quotes and control characters come out escaped.
-        path.push_str(&serde_json::Value::String(key.to_string()).to_string());
+        crate::json_escape::push_quoted_str(path, key);
         path.push(']');
     }
 }
