@@ -1,4 +1,4 @@
-//! The JSON log line, written straight into the line buffer.
+//! The JSON log line, built in a per-thread buffer and handed to tracing in one write.
 //!
 //! Same bytes as `tracing-subscriber`'s JSON format with `flatten_event(true)` and
 //! `with_current_span(false)` (`{"timestamp":…,"level":…,<fields>,"target":…}`; the tests
@@ -7,6 +7,7 @@
 //! every admission request. Events inside a span and events bridged from the `log` crate
 //! (rustls) take the stock formatter, which knows how to render those.
 
+use std::cell::RefCell;
 use std::fmt::{self, Write};
 
 use tracing::field::{Field, Visit};
@@ -15,6 +16,8 @@ use tracing_subscriber::fmt::format::{self, FormatEvent, FormatFields, Json, Wri
 use tracing_subscriber::fmt::time::FormatTime;
 use tracing_subscriber::fmt::FmtContext;
 use tracing_subscriber::registry::LookupSpan;
+
+use crate::json_escape::push_quoted_str;
 
 /// The event formatter for `--log-format json`.
 pub struct JsonLine<T> {
@@ -49,20 +52,62 @@ where
         if ctx.lookup_current().is_some() || meta.fields().field("log.target").is_some() {
             return self.stock.format_event(ctx, w, event);
         }
-        w.write_str("{\"timestamp\":\"")?;
-        self.timer.format_time(&mut w)?;
-        w.write_str("\",\"level\":\"")?;
-        w.write_str(meta.level().as_str())?;
-        w.write_char('"')?;
+        LINE.with(|cell| {
+            // A line logged while this one is formatted (a `Debug` value that logs) finds
+            // the buffer taken and gets its own.
+            let (mut taken, mut own);
+            let line: &mut String = match cell.try_borrow_mut() {
+                Ok(buf) => {
+                    taken = buf;
+                    &mut taken
+                }
+                Err(_) => {
+                    own = String::new();
+                    &mut own
+                }
+            };
+            line.clear();
+            let written = self
+                .write_line(line, event)
+                .and_then(|()| w.write_str(line));
+            if line.capacity() > KEEP_BYTES {
+                // One huge line must not pin its buffer for the life of the thread.
+                *line = String::new();
+            }
+            written
+        })
+    }
+}
+
+thread_local! {
+    /// The line being formatted: built here with plain appends, then handed to tracing's
+    /// writer in one call (each call into that writer is a dynamic one; a decision line
+    /// took about eighty).
+    static LINE: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+/// Capacity the line buffer keeps between lines; a longer line's buffer is freed after it.
+const KEEP_BYTES: usize = 16 * 1024;
+
+impl<T: FormatTime> JsonLine<T> {
+    /// The whole line, `{` to `\n`, appended to `line`.
+    fn write_line(&self, line: &mut String, event: &Event<'_>) -> fmt::Result {
+        let meta = event.metadata();
+        line.push_str("{\"timestamp\":\"");
+        self.timer.format_time(&mut Writer::new(&mut *line))?;
+        line.push_str("\",\"level\":\"");
+        line.push_str(meta.level().as_str());
+        line.push('"');
         let mut fields = Fields {
-            w: &mut w,
+            line: &mut *line,
             result: Ok(()),
         };
         event.record(&mut fields);
         fields.result?;
-        w.write_str(",\"target\":")?;
-        write_str_value(&mut w, meta.target())?;
-        w.write_str("}\n")
+        line.push_str(",\"target\":");
+        push_quoted_str(line, meta.target());
+        line.push_str("}\n");
+        Ok(())
     }
 }
 
@@ -83,68 +128,68 @@ impl FormatTime for Rfc3339Micros {
     }
 }
 
-/// Writes each field as `,"name":value`; the first error stops the line.
-struct Fields<'a, 'w> {
-    w: &'a mut Writer<'w>,
+/// Appends each field as `,"name":value`; the first error stops the line.
+struct Fields<'a> {
+    line: &'a mut String,
     result: fmt::Result,
 }
 
-impl Fields<'_, '_> {
-    fn entry(&mut self, field: &Field, value: impl FnOnce(&mut Writer<'_>) -> fmt::Result) {
-        if self.result.is_ok() {
-            // Few, fused writes: each one is a dynamic call into the line buffer.
-            self.result = (|| {
-                self.w.write_str(",\"")?;
-                Escaped(&mut *self.w).write_str(field.name())?;
-                self.w.write_str("\":")?;
-                value(self.w)
-            })();
-        }
+impl Fields<'_> {
+    /// `,"name":` for `field`.
+    fn key(&mut self, field: &Field) {
+        self.line.push(',');
+        push_quoted_str(self.line, field.name());
+        self.line.push(':');
     }
 }
 
-impl Visit for Fields<'_, '_> {
+impl Visit for Fields<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.entry(field, |w| write_str_value(w, value));
+        self.key(field);
+        push_quoted_str(self.line, value);
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.entry(field, |w| w.write_str(if value { "true" } else { "false" }));
+        self.key(field);
+        self.line.push_str(if value { "true" } else { "false" });
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.entry(field, |w| write!(w, "{value}"));
+        self.key(field);
+        // Writing into a String cannot fail.
+        let _ = write!(self.line, "{value}");
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.entry(field, |w| write!(w, "{value}"));
+        self.key(field);
+        let _ = write!(self.line, "{value}");
     }
     fn record_f64(&mut self, field: &Field, value: f64) {
+        self.key(field);
         // serde_json's rendering (shortest round-trip; not finite is null).
-        self.entry(field, |w| match serde_json::Number::from_f64(value) {
-            Some(n) => write!(w, "{n}"),
-            None => w.write_str("null"),
-        });
+        match serde_json::Number::from_f64(value) {
+            Some(n) => {
+                let _ = write!(self.line, "{n}");
+            }
+            None => self.line.push_str("null"),
+        }
     }
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.entry(field, |w| {
-            w.write_char('"')?;
-            write!(Escaped(&mut *w), "{value:?}")?;
-            w.write_char('"')
-        });
+        if self.result.is_err() {
+            return;
+        }
+        self.key(field);
+        self.line.push('"');
+        // A `Debug` impl may fail; the line is then not written (as the stock format does).
+        self.result = write!(Escaped(&mut *self.line), "{value:?}");
+        self.line.push('"');
     }
-}
-
-fn write_str_value(w: &mut impl Write, s: &str) -> fmt::Result {
-    w.write_str("\"")?;
-    Escaped(&mut *w).write_str(s)?;
-    w.write_str("\"")
 }
 
 /// Escapes what it is given as the inside of a JSON string, as serde_json does
 /// ([`crate::json_escape`]); `write!` through it escapes formatted text as it is written.
-struct Escaped<W>(W);
+struct Escaped<'a>(&'a mut String);
 
-impl<W: Write> Write for Escaped<W> {
+impl Write for Escaped<'_> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        crate::json_escape::write_escaped(&mut self.0, s)
+        crate::json_escape::write_escaped(&mut *self.0, s)
     }
 }
 

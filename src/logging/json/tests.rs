@@ -74,6 +74,17 @@ impl std::fmt::Display for Oops {
 
 impl std::error::Error for Oops {}
 
+/// A value that logs while it is being formatted: the inner line is formatted while the
+/// outer one holds the line buffer.
+struct Chatty;
+
+impl std::fmt::Debug for Chatty {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        tracing::info!(inner = "é\n", "logged while formatting");
+        f.write_str("chatty")
+    }
+}
+
 /// A name and the events it sends.
 type Case = (&'static str, Box<dyn Fn()>);
 
@@ -143,6 +154,22 @@ fn lines_are_byte_for_byte_the_stock_json_format() {
                 tracing::info!(target: "custom::target", x = 3);
                 tracing::warn!("w");
                 tracing::error!("e");
+            }),
+        ),
+        (
+            "a line longer than the kept buffer, then short ones",
+            Box::new(|| {
+                let long = "é\"x".repeat(9000);
+                tracing::info!(big = long.as_str(), "long");
+                tracing::info!(after = "short", "short");
+                tracing::info!(again = 1u64);
+            }),
+        ),
+        (
+            "a value that logs while the line is formatted",
+            Box::new(|| {
+                tracing::info!(value = ?Chatty, n = 1u64, "outer");
+                tracing::info!("after");
             }),
         ),
         (
