@@ -367,6 +367,51 @@ impl CachedReviewer {
             .len()
     }
 
+    /// The answer when it is at hand without waiting: a cached one, or (caching off) one
+    /// the inner reviewer evaluates locally ([`AccessReviewer::review_now`]). Counted and
+    /// timed as [`CachedReviewer::review`] would count it. `None`: call `review`.
+    pub fn review_now(
+        &self,
+        role: Role,
+        who: &Identity<'_>,
+        attrs: &ResourceAttributes<'_>,
+    ) -> Option<Result<AccessDecision, AuthzError>> {
+        let started = Instant::now();
+        if self.caching_off() {
+            let r = self.inner.review_now(who, attrs)?;
+            self.metrics.count_timed(role, &r, Source::Miss, started);
+            return Some(r);
+        }
+        self.hit(role, who, attrs, started)
+    }
+
+    fn caching_off(&self) -> bool {
+        self.state.allowed_ttl.is_zero() && self.state.denied_ttl.is_zero()
+    }
+
+    /// The cached answer, if there is an unexpired one, counted as a hit.
+    fn hit(
+        &self,
+        role: Role,
+        who: &Identity<'_>,
+        attrs: &ResourceAttributes<'_>,
+        started: Instant,
+    ) -> Option<Result<AccessDecision, AuthzError>> {
+        let probe = (who, attrs);
+        let entries = self.state.entries.read().unwrap_or_else(|p| p.into_inner());
+        let e = entries.get(&probe as &dyn KeyView)?;
+        // `started` is now enough (a lookup takes microseconds): one clock read.
+        if e.expires <= started {
+            return None;
+        }
+        e.last_used
+            .fetch_max(self.state.ms_at(started), Ordering::Relaxed);
+        let r = Ok(e.decision.clone());
+        drop(entries);
+        self.metrics.count_timed(role, &r, Source::Hit, started);
+        Some(r)
+    }
+
     pub async fn review(
         &self,
         role: Role,
@@ -374,26 +419,15 @@ impl CachedReviewer {
         attrs: &ResourceAttributes<'_>,
     ) -> Result<AccessDecision, AuthzError> {
         let started = Instant::now();
-        if self.state.allowed_ttl.is_zero() && self.state.denied_ttl.is_zero() {
+        if self.caching_off() {
             // Caching off (offline evaluation is already local and exact): no key, no
             // single-flight bookkeeping.
             let r = self.inner.review(who, attrs).await;
             self.metrics.count_timed(role, &r, Source::Miss, started);
             return r;
         }
-        {
-            let probe = (who, attrs);
-            let entries = self.state.entries.read().unwrap_or_else(|p| p.into_inner());
-            if let Some(e) = entries.get(&probe as &dyn KeyView) {
-                // `started` is now enough (a lookup takes microseconds): one clock read.
-                if e.expires > started {
-                    e.last_used
-                        .fetch_max(self.state.ms_at(started), Ordering::Relaxed);
-                    let r = Ok(e.decision.clone());
-                    self.metrics.count_timed(role, &r, Source::Hit, started);
-                    return r;
-                }
-            }
+        if let Some(r) = self.hit(role, who, attrs, started) {
+            return r;
         }
         if role == Role::Tether {
             self.start_refresher();

@@ -149,11 +149,34 @@ pub trait AccessReviewer: Send + Sync {
         who: &Identity<'_>,
         attrs: &ResourceAttributes<'_>,
     ) -> Result<AccessDecision, AuthzError>;
+
+    /// The same answer as [`AccessReviewer::review`] without waiting, from a reviewer that
+    /// evaluates locally; `None` from one that must ask (the caller then awaits `review`).
+    /// Spares the local reviewers a boxed future per check.
+    fn review_now(
+        &self,
+        _who: &Identity<'_>,
+        _attrs: &ResourceAttributes<'_>,
+    ) -> Option<Result<AccessDecision, AuthzError>> {
+        None
+    }
 }
 
 /// Standalone without an RBAC file: everything is allowed, and the standalone warning on
 /// every response says so.
 pub struct AllowAll;
+
+impl AllowAll {
+    fn answer() -> AccessDecision {
+        static REASON: std::sync::LazyLock<std::sync::Arc<str>> = std::sync::LazyLock::new(|| {
+            "standalone without --rbac-file: access reviews are not evaluated".into()
+        });
+        AccessDecision {
+            allowed: true,
+            reason: REASON.clone(),
+        }
+    }
+}
 
 #[async_trait]
 impl AccessReviewer for AllowAll {
@@ -162,26 +185,23 @@ impl AccessReviewer for AllowAll {
         _who: &Identity<'_>,
         _attrs: &ResourceAttributes<'_>,
     ) -> Result<AccessDecision, AuthzError> {
-        static REASON: std::sync::LazyLock<std::sync::Arc<str>> = std::sync::LazyLock::new(|| {
-            "standalone without --rbac-file: access reviews are not evaluated".into()
-        });
-        Ok(AccessDecision {
-            allowed: true,
-            reason: REASON.clone(),
-        })
+        Ok(Self::answer())
+    }
+
+    fn review_now(
+        &self,
+        _who: &Identity<'_>,
+        _attrs: &ResourceAttributes<'_>,
+    ) -> Option<Result<AccessDecision, AuthzError>> {
+        Some(Ok(Self::answer()))
     }
 }
 
 /// Offline access reviews from an RBAC file.
 pub struct RbacFileReviewer(pub rbac_file::RbacFile);
 
-#[async_trait]
-impl AccessReviewer for RbacFileReviewer {
-    async fn review(
-        &self,
-        who: &Identity<'_>,
-        attrs: &ResourceAttributes<'_>,
-    ) -> Result<AccessDecision, AuthzError> {
+impl RbacFileReviewer {
+    fn answer(&self, who: &Identity<'_>, attrs: &ResourceAttributes<'_>) -> AccessDecision {
         let d = self.0.check(&rbac_file::AccessQuery {
             user: &who.user,
             groups: &who.groups,
@@ -192,9 +212,28 @@ impl AccessReviewer for RbacFileReviewer {
             namespace: attrs.namespace.as_deref(),
             name: attrs.name.as_deref(),
         });
-        Ok(AccessDecision {
+        AccessDecision {
             allowed: d.allowed,
             reason: d.reason.into(),
-        })
+        }
+    }
+}
+
+#[async_trait]
+impl AccessReviewer for RbacFileReviewer {
+    async fn review(
+        &self,
+        who: &Identity<'_>,
+        attrs: &ResourceAttributes<'_>,
+    ) -> Result<AccessDecision, AuthzError> {
+        Ok(self.answer(who, attrs))
+    }
+
+    fn review_now(
+        &self,
+        who: &Identity<'_>,
+        attrs: &ResourceAttributes<'_>,
+    ) -> Option<Result<AccessDecision, AuthzError>> {
+        Some(Ok(self.answer(who, attrs)))
     }
 }

@@ -398,3 +398,43 @@ async fn review_metrics_count_each_label_set_under_its_own_labels_and_add_no_oth
         assert_eq!(timed, want_timed, "{labels:?}");
     }
 }
+
+#[tokio::test]
+async fn answers_at_hand_come_without_waiting_and_are_counted_as_review_would() {
+    let who = Identity::default();
+    let a = attrs("create");
+    let v = |m: &Metrics, role: &str, cache: &str| {
+        m.access_reviews
+            .with_label_values(&[role, "allowed", cache])
+            .get()
+    };
+    // Caching on: nothing at hand until an answer is cached, then a hit.
+    let (inner, c, m) = setup(yes(), None, 10_000, 10_000);
+    assert!(c.review_now(Role::User, &who, &a).is_none());
+    assert_eq!(v(&m, "user", "miss") + v(&m, "user", "hit"), 0);
+    c.review(Role::User, &who, &a).await.unwrap();
+    let now = c.review_now(Role::User, &who, &a).expect("cached");
+    assert!(now.unwrap().allowed);
+    assert_eq!(inner.calls.load(Ordering::SeqCst), 1);
+    assert_eq!((v(&m, "user", "miss"), v(&m, "user", "hit")), (1, 1));
+    // Caching off, a reviewer that must ask: nothing at hand, nothing counted.
+    let (inner, c, m) = setup(yes(), None, 0, 0);
+    assert!(c.review_now(Role::Tether, &who, &a).is_none());
+    assert_eq!(inner.calls.load(Ordering::SeqCst), 0);
+    assert_eq!(v(&m, "tether", "miss"), 0);
+    // Caching off, a local reviewer: answered now, counted as the miss `review` counts.
+    let m = Metrics::new();
+    let c = CachedReviewer::new(
+        Arc::new(crate::authz::AllowAll),
+        Duration::ZERO,
+        Duration::ZERO,
+        m.clone(),
+    );
+    let now = c.review_now(Role::Tether, &who, &a).expect("local");
+    assert_eq!(now, c.review(Role::Tether, &who, &a).await);
+    assert_eq!(v(&m, "tether", "miss"), 2);
+    let seconds = m
+        .access_review_duration
+        .with_label_values(&["tether", "allowed", "miss"]);
+    assert_eq!(seconds.get_sample_count(), 2);
+}
