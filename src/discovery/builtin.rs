@@ -245,10 +245,7 @@ fn split_api_version(api_version: &str) -> Option<(&str, &str)> {
 /// ```
 pub fn lookup(api_version: &str, kind: &str) -> Result<ResourceInfo, LookupError> {
     if let Some((group, version)) = split_api_version(api_version) {
-        if let Some(entry) = TABLE
-            .iter()
-            .find(|r| r.group == group && r.version == version && r.kind == kind)
-        {
+        if let Some(entry) = find(group, version, kind) {
             return Ok(entry.to_info());
         }
     }
@@ -257,6 +254,25 @@ pub fn lookup(api_version: &str, kind: &str) -> Result<ResourceInfo, LookupError
         kind: kind.to_string(),
         hint: hint(api_version, kind),
     })
+}
+
+/// [`lookup`] for an apiVersion already split into group (`""` for the core group) and
+/// version, as the resolver has it: the same answer and error, without joining and
+/// splitting the apiVersion again on the way in.
+pub fn lookup_parts(group: &str, version: &str, kind: &str) -> Result<ResourceInfo, LookupError> {
+    // A table entry has no slash in its group or version and a non-empty version, so
+    // whatever it matches here, `lookup` of the joined apiVersion matches too; a miss (or an
+    // error) is `lookup`'s, word for word.
+    match find(group, version, kind) {
+        Some(entry) => Ok(entry.to_info()),
+        None => lookup(&super::api_version(group, version), kind),
+    }
+}
+
+fn find(group: &str, version: &str, kind: &str) -> Option<&'static BuiltinResource> {
+    TABLE
+        .iter()
+        .find(|r| r.group == group && r.version == version && r.kind == kind)
 }
 
 /// What the user probably meant: entries whose kind equals `kind` ignoring case, or whose

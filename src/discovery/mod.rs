@@ -57,7 +57,7 @@ impl KindResolver for BuiltinResolver {
         version: &str,
         kind: &str,
     ) -> Result<ResourceInfo, ResolveError> {
-        builtin::lookup(&api_version(group, version), kind)
+        builtin::lookup_parts(group, version, kind)
             .map_err(|e| ResolveError::Unknown(e.to_string()))
     }
 }

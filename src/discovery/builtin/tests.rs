@@ -222,3 +222,27 @@ fn builtin_entries_match_k8s_openapi() {
         }
     }
 }
+
+#[test]
+fn lookup_parts_answers_as_lookup_of_the_joined_api_version() {
+    let mut rows: Vec<(&str, &str, &str)> =
+        all().iter().map(|r| (r.group, r.version, r.kind)).collect();
+    rows.extend([
+        ("", "apps/v1", "Deployment"),
+        ("apps", "", "Deployment"),
+        ("", "", "Pod"),
+        ("apps/v1", "", "Deployment"),
+        ("autoscaling", "v2beta2", "horizontalPodAutoscaler"),
+        ("", "v1", "pods"),
+        ("a/b", "c", "Pod"),
+        ("é", "v1", "Pod"),
+    ]);
+    crate::table_test::each(rows, |(group, version, kind)| {
+        let joined = crate::discovery::api_version(group, version);
+        assert_eq!(
+            lookup_parts(group, version, kind),
+            lookup(&joined, kind),
+            "{group:?} {version:?} {kind:?}"
+        );
+    });
+}
