@@ -53,7 +53,25 @@ pub(super) fn is_label_shape(s: &str) -> bool {
 /// ```
 #[must_use]
 pub fn is_dns1123_subdomain(s: &str) -> bool {
-    !s.is_empty() && s.len() <= MAX_DNS1123_SUBDOMAIN_LEN && s.split('.').all(is_label_shape)
+    let b = s.as_bytes();
+    if b.is_empty() || b.len() > MAX_DNS1123_SUBDOMAIN_LEN {
+        return false;
+    }
+    // One pass over the bytes (every admission request checks a few API groups): a label
+    // may not start with `-` or `.` (empty), nor end with `-` or be empty before a dot.
+    let mut prev = b'.';
+    for &c in b {
+        let ok = match c {
+            b'-' => prev != b'.',
+            b'.' => is_lower_alnum(prev),
+            c => is_lower_alnum(c),
+        };
+        if !ok {
+            return false;
+        }
+        prev = c;
+    }
+    is_lower_alnum(prev)
 }
 
 /// Whether `s` is a valid Kubernetes label value: empty, or at most 63 characters of

@@ -110,6 +110,25 @@ fn dns1123_subdomain_table() {
     });
 }
 
+proptest! {
+    /// The one-pass check says what the definition says: non-empty, at most 253 bytes,
+    /// dot-separated labels of the DNS-1123 label shape.
+    #[test]
+    fn dns1123_subdomain_is_its_definition(
+        s in prop_oneof![
+            "[a-z0-9.-]{0,12}",
+            "([a-z0-9]([a-z0-9-]{0,6}[a-z0-9])?\\.){0,4}[a-z0-9-]{0,8}",
+            "[a-zA-Z0-9._/ é-]{0,20}",
+            "[a-z.]{250,256}",
+        ]
+    ) {
+        let by_definition = !s.is_empty()
+            && s.len() <= MAX_DNS1123_SUBDOMAIN_LEN
+            && s.split('.').all(is_label_shape);
+        prop_assert_eq!(is_dns1123_subdomain(&s), by_definition, "{:?}", s);
+    }
+}
+
 #[test]
 fn label_value_table() {
     let l63 = "a".repeat(63);
