@@ -57,9 +57,15 @@ pub struct Gvk {
 /// assert_eq!(parse_api_version("/v1"), None);
 /// ```
 pub fn parse_api_version(api_version: &str) -> Option<(&str, &str)> {
-    let (group, version) = match api_version.split_once('/') {
+    // A byte scan for the slash: `split_once` sets up a general searcher, which costs more
+    // than the dozen bytes it looks at (three calls per admission request).
+    let (group, version) = match api_version.bytes().position(|b| b == b'/') {
         None => ("", api_version),
-        Some((g, v)) => {
+        Some(slash) => {
+            let (Some(g), Some(v)) = (api_version.get(..slash), api_version.get(slash + 1..))
+            else {
+                return None; // unreachable: an ASCII byte is on character boundaries
+            };
             if !super::is_dns1123_subdomain(g) {
                 return None;
             }
