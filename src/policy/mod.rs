@@ -10,7 +10,6 @@
 //! - [`placeholders`]: the four `{{ .X }}` placeholders of SPEC 3.1.
 //! - [`plain`]: mutating plain objects labelled `tether.dev/target` (SPEC 5.3).
 
-use std::borrow::Cow;
 use std::fmt;
 
 pub mod appdomain;
@@ -220,11 +219,11 @@ struct KindEntry {
 }
 
 impl KindEntry {
-    fn matches(&self, kind: &str, group: Option<&str>) -> bool {
-        self.kind == kind
+    fn matches(&self, kind: &Folded<'_>, group: Option<&Folded<'_>>) -> bool {
+        kind.is(&self.kind)
             && match (&self.group, group) {
                 (None, _) => true,
-                (Some(want), Some(got)) => want == got,
+                (Some(want), Some(got)) => got.is(want),
                 // The group is unknown (a malformed apiVersion, which rule 1 reports): a
                 // group-qualified entry cannot be ruled out, so it matches (fail closed).
                 (Some(_), None) => true,
@@ -325,10 +324,9 @@ impl KindPolicy {
     /// governs it, so the user knows whom to ask.
     pub fn check_in(&self, kind: &str, group: Option<&str>) -> Result<(), String> {
         let trimmed = kind.trim();
-        let (mut kind_buf, mut group_buf) = ([0u8; 64], [0u8; 256]);
-        let lower = lowercase(trimmed, &mut kind_buf);
-        let group = group.map(|g| lowercase(g.trim(), &mut group_buf));
-        let group = group.as_deref();
+        let lower = Folded::new(trimmed);
+        let group = group.map(|g| Folded::new(g.trim()));
+        let group = group.as_ref();
         // Echo at most a short prefix of what the user sent (built only for a deny).
         let shown = || quote_short(trimmed, 80);
         if let Some(allowed) = &self.allowed {
@@ -356,7 +354,7 @@ impl KindPolicy {
             } else {
                 String::new()
             };
-            let why = if RBAC_KINDS.contains(&&*lower) {
+            let why = if RBAC_KINDS.iter().any(|k| lower.is(k)) {
                 "RBAC objects grant rights, and tether would create them with its own \
                  account; create it yourself with kubectl, or ask your platform team to opt in \
                  (tether then checks escalate/bind for you)"
@@ -374,19 +372,31 @@ impl KindPolicy {
     }
 }
 
-/// `s.to_lowercase()`, written into `buf` instead of a new `String` when `s` is ASCII and
-/// fits (kinds and API groups always do): the allowed path of every review asks this.
-fn lowercase<'b>(s: &str, buf: &'b mut [u8]) -> Cow<'b, str> {
-    if s.is_ascii() && s.len() <= buf.len() {
-        let out = &mut buf[..s.len()];
-        out.copy_from_slice(s.as_bytes());
-        out.make_ascii_lowercase();
-        let out: &'b [u8] = out;
-        if let Ok(lower) = std::str::from_utf8(out) {
-            return Cow::Borrowed(lower);
+/// User text to compare with the lowercased configuration, as `s.to_lowercase()` would
+/// compare, without that copy for ASCII (kinds and API groups always are): the allowed
+/// path of every review asks this about 20 times.
+enum Folded<'a> {
+    Ascii(&'a str),
+    Lowered(String),
+}
+
+impl Folded<'_> {
+    fn new(s: &str) -> Folded<'_> {
+        if s.is_ascii() {
+            Folded::Ascii(s)
+        } else {
+            Folded::Lowered(s.to_lowercase())
         }
     }
-    Cow::Owned(s.to_lowercase())
+
+    /// Whether the text, lowercased, is `lower` (itself the output of `to_lowercase`, so
+    /// without ASCII capitals: ignoring ASCII case then only folds the user's side).
+    fn is(&self, lower: &str) -> bool {
+        match self {
+            Folded::Ascii(s) => s.eq_ignore_ascii_case(lower),
+            Folded::Lowered(s) => s == lower,
+        }
+    }
 }
 
 // ----- shared helpers for the submodules (field paths and name syntax) -----

@@ -285,25 +285,48 @@ fn field_paths() {
     assert_eq!(path_of(&["my_key-1"]), "my_key-1");
 }
 
+/// `Folded::new(user).is(configured)` answers `user.to_lowercase() == configured` for
+/// lowercased configuration, with and without the copy.
+fn folded_is_to_lowercase_equality(user: &str, configured: &str) {
+    let configured = configured.to_lowercase();
+    assert_eq!(
+        Folded::new(user).is(&configured),
+        user.to_lowercase() == configured,
+        "{user:?} vs {configured:?}"
+    );
+}
+
 #[test]
-fn lowercase_matches_to_lowercase_with_or_without_the_buffer() {
-    let long = "A".repeat(65);
+fn folded_compares_as_to_lowercase_does() {
+    let long = "A".repeat(300);
     let rows = [
-        ("HorizontalPodAutoscaler", 64, true),
-        ("", 64, true),
-        ("serving.knative.DEV", 64, true),
-        // Too long for the buffer, and not ASCII: allocated, same answer.
-        (long.as_str(), 64, false),
-        ("ÄPod", 64, false),
-        // KELVIN SIGN lowercases to an ASCII 'k'.
-        ("\u{212A}ind", 64, false),
+        ("HorizontalPodAutoscaler", "horizontalpodautoscaler"),
+        ("HorizontalPodAutoscaler", "HorizontalPodAutoscalers"),
+        ("", ""),
+        ("", "pod"),
+        ("serving.knative.DEV", "Serving.Knative.dev"),
+        (long.as_str(), long.as_str()),
+        ("ÄPod", "äpod"),
+        ("ÄPod", "apod"),
+        // KELVIN SIGN lowercases to an ASCII 'k', on either side.
+        ("\u{212A}ind", "kind"),
+        ("Kind", "\u{212A}IND"),
+        ("Kind", "Kïnd"),
     ];
-    crate::table_test::each(rows, |(s, len, borrowed)| {
-        let mut buf = vec![0u8; len];
-        let got = lowercase(s, &mut buf);
-        assert_eq!(got, s.to_lowercase());
-        assert_eq!(matches!(got, Cow::Borrowed(_)), borrowed);
+    crate::table_test::each(rows, |(user, configured)| {
+        folded_is_to_lowercase_equality(user, configured)
     });
+}
+
+proptest::proptest! {
+    #[test]
+    fn folded_is_to_lowercase_equality_for_any_text(
+        user in "[a-zA-ZäÄ\u{212A}İ.]{0,6}",
+        configured in "[a-zA-ZäÄ\u{212A}İ.]{0,6}",
+    ) {
+        folded_is_to_lowercase_equality(&user, &configured);
+        folded_is_to_lowercase_equality(&user, &user.to_uppercase());
+    }
 }
 
 #[test]
