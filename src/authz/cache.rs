@@ -272,8 +272,12 @@ impl ReviewMetrics {
     /// Counts one answer.
     fn count(&self, role: Role, result: &Result<AccessDecision, AuthzError>, source: Source) {
         let (i, labels) = Self::labels(role, result_index(result), source);
+        self.count_at(i, &labels);
+    }
+
+    fn count_at(&self, i: usize, labels: &[&str; 3]) {
         self.counters[i]
-            .get_or_init(|| self.metrics.access_reviews.with_label_values(&labels))
+            .get_or_init(|| self.metrics.access_reviews.with_label_values(labels))
             .inc();
     }
 
@@ -285,8 +289,8 @@ impl ReviewMetrics {
         source: Source,
         started: Instant,
     ) {
-        self.count(role, result, source);
         let (i, labels) = Self::labels(role, result_index(result), source);
+        self.count_at(i, &labels);
         self.durations[i]
             .get_or_init(|| {
                 self.metrics
