@@ -154,12 +154,13 @@ impl Visit for Fields<'_> {
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
         self.key(field);
-        // Writing into a String cannot fail.
-        let _ = write!(self.line, "{value}");
+        // Writing into a String cannot fail. serde_json's `Number` writes the same digits
+        // as `u64`'s `Display`, with itoa instead of the padding-aware integer formatter.
+        let _ = write!(self.line, "{}", serde_json::Number::from(value));
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
         self.key(field);
-        let _ = write!(self.line, "{value}");
+        let _ = write!(self.line, "{}", serde_json::Number::from(value));
     }
     fn record_f64(&mut self, field: &Field, value: f64) {
         self.key(field);
