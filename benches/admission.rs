@@ -111,13 +111,6 @@ fn review_codec(c: &mut Criterion) {
                     .expect("object parses")
             })
         });
-        let req = parse(body.as_bytes())
-            .expect("fixture parses")
-            .request
-            .expect("request parses");
-        g.bench_function(format!("serialise_request/{name}"), |b| {
-            b.iter(|| serde_json::to_vec(black_box(&req)).expect("serialises"))
-        });
     }
     g.throughput(Throughput::Elements(1));
     let hpa = object_of(HPA_MUTATE);

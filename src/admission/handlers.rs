@@ -38,8 +38,8 @@ pub struct Handlers {
 pub use crate::policy::attached::TETHER_VERBS;
 
 impl Handlers {
-    pub async fn decide(&self, webhook: Webhook, req: &AdmissionRequest) -> Decision {
-        match (webhook, req.kind.group.as_str(), req.kind.kind.as_str()) {
+    pub async fn decide(&self, webhook: Webhook, req: &AdmissionRequest<'_>) -> Decision {
+        match (webhook, &*req.kind.group, &*req.kind.kind) {
             (Webhook::Validate, "tether.dev", "AttachedResource") => {
                 self.validate_attached(req).await
             }
@@ -54,7 +54,7 @@ impl Handlers {
     }
 
     /// SPEC 5.1.
-    async fn validate_attached(&self, req: &AdmissionRequest) -> Decision {
+    async fn validate_attached(&self, req: &AdmissionRequest<'_>) -> Decision {
         let ns = req.namespace.as_deref().unwrap_or_default();
         if matches!(req.operation, Operation::Delete) {
             return self.validate_attached_delete(req, ns).await;
@@ -279,7 +279,7 @@ impl Handlers {
     }
 
     /// SPEC 5.1 item 10: the user may delete the attached kind in the namespace.
-    async fn validate_attached_delete(&self, req: &AdmissionRequest, ns: &str) -> Decision {
+    async fn validate_attached_delete(&self, req: &AdmissionRequest<'_>, ns: &str) -> Decision {
         let Some(old) = req.old_object.as_ref() else {
             return Decision::malformed(
                 "missing_object",
@@ -355,7 +355,7 @@ impl Handlers {
 
     /// SPEC 5.2, and the admission stamp (SECURITY.md): the label, plus an HMAC of what is
     /// being admitted. Validation runs after this, so a stored stamp means both webhooks ran.
-    fn mutate_attached(&self, req: &AdmissionRequest) -> Decision {
+    fn mutate_attached(&self, req: &AdmissionRequest<'_>) -> Decision {
         if matches!(req.operation, Operation::Delete) {
             return Decision::allow("no_mutation");
         }
@@ -406,12 +406,12 @@ impl Handlers {
     /// SPEC 5.4 mutation: fill `spec.domain` and the default `spec.serviceRef` on CREATE;
     /// restore an emptied `spec.domain` (and service name) from `oldObject` on UPDATE, so
     /// re-applying the creating manifest is a no-op.
-    fn mutate_appdomain(&self, req: &AdmissionRequest) -> Decision {
+    fn mutate_appdomain(&self, req: &AdmissionRequest<'_>) -> Decision {
         let Some(obj) = req.object.as_ref() else {
             return Decision::allow("no_object");
         };
         let ns = req.namespace.as_deref().unwrap_or_default();
-        let myself = (ns, req.name.as_str());
+        let myself = (ns, &*req.name);
         let mutated = match (&req.operation, req.old_object.as_ref()) {
             (Operation::Create, _) => {
                 appdomain::mutate(obj, &self.domains, &self.holders(), myself)
@@ -431,7 +431,7 @@ impl Handlers {
     }
 
     /// SPEC 5.4 validation.
-    async fn validate_appdomain(&self, req: &AdmissionRequest) -> Decision {
+    async fn validate_appdomain(&self, req: &AdmissionRequest<'_>) -> Decision {
         if matches!(req.operation, Operation::Delete | Operation::Connect) {
             return Decision::allow("no_validation");
         }
@@ -452,7 +452,7 @@ impl Handlers {
             old,
             &self.domains,
             &self.holders(),
-            (ns, req.name.as_str()),
+            (ns, &*req.name),
         ) {
             Outcome::Allowed { warnings } => warnings,
             Outcome::Denied(v) => return deny_violations(&v),
@@ -477,12 +477,12 @@ impl Handlers {
     }
 
     /// SPEC 5.3.
-    fn mutate_plain(&self, req: &AdmissionRequest) -> Decision {
+    fn mutate_plain(&self, req: &AdmissionRequest<'_>) -> Decision {
         let Some(obj) = req.object.as_ref() else {
             return Decision::allow("no_object");
         };
-        let group = req.kind.group.as_str();
-        let kind = req.kind.kind.as_str();
+        let group = &*req.kind.group;
+        let kind = &*req.kind.kind;
         let ns = req.namespace.as_deref().unwrap_or_default();
         let plan = match plain::plan_injection(group, kind, obj) {
             Ok(p) => p,
@@ -525,7 +525,7 @@ fn stamp_of(obj: &Value) -> Option<&str> {
         .and_then(Value::as_str)
 }
 
-fn has_target_label(req: &AdmissionRequest) -> bool {
+fn has_target_label(req: &AdmissionRequest<'_>) -> bool {
     req.object
         .as_ref()
         .and_then(|o| policy::at(o, &["metadata", "labels"]))
@@ -541,10 +541,10 @@ fn deny_violations(v: &[Violation]) -> Decision {
     }
 }
 
-fn identity_of(req: &AdmissionRequest) -> Identity<'_> {
+fn identity_of<'a>(req: &'a AdmissionRequest<'_>) -> Identity<'a> {
     let u = &req.user_info;
     Identity {
-        user: u.username.as_str().into(),
+        user: Cow::Borrowed(&u.username),
         uid: u.uid.as_deref().map(Into::into),
         groups: u.groups.as_slice().into(),
         extra: Cow::Borrowed(&u.extra),

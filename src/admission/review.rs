@@ -1,7 +1,7 @@
 //! AdmissionReview v1 in, AdmissionReview v1 out.
 //!
 //! The request and response mirror `kube::core::admission` (same field names, and kube's own
-//! `GroupVersionKind`, `Operation` and `Status` types), with two deliberate differences:
+//! `Operation` and `Status` types), with three deliberate differences:
 //! - the objects are kept as `serde_json::Value`: the policy works on arbitrary kinds, and
 //!   parsing into `DynamicObject` first would reject an object with, say, a numeric label
 //!   *before* we know the uid, turning a clear per-field deny into an opaque webhook failure;
@@ -9,12 +9,14 @@
 //!   `request.uid`) and leaves the request as raw JSON; anything wrong there is not a v1
 //!   AdmissionReview and gets HTTP 400. Stage two parses the request; a problem there is
 //!   answered as an AdmissionReview *with the uid* and a 400 status naming the field, which
-//!   the API server shows to the user.
+//!   the API server shows to the user;
+//! - the request borrows its names (uid, kind, resource, name, namespace, user) from the body
+//!   instead of copying them into owned strings.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use kube::core::admission::Operation;
-use kube::core::{GroupVersionKind, GroupVersionResource};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -51,21 +53,28 @@ pub struct RequestError {
 /// An AdmissionReview v1 request (see module docs for how it differs from kube's type).
 /// `requestKind`, `requestResource` and `options` are not read by any handler, so they are
 /// skipped unparsed (serde ignores unknown fields) rather than built and dropped.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+///
+/// The strings a handler reads on every request borrow from the body when they hold no JSON
+/// escape (always, for the names the API server sends): no allocation, no copy, nothing to
+/// free. An escaped string is unescaped into an owned one; the value is the same either way.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct AdmissionRequest {
-    pub uid: String,
-    pub kind: GroupVersionKind,
-    pub resource: GroupVersionResource,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+pub struct AdmissionRequest<'a> {
+    #[serde(borrow)]
+    pub uid: Cow<'a, str>,
+    #[serde(borrow)]
+    pub kind: Gvk<'a>,
+    #[serde(borrow)]
+    pub resource: Gvr<'a>,
+    #[serde(default)]
     pub sub_resource: Option<String>,
-    #[serde(default)]
-    pub name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub namespace: Option<String>,
+    #[serde(default, borrow)]
+    pub name: Cow<'a, str>,
+    #[serde(default, borrow, deserialize_with = "optional_text")]
+    pub namespace: Option<Cow<'a, str>>,
     pub operation: Operation,
-    #[serde(default)]
-    pub user_info: UserInfo,
+    #[serde(default, borrow)]
+    pub user_info: UserInfo<'a>,
     /// Without `metadata.managedFields` and the annotations tether does not read (see
     /// [`lean_object`]).
     #[serde(default, deserialize_with = "lean_object")]
@@ -76,18 +85,51 @@ pub struct AdmissionRequest {
     pub dry_run: bool,
 }
 
-/// `request.userInfo` (authentication.k8s.io/v1 UserInfo).
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+/// `request.kind` (and `requestKind`): kube's `GroupVersionKind`, borrowed.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct Gvk<'a> {
+    #[serde(borrow)]
+    pub group: Cow<'a, str>,
+    #[serde(borrow)]
+    pub version: Cow<'a, str>,
+    #[serde(borrow)]
+    pub kind: Cow<'a, str>,
+}
+
+/// `request.resource`: kube's `GroupVersionResource`, borrowed.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct Gvr<'a> {
+    #[serde(borrow)]
+    pub group: Cow<'a, str>,
+    #[serde(borrow)]
+    pub version: Cow<'a, str>,
+    #[serde(borrow)]
+    pub resource: Cow<'a, str>,
+}
+
+/// `request.userInfo` (authentication.k8s.io/v1 UserInfo). `groups` and `extra` stay owned:
+/// access reviews send them as they are, and the review cache keeps them.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
-pub struct UserInfo {
-    #[serde(default)]
-    pub username: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub uid: Option<String>,
+pub struct UserInfo<'a> {
+    #[serde(default, borrow)]
+    pub username: Cow<'a, str>,
+    #[serde(default, borrow, deserialize_with = "optional_text")]
+    pub uid: Option<Cow<'a, str>>,
     #[serde(default, deserialize_with = "null_as_default")]
     pub groups: Vec<String>,
     #[serde(default, deserialize_with = "null_as_default")]
     pub extra: BTreeMap<String, Vec<String>>,
+}
+
+/// An optional string, borrowed from the body when it has no escapes. serde borrows a
+/// `Cow<str>` only when it is the field's own type; inside an `Option` it would always copy.
+fn optional_text<'de: 'a, 'a, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Cow<'a, str>>, D::Error> {
+    #[derive(Deserialize)]
+    struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
+    Ok(Option::<Text<'a>>::deserialize(d)?.map(|t| t.0))
 }
 
 fn null_as_false<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
@@ -228,13 +270,13 @@ struct UidOnly {
 }
 
 /// A review whose envelope is valid: we know the uid, whatever else is wrong.
-pub struct Parsed {
-    pub uid: String,
-    pub request: Result<AdmissionRequest, RequestError>,
+pub struct Parsed<'a> {
+    pub uid: Cow<'a, str>,
+    pub request: Result<AdmissionRequest<'a>, RequestError>,
 }
 
 /// Parses an AdmissionReview body in the two stages described in the module docs.
-pub fn parse(body: &[u8]) -> Result<Parsed, EnvelopeError> {
+pub fn parse(body: &[u8]) -> Result<Parsed<'_>, EnvelopeError> {
     // Happy path: one pass straight into the typed review. Only when that fails do we take
     // the staged path below, which exists to produce the precise error.
     // UTF-8 is checked once for the whole body: `from_slice` checks every string on its own,
@@ -259,7 +301,8 @@ struct FastReview<'a> {
     api_version: std::borrow::Cow<'a, str>,
     #[serde(borrow)]
     kind: std::borrow::Cow<'a, str>,
-    request: AdmissionRequest,
+    #[serde(borrow)]
+    request: AdmissionRequest<'a>,
 }
 
 /// Parser errors may quote the input (control characters included): cut and cleaned.
@@ -267,7 +310,7 @@ fn cut(s: String) -> String {
     crate::text::clean_owned(s, crate::text::MAX_DETAIL)
 }
 
-fn parse_staged(body: &[u8]) -> Result<Parsed, EnvelopeError> {
+fn parse_staged(body: &[u8]) -> Result<Parsed<'_>, EnvelopeError> {
     // serde would happily read a struct from a JSON array; an AdmissionReview is an object.
     match body.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'{') | None => {}
@@ -330,7 +373,10 @@ fn parse_staged(body: &[u8]) -> Result<Parsed, EnvelopeError> {
             detail: cut(e.into_inner().to_string()),
         }
     });
-    Ok(Parsed { uid, request })
+    Ok(Parsed {
+        uid: uid.into(),
+        request,
+    })
 }
 
 /// What the API server gets back.
@@ -502,6 +548,41 @@ mod tests {
         assert_eq!(r.user_info.extra["scopes"], vec!["a", "b"]);
         assert_eq!(r.namespace.as_deref(), Some("payments"));
         assert!(r.old_object.is_none());
+    }
+
+    #[test]
+    fn request_strings_borrow_from_the_body_unless_escaped() {
+        let borrowed = |c: &Cow<'_, str>| matches!(c, Cow::Borrowed(_));
+        let r = parse(GOOD.as_bytes()).unwrap().request.unwrap();
+        let plain = [
+            &r.uid,
+            &r.kind.group,
+            &r.kind.kind,
+            &r.resource.resource,
+            &r.name,
+            r.namespace.as_ref().unwrap(),
+            &r.user_info.username,
+            r.user_info.uid.as_ref().unwrap(),
+        ];
+        assert!(plain.into_iter().all(borrowed), "{r:?}");
+        // The same values written with escapes: unescaped into owned strings, equal values.
+        let body = GOOD
+            .replace(r#""namespace":"payments""#, r#""namespace":"pay\u006dents""#)
+            .replace(r#""username":"alice""#, r#""username":"al\u0069ce""#)
+            .replace(r#""uid":"u-1""#, r#""uid":"u\/1""#)
+            .replace(r#""name":"worker-hpa","namespace""#, r#""name":"worker\u002dhpa","namespace""#);
+        let e = parse(body.as_bytes()).unwrap().request.unwrap();
+        let escaped = [
+            (e.namespace.as_ref().unwrap(), "payments"),
+            (&e.user_info.username, "alice"),
+            (e.user_info.uid.as_ref().unwrap(), "u/1"),
+            (&e.name, "worker-hpa"),
+        ];
+        for (got, want) in escaped {
+            assert_eq!(got, want);
+            assert!(!borrowed(got), "{want} was written with an escape");
+        }
+        assert!(borrowed(&e.uid));
     }
 
     #[test]
