@@ -5,8 +5,8 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use crate::borrowed_json::Value;
 use kube::core::admission::Operation;
-use serde_json::Value;
 
 use super::review::AdmissionRequest;
 use super::{Decision, Webhook};
@@ -372,9 +372,9 @@ impl Handlers {
                 let add = if obj.get("metadata").is_some_and(Value::is_object) || m.is_empty() {
                     annotation_patch(obj, STAMP_ANNOTATION, stamp)
                 } else {
-                    let mut labelled = obj.clone();
+                    let mut labelled = obj.to_json();
                     match json_patch::patch(&mut labelled, &m.patch) {
-                        Ok(()) => annotation_patch(&labelled, STAMP_ANNOTATION, stamp),
+                        Ok(()) => annotation_patch(&(&labelled).into(), STAMP_ANNOTATION, stamp),
                         Err(_) => annotation_patch(obj, STAMP_ANNOTATION, stamp),
                     }
                 };
@@ -447,17 +447,12 @@ impl Handlers {
         } else {
             None
         };
-        let warnings = match appdomain::validate(
-            obj,
-            old,
-            &self.domains,
-            &self.holders(),
-            (ns, &*req.name),
-        ) {
-            Outcome::Allowed { warnings } => warnings,
-            Outcome::Denied(v) => return deny_violations(&v),
-            Outcome::Conflict(msg) => return Decision::conflict("domain_conflict", msg),
-        };
+        let warnings =
+            match appdomain::validate(obj, old, &self.domains, &self.holders(), (ns, &*req.name)) {
+                Outcome::Allowed { warnings } => warnings,
+                Outcome::Denied(v) => return deny_violations(&v),
+                Outcome::Conflict(msg) => return Decision::conflict("domain_conflict", msg),
+            };
         // Spec unchanged (finalizers, labels): nothing new is asked of the user either.
         if old.is_some_and(|o| appdomain::spec_unchanged(obj, o)) {
             return Decision::allow("spec_unchanged");
@@ -518,7 +513,7 @@ fn is_deleting(obj: &Value) -> bool {
     policy::at(obj, &["metadata", "deletionTimestamp"]).is_some_and(|t| !t.is_null())
 }
 
-fn stamp_of(obj: &Value) -> Option<&str> {
+fn stamp_of<'v>(obj: &'v Value<'_>) -> Option<&'v str> {
     obj.get("metadata")
         .and_then(|m| m.get("annotations"))
         .and_then(|a| a.get(STAMP_ANNOTATION))
@@ -610,7 +605,7 @@ fn annotation_patch(obj: &Value, key: &str, value: String) -> json_patch::Patch 
     let op = if has_annotations {
         AddOperation {
             path: PointerBuf::from_tokens(["metadata", "annotations", key]),
-            value: Value::String(value),
+            value: serde_json::Value::String(value),
         }
     } else if has_metadata {
         AddOperation {

@@ -77,10 +77,10 @@ pub struct AdmissionRequest<'a> {
     pub user_info: UserInfo<'a>,
     /// Without `metadata.managedFields` and the annotations tether does not read (see
     /// [`lean_object`]).
-    #[serde(default, deserialize_with = "lean_object")]
-    pub object: Option<Value>,
-    #[serde(default, deserialize_with = "lean_object")]
-    pub old_object: Option<Value>,
+    #[serde(default, borrow, deserialize_with = "lean_object")]
+    pub object: Option<Object<'a>>,
+    #[serde(default, borrow, deserialize_with = "lean_object")]
+    pub old_object: Option<Object<'a>>,
     #[serde(default, deserialize_with = "null_as_false")]
     pub dry_run: bool,
 }
@@ -153,13 +153,16 @@ fn read_annotation(key: &str) -> bool {
 /// Reads `object`/`oldObject` in the same pass as the rest of the review, leaving out what no
 /// handler reads: `metadata.managedFields` (often most of the object's bytes) and the values of
 /// unread annotations. Both are scanned, not built: no allocation per string or map entry.
+/// What is kept borrows its strings from the body ([`crate::borrowed_json`]).
 /// Everything else, malformed shapes included, is kept exactly as sent, so the policy still
 /// sees (and explains) a numeric label or a string where metadata should be. An
 /// `annotations` map stays present (possibly empty) so patches still know whether to create it.
-pub fn lean_object<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+pub fn lean_object<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Object<'de>>, D::Error> {
     struct Opt;
     impl<'de> serde::de::Visitor<'de> for Opt {
-        type Value = Option<Value>;
+        type Value = Option<Object<'de>>;
         fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
             f.write_str("an object or null")
         }
@@ -176,6 +179,9 @@ pub fn lean_object<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Valu
     d.deserialize_option(Opt)
 }
 
+/// An object of a review, as the handlers see it.
+pub type Object<'a> = crate::borrowed_json::Value<'a>;
+
 #[derive(Clone, Copy, PartialEq)]
 enum Level {
     Object,
@@ -183,25 +189,28 @@ enum Level {
     Annotations,
 }
 
+/// Builds the levels that skip something by hand; everything below them is a plain
+/// [`crate::borrowed_json::Value`].
 struct Lean(Level);
 
 impl<'de> serde::de::DeserializeSeed<'de> for Lean {
-    type Value = Value;
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+    type Value = Object<'de>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Object<'de>, D::Error> {
         d.deserialize_any(self)
     }
 }
 
 impl<'de> serde::de::Visitor<'de> for Lean {
-    type Value = Value;
+    type Value = Object<'de>;
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("any JSON value")
     }
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Object<'de>, A::Error> {
+        use crate::borrowed_json::{Key, Map, Value};
         use serde::de::IgnoredAny;
-        let mut out = serde_json::Map::new();
-        while let Some(key) = map.next_key::<String>()? {
-            let value = match (self.0, key.as_str()) {
+        let mut entries = Vec::new();
+        while let Some(key) = map.next_key_seed(Key)? {
+            let value = match (self.0, key.as_ref()) {
                 (Level::Object, "metadata") => map.next_value_seed(Lean(Level::Metadata))?,
                 (Level::Metadata, "managedFields") => {
                     map.next_value::<IgnoredAny>()?;
@@ -214,42 +223,42 @@ impl<'de> serde::de::Visitor<'de> for Lean {
                     map.next_value::<IgnoredAny>()?;
                     continue;
                 }
-                _ => map.next_value::<Value>()?,
+                _ => map.next_value::<Value<'de>>()?,
             };
-            out.insert(key, value);
+            entries.push((key, value));
         }
-        Ok(Value::Object(out))
+        Ok(Value::Object(Map::from_entries(entries)))
     }
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let mut out = Vec::new();
-        while let Some(v) = seq.next_element::<Value>()? {
-            out.push(v);
-        }
-        Ok(Value::Array(out))
+    // Anything but an object at these levels is kept as it is.
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Object<'de>, A::Error> {
+        crate::borrowed_json::ValueVisitor.visit_seq(seq)
     }
-    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
-        Ok(Value::Bool(v))
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Object<'de>, E> {
+        crate::borrowed_json::ValueVisitor.visit_bool(v)
     }
-    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
-        Ok(Value::from(v))
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Object<'de>, E> {
+        crate::borrowed_json::ValueVisitor.visit_i64(v)
     }
-    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
-        Ok(Value::from(v))
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Object<'de>, E> {
+        crate::borrowed_json::ValueVisitor.visit_u64(v)
     }
-    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
-        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Object<'de>, E> {
+        crate::borrowed_json::ValueVisitor.visit_f64(v)
     }
-    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
-        Ok(Value::String(v.to_owned()))
+    fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Object<'de>, E> {
+        crate::borrowed_json::ValueVisitor.visit_borrowed_str(v)
     }
-    fn visit_string<E>(self, v: String) -> Result<Value, E> {
-        Ok(Value::String(v))
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Object<'de>, E> {
+        crate::borrowed_json::ValueVisitor.visit_str(v)
     }
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Object<'de>, E> {
+        crate::borrowed_json::ValueVisitor.visit_string(v)
     }
-    fn visit_none<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Object<'de>, E> {
+        crate::borrowed_json::ValueVisitor.visit_unit()
+    }
+    fn visit_none<E: serde::de::Error>(self) -> Result<Object<'de>, E> {
+        crate::borrowed_json::ValueVisitor.visit_none()
     }
 }
 
@@ -567,10 +576,16 @@ mod tests {
         assert!(plain.into_iter().all(borrowed), "{r:?}");
         // The same values written with escapes: unescaped into owned strings, equal values.
         let body = GOOD
-            .replace(r#""namespace":"payments""#, r#""namespace":"pay\u006dents""#)
+            .replace(
+                r#""namespace":"payments""#,
+                r#""namespace":"pay\u006dents""#,
+            )
             .replace(r#""username":"alice""#, r#""username":"al\u0069ce""#)
             .replace(r#""uid":"u-1""#, r#""uid":"u\/1""#)
-            .replace(r#""name":"worker-hpa","namespace""#, r#""name":"worker\u002dhpa","namespace""#);
+            .replace(
+                r#""name":"worker-hpa","namespace""#,
+                r#""name":"worker\u002dhpa","namespace""#,
+            );
         let e = parse(body.as_bytes()).unwrap().request.unwrap();
         let escaped = [
             (e.namespace.as_ref().unwrap(), "payments"),
@@ -687,7 +702,7 @@ mod tests {
                 &format!(r#""object":{sent}"#),
             );
             let r = parse(body.as_bytes()).unwrap().request.unwrap();
-            assert_eq!(r.object, Some(seen), "{sent}");
+            assert_eq!(r.object.as_ref().map(Object::to_json), Some(seen), "{sent}");
         });
         let r = parse(GOOD.as_bytes()).unwrap().request.unwrap();
         assert_eq!(r.old_object, None);
