@@ -12,6 +12,7 @@ pub mod admission;
 pub mod app;
 pub mod appdomains;
 pub mod authz;
+pub mod borrowed_json;
 pub mod budget;
 pub mod canonical_json;
 pub mod certs;

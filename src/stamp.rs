@@ -15,10 +15,10 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+use crate::borrowed_json::Value;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
-use serde_json::Value;
 use sha2::Sha256;
 use thiserror::Error;
 
@@ -72,7 +72,7 @@ impl StampError {
 pub struct Subject<'a> {
     pub namespace: &'a str,
     pub name: &'a str,
-    pub spec: &'a Value,
+    pub spec: &'a Value<'a>,
 }
 
 impl<'a> Subject<'a> {
@@ -245,8 +245,9 @@ impl KeyRing {
 ///
 /// ```
 /// use serde_json::json;
+/// use tether::borrowed_json::Value;
 /// use tether::stamp::{message, Subject};
-/// let spec = json!({"b": 1.0, "a": [true, null]});
+/// let spec = Value::from(json!({"b": 1.0, "a": [true, null]}));
 /// let s = Subject { namespace: "payments", name: "worker-hpa", spec: &spec };
 /// assert_eq!(message(&s), "tether.dev/admitted v1\n8:payments\n10:worker-hpa\n{\"a\":[true,null],\"b\":1}");
 /// ```

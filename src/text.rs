@@ -136,7 +136,7 @@ pub fn quote_short(s: &str, max: usize) -> String {
 const MAX_SHOWN_VALUE: usize = 60;
 
 /// A JSON value rendered for a message (compact, cut to [`MAX_SHOWN_VALUE`] characters).
-pub fn show_value(v: &serde_json::Value) -> String {
+pub fn show_value(v: &impl std::fmt::Display) -> String {
     let s = v.to_string();
     if s.chars().count() <= MAX_SHOWN_VALUE {
         s

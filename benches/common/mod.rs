@@ -97,11 +97,12 @@ pub fn runtime() -> tokio::runtime::Runtime {
 }
 
 /// The `request.object.spec` of a fixture.
-pub fn spec_of(review: &str) -> Value {
+pub fn spec_of(review: &str) -> tether::borrowed_json::Value<'static> {
     let v: Value = serde_json::from_str(review).expect("fixture is JSON");
     v.pointer("/request/object/spec")
         .cloned()
         .expect("fixture has request.object.spec")
+        .into()
 }
 
 /// The `request.object` of a fixture.

@@ -5,8 +5,8 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use crate::borrowed_json::Value;
 use kube::core::admission::Operation;
-use serde_json::Value;
 
 use super::review::AdmissionRequest;
 use super::{Decision, Webhook};
@@ -38,8 +38,8 @@ pub struct Handlers {
 pub use crate::policy::attached::TETHER_VERBS;
 
 impl Handlers {
-    pub async fn decide(&self, webhook: Webhook, req: &AdmissionRequest) -> Decision {
-        match (webhook, req.kind.group.as_str(), req.kind.kind.as_str()) {
+    pub async fn decide(&self, webhook: Webhook, req: &AdmissionRequest<'_>) -> Decision {
+        match (webhook, &*req.kind.group, &*req.kind.kind) {
             (Webhook::Validate, "tether.dev", "AttachedResource") => {
                 self.validate_attached(req).await
             }
@@ -54,7 +54,7 @@ impl Handlers {
     }
 
     /// SPEC 5.1.
-    async fn validate_attached(&self, req: &AdmissionRequest) -> Decision {
+    async fn validate_attached(&self, req: &AdmissionRequest<'_>) -> Decision {
         let ns = req.namespace.as_deref().unwrap_or_default();
         if matches!(req.operation, Operation::Delete) {
             return self.validate_attached_delete(req, ns).await;
@@ -279,7 +279,7 @@ impl Handlers {
     }
 
     /// SPEC 5.1 item 10: the user may delete the attached kind in the namespace.
-    async fn validate_attached_delete(&self, req: &AdmissionRequest, ns: &str) -> Decision {
+    async fn validate_attached_delete(&self, req: &AdmissionRequest<'_>, ns: &str) -> Decision {
         let Some(old) = req.old_object.as_ref() else {
             return Decision::malformed(
                 "missing_object",
@@ -375,7 +375,7 @@ impl Handlers {
 
     /// SPEC 5.2, and the admission stamp (SECURITY.md): the label, plus an HMAC of what is
     /// being admitted. Validation runs after this, so a stored stamp means both webhooks ran.
-    fn mutate_attached(&self, req: &AdmissionRequest) -> Decision {
+    fn mutate_attached(&self, req: &AdmissionRequest<'_>) -> Decision {
         if matches!(req.operation, Operation::Delete) {
             return Decision::allow("no_mutation");
         }
@@ -392,9 +392,9 @@ impl Handlers {
                 let add = if obj.get("metadata").is_some_and(Value::is_object) || m.is_empty() {
                     annotation_patch(obj, STAMP_ANNOTATION, stamp)
                 } else {
-                    let mut labelled = obj.clone();
+                    let mut labelled = obj.to_json();
                     match json_patch::patch(&mut labelled, &m.patch) {
-                        Ok(()) => annotation_patch(&labelled, STAMP_ANNOTATION, stamp),
+                        Ok(()) => annotation_patch(&(&labelled).into(), STAMP_ANNOTATION, stamp),
                         Err(_) => annotation_patch(obj, STAMP_ANNOTATION, stamp),
                     }
                 };
@@ -426,12 +426,12 @@ impl Handlers {
     /// SPEC 5.4 mutation: fill `spec.domain` and the default `spec.serviceRef` on CREATE;
     /// restore an emptied `spec.domain` (and service name) from `oldObject` on UPDATE, so
     /// re-applying the creating manifest is a no-op.
-    fn mutate_appdomain(&self, req: &AdmissionRequest) -> Decision {
+    fn mutate_appdomain(&self, req: &AdmissionRequest<'_>) -> Decision {
         let Some(obj) = req.object.as_ref() else {
             return Decision::allow("no_object");
         };
         let ns = req.namespace.as_deref().unwrap_or_default();
-        let myself = (ns, req.name.as_str());
+        let myself = (ns, &*req.name);
         let mutated = match (&req.operation, req.old_object.as_ref()) {
             (Operation::Create, _) => {
                 appdomain::mutate(obj, &self.domains, &self.holders(), myself)
@@ -451,7 +451,7 @@ impl Handlers {
     }
 
     /// SPEC 5.4 validation.
-    async fn validate_appdomain(&self, req: &AdmissionRequest) -> Decision {
+    async fn validate_appdomain(&self, req: &AdmissionRequest<'_>) -> Decision {
         if matches!(req.operation, Operation::Delete | Operation::Connect) {
             return Decision::allow("no_validation");
         }
@@ -467,17 +467,12 @@ impl Handlers {
         } else {
             None
         };
-        let warnings = match appdomain::validate(
-            obj,
-            old,
-            &self.domains,
-            &self.holders(),
-            (ns, req.name.as_str()),
-        ) {
-            Outcome::Allowed { warnings } => warnings,
-            Outcome::Denied(v) => return deny_violations(&v),
-            Outcome::Conflict(msg) => return Decision::conflict("domain_conflict", msg),
-        };
+        let warnings =
+            match appdomain::validate(obj, old, &self.domains, &self.holders(), (ns, &*req.name)) {
+                Outcome::Allowed { warnings } => warnings,
+                Outcome::Denied(v) => return deny_violations(&v),
+                Outcome::Conflict(msg) => return Decision::conflict("domain_conflict", msg),
+            };
         // Spec unchanged (finalizers, labels): nothing new is asked of the user either.
         if old.is_some_and(|o| appdomain::spec_unchanged(obj, o)) {
             return Decision::allow("spec_unchanged");
@@ -497,12 +492,12 @@ impl Handlers {
     }
 
     /// SPEC 5.3.
-    fn mutate_plain(&self, req: &AdmissionRequest) -> Decision {
+    fn mutate_plain(&self, req: &AdmissionRequest<'_>) -> Decision {
         let Some(obj) = req.object.as_ref() else {
             return Decision::allow("no_object");
         };
-        let group = req.kind.group.as_str();
-        let kind = req.kind.kind.as_str();
+        let group = &*req.kind.group;
+        let kind = &*req.kind.kind;
         let ns = req.namespace.as_deref().unwrap_or_default();
         let plan = match plain::plan_injection(group, kind, obj) {
             Ok(p) => p,
@@ -538,14 +533,14 @@ fn is_deleting(obj: &Value) -> bool {
     policy::at(obj, &["metadata", "deletionTimestamp"]).is_some_and(|t| !t.is_null())
 }
 
-fn stamp_of(obj: &Value) -> Option<&str> {
+fn stamp_of<'v>(obj: &'v Value<'_>) -> Option<&'v str> {
     obj.get("metadata")
         .and_then(|m| m.get("annotations"))
         .and_then(|a| a.get(STAMP_ANNOTATION))
         .and_then(Value::as_str)
 }
 
-fn has_target_label(req: &AdmissionRequest) -> bool {
+fn has_target_label(req: &AdmissionRequest<'_>) -> bool {
     req.object
         .as_ref()
         .and_then(|o| policy::at(o, &["metadata", "labels"]))
@@ -561,10 +556,10 @@ fn deny_violations(v: &[Violation]) -> Decision {
     }
 }
 
-fn identity_of(req: &AdmissionRequest) -> Identity<'_> {
+fn identity_of<'a>(req: &'a AdmissionRequest<'_>) -> Identity<'a> {
     let u = &req.user_info;
     Identity {
-        user: u.username.as_str().into(),
+        user: Cow::Borrowed(&u.username),
         uid: u.uid.as_deref().map(Into::into),
         groups: u.groups.as_slice().into(),
         extra: Cow::Borrowed(&u.extra),
@@ -630,7 +625,7 @@ fn annotation_patch(obj: &Value, key: &str, value: String) -> json_patch::Patch 
     let op = if has_annotations {
         AddOperation {
             path: PointerBuf::from_tokens(["metadata", "annotations", key]),
-            value: Value::String(value),
+            value: serde_json::Value::String(value),
         }
     } else if has_metadata {
         AddOperation {

@@ -129,7 +129,7 @@ impl Admission {
             "admission decision"
         );
         let allowed = decision.allowed;
-        let response = decision.into_response(uid, self.mode_warning.as_deref());
+        let response = decision.into_response(uid.into_owned(), self.mode_warning.as_deref());
         // One allocation, sized for a typical answer (an allowed one with the standalone
         // warning is ~400 bytes), instead of growing from empty.
         let mut body = Vec::with_capacity(512);
@@ -140,7 +140,7 @@ impl Admission {
     }
 
     /// Routes a parsed request to the handler for its kind.
-    pub async fn decide(&self, webhook: Webhook, req: &AdmissionRequest) -> Decision {
+    pub async fn decide(&self, webhook: Webhook, req: &AdmissionRequest<'_>) -> Decision {
         self.handlers.decide(webhook, req).await
     }
 }
@@ -170,7 +170,7 @@ impl Default for RequestIdent<'_> {
     }
 }
 
-impl<'a> From<&'a AdmissionRequest> for RequestIdent<'a> {
+impl<'a> From<&'a AdmissionRequest<'_>> for RequestIdent<'a> {
     fn from(r: &'a AdmissionRequest) -> Self {
         let name = if r.name.is_empty() {
             // On CREATE with generateName the name is not known yet.
@@ -181,7 +181,7 @@ impl<'a> From<&'a AdmissionRequest> for RequestIdent<'a> {
                 .map(|g| format!("{g}*").into())
                 .unwrap_or_default()
         } else {
-            r.name.as_str().into()
+            std::borrow::Cow::Borrowed(&*r.name)
         };
         RequestIdent {
             kind: &r.kind.kind,
@@ -195,7 +195,7 @@ impl<'a> From<&'a AdmissionRequest> for RequestIdent<'a> {
     }
 }
 
-fn operation_label(r: &AdmissionRequest) -> &'static str {
+fn operation_label(r: &AdmissionRequest<'_>) -> &'static str {
     use kube::core::admission::Operation;
     match r.operation {
         Operation::Create => "CREATE",

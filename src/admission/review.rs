@@ -1,7 +1,7 @@
 //! AdmissionReview v1 in, AdmissionReview v1 out.
 //!
 //! The request and response mirror `kube::core::admission` (same field names, and kube's own
-//! `GroupVersionKind`, `Operation` and `Status` types), with two deliberate differences:
+//! `Operation` and `Status` types), with three deliberate differences:
 //! - the objects are kept as `serde_json::Value`: the policy works on arbitrary kinds, and
 //!   parsing into `DynamicObject` first would reject an object with, say, a numeric label
 //!   *before* we know the uid, turning a clear per-field deny into an opaque webhook failure;
@@ -9,12 +9,14 @@
 //!   `request.uid`) and leaves the request as raw JSON; anything wrong there is not a v1
 //!   AdmissionReview and gets HTTP 400. Stage two parses the request; a problem there is
 //!   answered as an AdmissionReview *with the uid* and a 400 status naming the field, which
-//!   the API server shows to the user.
+//!   the API server shows to the user;
+//! - the request borrows its names (uid, kind, resource, name, namespace, user) from the body
+//!   instead of copying them into owned strings.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use kube::core::admission::Operation;
-use kube::core::{GroupVersionKind, GroupVersionResource};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -51,43 +53,83 @@ pub struct RequestError {
 /// An AdmissionReview v1 request (see module docs for how it differs from kube's type).
 /// `requestKind`, `requestResource` and `options` are not read by any handler, so they are
 /// skipped unparsed (serde ignores unknown fields) rather than built and dropped.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+///
+/// The strings a handler reads on every request borrow from the body when they hold no JSON
+/// escape (always, for the names the API server sends): no allocation, no copy, nothing to
+/// free. An escaped string is unescaped into an owned one; the value is the same either way.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct AdmissionRequest {
-    pub uid: String,
-    pub kind: GroupVersionKind,
-    pub resource: GroupVersionResource,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+pub struct AdmissionRequest<'a> {
+    #[serde(borrow)]
+    pub uid: Cow<'a, str>,
+    #[serde(borrow)]
+    pub kind: Gvk<'a>,
+    #[serde(borrow)]
+    pub resource: Gvr<'a>,
+    #[serde(default)]
     pub sub_resource: Option<String>,
-    #[serde(default)]
-    pub name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub namespace: Option<String>,
+    #[serde(default, borrow)]
+    pub name: Cow<'a, str>,
+    #[serde(default, borrow, deserialize_with = "optional_text")]
+    pub namespace: Option<Cow<'a, str>>,
     pub operation: Operation,
-    #[serde(default)]
-    pub user_info: UserInfo,
+    #[serde(default, borrow)]
+    pub user_info: UserInfo<'a>,
     /// Without `metadata.managedFields` and the annotations tether does not read (see
     /// [`lean_object`]).
-    #[serde(default, deserialize_with = "lean_object")]
-    pub object: Option<Value>,
-    #[serde(default, deserialize_with = "lean_object")]
-    pub old_object: Option<Value>,
+    #[serde(default, borrow, deserialize_with = "lean_object")]
+    pub object: Option<Object<'a>>,
+    #[serde(default, borrow, deserialize_with = "lean_object")]
+    pub old_object: Option<Object<'a>>,
     #[serde(default, deserialize_with = "null_as_false")]
     pub dry_run: bool,
 }
 
-/// `request.userInfo` (authentication.k8s.io/v1 UserInfo).
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+/// `request.kind` (and `requestKind`): kube's `GroupVersionKind`, borrowed.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct Gvk<'a> {
+    #[serde(borrow)]
+    pub group: Cow<'a, str>,
+    #[serde(borrow)]
+    pub version: Cow<'a, str>,
+    #[serde(borrow)]
+    pub kind: Cow<'a, str>,
+}
+
+/// `request.resource`: kube's `GroupVersionResource`, borrowed.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct Gvr<'a> {
+    #[serde(borrow)]
+    pub group: Cow<'a, str>,
+    #[serde(borrow)]
+    pub version: Cow<'a, str>,
+    #[serde(borrow)]
+    pub resource: Cow<'a, str>,
+}
+
+/// `request.userInfo` (authentication.k8s.io/v1 UserInfo). `groups` and `extra` stay owned:
+/// access reviews send them as they are, and the review cache keeps them.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
-pub struct UserInfo {
-    #[serde(default)]
-    pub username: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub uid: Option<String>,
+pub struct UserInfo<'a> {
+    #[serde(default, borrow)]
+    pub username: Cow<'a, str>,
+    #[serde(default, borrow, deserialize_with = "optional_text")]
+    pub uid: Option<Cow<'a, str>>,
     #[serde(default, deserialize_with = "null_as_default")]
     pub groups: Vec<String>,
     #[serde(default, deserialize_with = "null_as_default")]
     pub extra: BTreeMap<String, Vec<String>>,
+}
+
+/// An optional string, borrowed from the body when it has no escapes. serde borrows a
+/// `Cow<str>` only when it is the field's own type; inside an `Option` it would always copy.
+fn optional_text<'de: 'a, 'a, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Cow<'a, str>>, D::Error> {
+    #[derive(Deserialize)]
+    struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
+    Ok(Option::<Text<'a>>::deserialize(d)?.map(|t| t.0))
 }
 
 fn null_as_false<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
@@ -111,13 +153,16 @@ fn read_annotation(key: &str) -> bool {
 /// Reads `object`/`oldObject` in the same pass as the rest of the review, leaving out what no
 /// handler reads: `metadata.managedFields` (often most of the object's bytes) and the values of
 /// unread annotations. Both are scanned, not built: no allocation per string or map entry.
+/// What is kept borrows its strings from the body ([`crate::borrowed_json`]).
 /// Everything else, malformed shapes included, is kept exactly as sent, so the policy still
 /// sees (and explains) a numeric label or a string where metadata should be. An
 /// `annotations` map stays present (possibly empty) so patches still know whether to create it.
-pub fn lean_object<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+pub fn lean_object<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Object<'de>>, D::Error> {
     struct Opt;
     impl<'de> serde::de::Visitor<'de> for Opt {
-        type Value = Option<Value>;
+        type Value = Option<Object<'de>>;
         fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
             f.write_str("an object or null")
         }
@@ -134,6 +179,9 @@ pub fn lean_object<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Valu
     d.deserialize_option(Opt)
 }
 
+/// An object of a review, as the handlers see it.
+pub type Object<'a> = crate::borrowed_json::Value<'a>;
+
 #[derive(Clone, Copy, PartialEq)]
 enum Level {
     Object,
@@ -141,25 +189,28 @@ enum Level {
     Annotations,
 }
 
+/// Builds the levels that skip something by hand; everything below them is a plain
+/// [`crate::borrowed_json::Value`].
 struct Lean(Level);
 
 impl<'de> serde::de::DeserializeSeed<'de> for Lean {
-    type Value = Value;
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+    type Value = Object<'de>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Object<'de>, D::Error> {
         d.deserialize_any(self)
     }
 }
 
 impl<'de> serde::de::Visitor<'de> for Lean {
-    type Value = Value;
+    type Value = Object<'de>;
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("any JSON value")
     }
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Object<'de>, A::Error> {
+        use crate::borrowed_json::{Key, Map, Value};
         use serde::de::IgnoredAny;
-        let mut out = serde_json::Map::new();
-        while let Some(key) = map.next_key::<String>()? {
-            let value = match (self.0, key.as_str()) {
+        let mut entries = Vec::new();
+        while let Some(key) = map.next_key_seed(Key)? {
+            let value = match (self.0, key.as_ref()) {
                 (Level::Object, "metadata") => map.next_value_seed(Lean(Level::Metadata))?,
                 (Level::Metadata, "managedFields") => {
                     map.next_value::<IgnoredAny>()?;
@@ -172,42 +223,42 @@ impl<'de> serde::de::Visitor<'de> for Lean {
                     map.next_value::<IgnoredAny>()?;
                     continue;
                 }
-                _ => map.next_value::<Value>()?,
+                _ => map.next_value::<Value<'de>>()?,
             };
-            out.insert(key, value);
+            entries.push((key, value));
         }
-        Ok(Value::Object(out))
+        Ok(Value::Object(Map::from_entries(entries)))
     }
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let mut out = Vec::new();
-        while let Some(v) = seq.next_element::<Value>()? {
-            out.push(v);
-        }
-        Ok(Value::Array(out))
+    // Anything but an object at these levels is kept as it is.
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Object<'de>, A::Error> {
+        crate::borrowed_json::ValueVisitor.visit_seq(seq)
     }
-    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
-        Ok(Value::Bool(v))
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Object<'de>, E> {
+        crate::borrowed_json::ValueVisitor.visit_bool(v)
     }
-    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
-        Ok(Value::from(v))
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Object<'de>, E> {
+        crate::borrowed_json::ValueVisitor.visit_i64(v)
     }
-    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
-        Ok(Value::from(v))
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Object<'de>, E> {
+        crate::borrowed_json::ValueVisitor.visit_u64(v)
     }
-    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
-        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Object<'de>, E> {
+        crate::borrowed_json::ValueVisitor.visit_f64(v)
     }
-    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
-        Ok(Value::String(v.to_owned()))
+    fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Object<'de>, E> {
+        crate::borrowed_json::ValueVisitor.visit_borrowed_str(v)
     }
-    fn visit_string<E>(self, v: String) -> Result<Value, E> {
-        Ok(Value::String(v))
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Object<'de>, E> {
+        crate::borrowed_json::ValueVisitor.visit_str(v)
     }
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Object<'de>, E> {
+        crate::borrowed_json::ValueVisitor.visit_string(v)
     }
-    fn visit_none<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Object<'de>, E> {
+        crate::borrowed_json::ValueVisitor.visit_unit()
+    }
+    fn visit_none<E: serde::de::Error>(self) -> Result<Object<'de>, E> {
+        crate::borrowed_json::ValueVisitor.visit_none()
     }
 }
 
@@ -228,13 +279,13 @@ struct UidOnly {
 }
 
 /// A review whose envelope is valid: we know the uid, whatever else is wrong.
-pub struct Parsed {
-    pub uid: String,
-    pub request: Result<AdmissionRequest, RequestError>,
+pub struct Parsed<'a> {
+    pub uid: Cow<'a, str>,
+    pub request: Result<AdmissionRequest<'a>, RequestError>,
 }
 
 /// Parses an AdmissionReview body in the two stages described in the module docs.
-pub fn parse(body: &[u8]) -> Result<Parsed, EnvelopeError> {
+pub fn parse(body: &[u8]) -> Result<Parsed<'_>, EnvelopeError> {
     // Happy path: one pass straight into the typed review. Only when that fails do we take
     // the staged path below, which exists to produce the precise error.
     // UTF-8 is checked once for the whole body: `from_slice` checks every string on its own,
@@ -259,7 +310,8 @@ struct FastReview<'a> {
     api_version: std::borrow::Cow<'a, str>,
     #[serde(borrow)]
     kind: std::borrow::Cow<'a, str>,
-    request: AdmissionRequest,
+    #[serde(borrow)]
+    request: AdmissionRequest<'a>,
 }
 
 /// Parser errors may quote the input (control characters included): cut and cleaned.
@@ -267,7 +319,7 @@ fn cut(s: String) -> String {
     crate::text::clean_owned(s, crate::text::MAX_DETAIL)
 }
 
-fn parse_staged(body: &[u8]) -> Result<Parsed, EnvelopeError> {
+fn parse_staged(body: &[u8]) -> Result<Parsed<'_>, EnvelopeError> {
     // serde would happily read a struct from a JSON array; an AdmissionReview is an object.
     match body.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'{') | None => {}
@@ -330,7 +382,10 @@ fn parse_staged(body: &[u8]) -> Result<Parsed, EnvelopeError> {
             detail: cut(e.into_inner().to_string()),
         }
     });
-    Ok(Parsed { uid, request })
+    Ok(Parsed {
+        uid: uid.into(),
+        request,
+    })
 }
 
 /// What the API server gets back.
@@ -505,6 +560,47 @@ mod tests {
     }
 
     #[test]
+    fn request_strings_borrow_from_the_body_unless_escaped() {
+        let borrowed = |c: &Cow<'_, str>| matches!(c, Cow::Borrowed(_));
+        let r = parse(GOOD.as_bytes()).unwrap().request.unwrap();
+        let plain = [
+            &r.uid,
+            &r.kind.group,
+            &r.kind.kind,
+            &r.resource.resource,
+            &r.name,
+            r.namespace.as_ref().unwrap(),
+            &r.user_info.username,
+            r.user_info.uid.as_ref().unwrap(),
+        ];
+        assert!(plain.into_iter().all(borrowed), "{r:?}");
+        // The same values written with escapes: unescaped into owned strings, equal values.
+        let body = GOOD
+            .replace(
+                r#""namespace":"payments""#,
+                r#""namespace":"pay\u006dents""#,
+            )
+            .replace(r#""username":"alice""#, r#""username":"al\u0069ce""#)
+            .replace(r#""uid":"u-1""#, r#""uid":"u\/1""#)
+            .replace(
+                r#""name":"worker-hpa","namespace""#,
+                r#""name":"worker\u002dhpa","namespace""#,
+            );
+        let e = parse(body.as_bytes()).unwrap().request.unwrap();
+        let escaped = [
+            (e.namespace.as_ref().unwrap(), "payments"),
+            (&e.user_info.username, "alice"),
+            (e.user_info.uid.as_ref().unwrap(), "u/1"),
+            (&e.name, "worker-hpa"),
+        ];
+        for (got, want) in escaped {
+            assert_eq!(got, want);
+            assert!(!borrowed(got), "{want} was written with an escape");
+        }
+        assert!(borrowed(&e.uid));
+    }
+
+    #[test]
     fn envelope_errors_table() {
         let cases: &[(&str, &str)] = &[
             ("not json", "body is not valid JSON"),
@@ -606,7 +702,7 @@ mod tests {
                 &format!(r#""object":{sent}"#),
             );
             let r = parse(body.as_bytes()).unwrap().request.unwrap();
-            assert_eq!(r.object, Some(seen), "{sent}");
+            assert_eq!(r.object.as_ref().map(Object::to_json), Some(seen), "{sent}");
         });
         let r = parse(GOOD.as_bytes()).unwrap().request.unwrap();
         assert_eq!(r.old_object, None);

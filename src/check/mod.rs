@@ -499,7 +499,9 @@ pub fn run_check(args: CheckArgs) -> ExitCode {
         &args.user,
         &groups,
         &|stored: &Value| {
-            if let Some((domain, holder)) = crate::policy::appdomain::Holder::from_object(stored) {
+            if let Some((domain, holder)) =
+                crate::policy::appdomain::Holder::from_object(&stored.into())
+            {
                 domains.insert(domain, holder);
             }
         },

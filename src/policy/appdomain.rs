@@ -9,7 +9,8 @@
 //! admitted. The ClusterDomainClaim (cluster-scoped, named after the domain) that the
 //! controller creates is the real lock; the loser shows `DomainClaimed=False`.
 
-use serde_json::{json, Value};
+use crate::borrowed_json::Value;
+use serde_json::json;
 
 use super::{Mutation, Violation};
 use crate::naming::{
@@ -84,10 +85,10 @@ fn str_at<'a>(obj: &'a Value, ptr: &str) -> Option<&'a str> {
 }
 
 /// The ids, or violations naming the missing ones.
-fn ids(obj: &Value) -> Result<(&str, &str), Vec<Violation>> {
+fn ids<'v>(obj: &'v Value<'_>) -> Result<(&'v str, &'v str), Vec<Violation>> {
     let mut v = Vec::new();
     let mut get = |field: &str, ptr: &str| match obj.pointer(ptr) {
-        Some(Value::String(s)) if !s.trim().is_empty() => Some(s.as_str()),
+        Some(Value::String(s)) if !s.trim().is_empty() => Some(s.as_ref()),
         Some(Value::String(_)) | None | Some(Value::Null) => {
             v.push(Violation::malformed(
                 field,
@@ -179,7 +180,7 @@ pub fn mutate(
             settings.runner_kservice
         ));
     }
-    m.patch = serde_json::from_value(Value::Array(ops)).unwrap_or_default();
+    m.patch = serde_json::from_value(serde_json::Value::Array(ops)).unwrap_or_default();
     Ok(m)
 }
 
@@ -238,7 +239,7 @@ pub fn mutate_update(
         }
     }
     Ok(Mutation {
-        patch: serde_json::from_value(Value::Array(ops)).unwrap_or_default(),
+        patch: serde_json::from_value(serde_json::Value::Array(ops)).unwrap_or_default(),
         ..Mutation::default()
     })
 }

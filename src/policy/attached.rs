@@ -19,7 +19,7 @@
 //! - Placeholders are checked in every string value of `spec.object` (not in keys, as
 //!   rendering only touches values); one violation per bad string.
 
-use serde_json::Value;
+use crate::borrowed_json::Value;
 
 use super::{
     is_dns1123_subdomain, is_label_value, path_of, placeholders, quote_short, show_value,
@@ -80,8 +80,9 @@ pub fn parse_api_version(api_version: &str) -> Option<(&str, &str)> {
 ///
 /// ```
 /// use serde_json::json;
+/// use tether::borrowed_json::Value;
 /// use tether::policy::{object_gvk, Gvk};
-/// let spec = json!({"object": {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler"}});
+/// let spec = Value::from(json!({"object": {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler"}}));
 /// assert_eq!(
 ///     object_gvk(&spec),
 ///     Some(Gvk { group: "autoscaling".into(), version: "v2".into(), kind: "HorizontalPodAutoscaler".into() })
@@ -113,11 +114,13 @@ fn is_empty_object(v: &Value) -> bool {
 ///
 /// ```
 /// use serde_json::json;
+/// use tether::borrowed_json::Value;
 /// use tether::policy::attached::is_unset_reference;
-/// assert!(is_unset_reference(&json!({})));
-/// assert!(is_unset_reference(&json!({"kind": "", "name": ""})));
-/// assert!(!is_unset_reference(&json!({"name": ""})));
-/// assert!(!is_unset_reference(&json!({"kind": "Deployment", "name": ""})));
+/// let unset = |v| is_unset_reference(&Value::from(v));
+/// assert!(unset(json!({})));
+/// assert!(unset(json!({"kind": "", "name": ""})));
+/// assert!(!unset(json!({"name": ""})));
+/// assert!(!unset(json!({"kind": "Deployment", "name": ""})));
 /// ```
 #[must_use]
 pub fn is_unset_reference(v: &Value) -> bool {
@@ -129,7 +132,7 @@ pub fn is_unset_reference(v: &Value) -> bool {
         || (empty("kind")
             && empty("name")
             && m.keys()
-                .all(|k| matches!(k.as_str(), "apiVersion" | "kind" | "name"))
+                .all(|k| matches!(k, "apiVersion" | "kind" | "name"))
             && m.get("apiVersion").is_none_or(|a| a.as_str() == Some("")))
 }
 
@@ -154,7 +157,7 @@ fn workload_name_problem(name: &str) -> Option<String> {
 }
 
 /// The workload name if it is a usable one.
-fn valid_workload_name(spec: &Value) -> Option<&str> {
+fn valid_workload_name<'v>(spec: &'v Value<'_>) -> Option<&'v str> {
     let name = super::at(spec, &["workloadRef", "name"])?.as_str()?;
     (!name.is_empty() && workload_name_problem(name).is_none()).then_some(name)
 }
@@ -167,15 +170,16 @@ fn valid_workload_name(spec: &Value) -> Option<&str> {
 ///
 /// ```
 /// use serde_json::json;
+/// use tether::borrowed_json::Value;
 /// use tether::policy::{summarize, validate_spec, KindPolicy};
-/// let spec = json!({
+/// let spec = Value::from(json!({
 ///     "workloadRef": {"name": "payments-worker"},
 ///     "object": {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
 ///                "spec": {"scaleTargetRef": {}, "minReplicas": 2, "maxReplicas": 10}}
-/// });
+/// }));
 /// assert!(validate_spec(Some(&spec), &KindPolicy::default()).is_empty());
 ///
-/// let spec = json!({"workloadRef": {"name": "w"}, "object": {"apiVersion": "apps/v1", "kind": "Deployment"}});
+/// let spec = Value::from(json!({"workloadRef": {"name": "w"}, "object": {"apiVersion": "apps/v1", "kind": "Deployment"}}));
 /// let (code, message) = summarize(&validate_spec(Some(&spec), &KindPolicy::default()));
 /// assert_eq!(code, 403);
 /// assert!(message.starts_with("spec.object.kind: kind \"Deployment\" may not be attached"));
@@ -471,9 +475,10 @@ fn check_min_replicas(v: Option<&Value>) -> Option<Violation> {
 ///
 /// ```
 /// use serde_json::json;
+/// use tether::borrowed_json::Value;
 /// use tether::policy::validate_update;
-/// let old = json!({"spec": {"workloadRef": {"name": "a"}}});
-/// let new = json!({"spec": {"workloadRef": {"name": "b"}}});
+/// let old = Value::from(json!({"spec": {"workloadRef": {"name": "a"}}}));
+/// let new = Value::from(json!({"spec": {"workloadRef": {"name": "b"}}}));
 /// assert_eq!(validate_update(&old, &old), vec![]);
 /// assert!(validate_update(&old, &new)[0].message.starts_with("is immutable (was \"a\", now \"b\")"));
 /// ```
@@ -510,8 +515,9 @@ pub fn validate_update(old: &Value, new: &Value) -> Vec<Violation> {
 ///
 /// ```
 /// use serde_json::json;
+/// use tether::borrowed_json::Value;
 /// use tether::policy::workload_label_patch;
-/// let obj = json!({"metadata": {"name": "hpa"}, "spec": {"workloadRef": {"name": "web"}}});
+/// let obj = Value::from(json!({"metadata": {"name": "hpa"}, "spec": {"workloadRef": {"name": "web"}}}));
 /// let m = workload_label_patch(&obj);
 /// assert_eq!(
 ///     serde_json::to_value(&m.patch).unwrap(),
@@ -519,14 +525,16 @@ pub fn validate_update(old: &Value, new: &Value) -> Vec<Violation> {
 /// );
 /// assert_eq!(m.warnings, vec!["tether: set label tether.dev/workload=web"]);
 /// ```
-pub fn workload_label_patch(obj: &Value) -> Mutation {
+pub fn workload_label_patch(obj: &Value<'_>) -> Mutation {
     use json_patch::jsonptr::PointerBuf;
     use json_patch::{AddOperation, Patch, PatchOperation};
+    // What the patch adds is new JSON, owned.
+    use serde_json::Value as Json;
 
     let Some(name) = obj.get("spec").and_then(valid_workload_name) else {
         return Mutation::default();
     };
-    let add = |tokens: &[&str], value: Value| {
+    let add = |tokens: &[&str], value: Json| {
         Patch(vec![PatchOperation::Add(AddOperation {
             path: PointerBuf::from_tokens(tokens.iter().copied()),
             value,
@@ -534,15 +542,15 @@ pub fn workload_label_patch(obj: &Value) -> Mutation {
     };
     let labels_object = || {
         let mut m = serde_json::Map::new();
-        m.insert(WORKLOAD_LABEL.to_string(), Value::String(name.to_string()));
-        Value::Object(m)
+        m.insert(WORKLOAD_LABEL.to_string(), Json::String(name.to_string()));
+        Json::Object(m)
     };
     let set_warning = format!("tether: set label {WORKLOAD_LABEL}={name}");
     let patch = match super::present(obj.get("metadata")) {
         None => {
             let mut meta = serde_json::Map::new();
             meta.insert("labels".to_string(), labels_object());
-            add(&["metadata"], Value::Object(meta))
+            add(&["metadata"], Json::Object(meta))
         }
         Some(Value::Object(meta)) => match super::present(meta.get("labels")) {
             None => add(&["metadata", "labels"], labels_object()),
@@ -551,7 +559,7 @@ pub fn workload_label_patch(obj: &Value) -> Mutation {
                 Some(current) => {
                     let patch = add(
                         &["metadata", "labels", WORKLOAD_LABEL],
-                        Value::String(name.to_string()),
+                        Json::String(name.to_string()),
                     );
                     let was = match current {
                         Value::String(s) => quote_short(s, 70),
@@ -567,7 +575,7 @@ pub fn workload_label_patch(obj: &Value) -> Mutation {
                 }
                 None => add(
                     &["metadata", "labels", WORKLOAD_LABEL],
-                    Value::String(name.to_string()),
+                    Json::String(name.to_string()),
                 ),
             },
             // Labels that are not a map cannot come from the API server; leave them to it.

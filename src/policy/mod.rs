@@ -1,6 +1,7 @@
 //! Admission policy: the pure rules behind tether's webhooks (SPEC 3.1, 5, 5.1–5.3).
 //!
-//! Everything here takes objects as `serde_json::Value` (exactly what the API server sends)
+//! Everything here takes objects as [`crate::borrowed_json::Value`] (exactly what the API
+//! server sends, borrowed from the review; owned `serde_json::Value`s convert with `From`)
 //! and returns data: [`Violation`]s to deny with, or a [`Mutation`] (JSON Patch + warnings)
 //! to apply. Anything that needs the cluster (API discovery, access reviews, reading a
 //! Deployment) is done by the caller, which passes the results in. That keeps every rule
@@ -11,6 +12,8 @@
 //! - [`plain`]: mutating plain objects labelled `tether.dev/target` (SPEC 5.3).
 
 use std::fmt;
+
+use crate::borrowed_json::Value;
 
 pub mod appdomain;
 pub mod attached;
@@ -439,12 +442,12 @@ pub(crate) fn path_of(keys: &[&str]) -> String {
 
 /// `v` at a path of object keys: `Value::pointer` without its cost (it parses the pointer
 /// and unescapes every segment into a new `String`), for the fixed paths of the hot rules.
-pub fn at<'a>(v: &'a serde_json::Value, path: &[&str]) -> Option<&'a serde_json::Value> {
-    path.iter().try_fold(v, |v, key| v.get(*key))
+pub fn at<'v, 'a>(v: &'v Value<'a>, path: &[&str]) -> Option<&'v Value<'a>> {
+    path.iter().try_fold(v, |v, key| v.get(key))
 }
 
 /// `None` for absent and `null`, which every rule treats alike.
-pub(crate) fn present(v: Option<&serde_json::Value>) -> Option<&serde_json::Value> {
+pub(crate) fn present<'v, 'a>(v: Option<&'v Value<'a>>) -> Option<&'v Value<'a>> {
     v.filter(|v| !v.is_null())
 }
 

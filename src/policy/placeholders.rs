@@ -18,6 +18,8 @@ use std::borrow::Cow;
 
 use serde_json::Value;
 
+use crate::borrowed_json::Value as Doc;
+
 /// The placeholders, as users write them, for messages.
 pub const ALLOWED: &str =
     "{{ .DeploymentName }}, {{ .Version }}, {{ .Namespace }}, {{ .WorkloadName }}";
@@ -283,7 +285,7 @@ fn render_at(v: &Value, vars: &Vars<'_>, path: &mut String) -> Result<Value, Ren
 
 /// Calls `f(path, error)` for every string value under `v` whose placeholders are not well
 /// formed; `path` starts from `base`. Used by admission to report every bad string at once.
-pub(crate) fn check_value(v: &Value, base: &str, f: &mut dyn FnMut(&str, PlaceholderError)) {
+pub(crate) fn check_value(v: &Doc<'_>, base: &str, f: &mut dyn FnMut(&str, PlaceholderError)) {
     check_at(v, None, base, f);
 }
 
@@ -315,13 +317,13 @@ impl Trail<'_> {
 }
 
 fn check_at(
-    v: &Value,
+    v: &Doc<'_>,
     trail: Option<&Trail<'_>>,
     base: &str,
     f: &mut dyn FnMut(&str, PlaceholderError),
 ) {
     match v {
-        Value::String(s) => {
+        Doc::String(s) => {
             if let Err(e) = validate(s) {
                 let mut path = base.to_string();
                 if let Some(t) = trail {
@@ -330,7 +332,7 @@ fn check_at(
                 f(&path, e);
             }
         }
-        Value::Array(items) => {
+        Doc::Array(items) => {
             for (i, item) in items.iter().enumerate() {
                 let here = Trail {
                     parent: trail,
@@ -339,7 +341,7 @@ fn check_at(
                 check_at(item, Some(&here), base, f);
             }
         }
-        Value::Object(map) => {
+        Doc::Object(map) => {
             for (k, item) in map {
                 let here = Trail {
                     parent: trail,

@@ -27,9 +27,10 @@
 
 use std::collections::BTreeMap;
 
+use crate::borrowed_json::Value;
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation};
-use serde_json::{Map, Value};
+use serde_json::{Map, Value as Json};
 
 use super::{is_dns1123_subdomain, path_of, quote_short, show_value, Mutation, Violation};
 
@@ -103,7 +104,7 @@ fn target_field() -> String {
 
 /// The target label's value: `Ok(None)` when the object is not labelled, a Malformed
 /// violation when the value cannot be a Deployment name.
-fn target_of(obj: &Value) -> Result<Option<&str>, Violation> {
+fn target_of<'v>(obj: &'v Value<'_>) -> Result<Option<&'v str>, Violation> {
     let Some(value) = super::present(super::at(obj, &["metadata", "labels", TARGET_LABEL])) else {
         return Ok(None);
     };
@@ -213,8 +214,9 @@ fn selector_needed(selector: Option<&Value>, known: bool) -> Result<bool, Violat
 ///
 /// ```
 /// use serde_json::json;
+/// use tether::borrowed_json::Value;
 /// use tether::policy::plan_injection;
-/// let pdb = json!({"metadata": {"labels": {"tether.dev/target": "web"}}, "spec": {"maxUnavailable": 1}});
+/// let pdb = Value::from(json!({"metadata": {"labels": {"tether.dev/target": "web"}}, "spec": {"maxUnavailable": 1}}));
 /// let plan = plan_injection("policy", "PodDisruptionBudget", &pdb).unwrap();
 /// assert!(plan.selector); // look up Deployment "web" and pass its matchLabels to inject()
 /// assert_eq!(plan.target, "web");
@@ -311,8 +313,9 @@ const WARNING_MAX: usize = 200;
 ///
 /// ```
 /// use serde_json::json;
+/// use tether::borrowed_json::Value;
 /// use tether::policy::inject;
-/// let hpa = json!({"metadata": {"labels": {"tether.dev/target": "web"}}, "spec": {"maxReplicas": 3}});
+/// let hpa = Value::from(json!({"metadata": {"labels": {"tether.dev/target": "web"}}, "spec": {"maxReplicas": 3}}));
 /// let m = inject("autoscaling", "HorizontalPodAutoscaler", &hpa, "shop", None).unwrap();
 /// assert_eq!(
 ///     serde_json::to_value(&m.patch).unwrap(),
@@ -368,25 +371,25 @@ pub fn inject(
 
     let reference = || {
         let mut m = Map::new();
-        m.insert("apiVersion".into(), Value::String("apps/v1".into()));
-        m.insert("kind".into(), Value::String("Deployment".into()));
-        m.insert("name".into(), Value::String(target.to_string()));
-        Value::Object(m)
+        m.insert("apiVersion".into(), Json::String("apps/v1".into()));
+        m.insert("kind".into(), Json::String("Deployment".into()));
+        m.insert("name".into(), Json::String(target.to_string()));
+        Json::Object(m)
     };
     let match_labels = |labels: &BTreeMap<String, String>| {
-        Value::Object(
+        Json::Object(
             labels
                 .iter()
-                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                .map(|(k, v)| (k.clone(), Json::String(v.clone())))
                 .collect(),
         )
     };
     let selector_object = |labels: &BTreeMap<String, String>| {
         let mut m = Map::new();
         m.insert("matchLabels".into(), match_labels(labels));
-        Value::Object(m)
+        Json::Object(m)
     };
-    let add = |tokens: &[&str], value: Value| {
+    let add = |tokens: &[&str], value: Json| {
         PatchOperation::Add(AddOperation {
             path: PointerBuf::from_tokens(tokens.iter().copied()),
             value,
@@ -405,7 +408,7 @@ pub fn inject(
         if let Some(labels) = labels {
             new_spec.insert("selector".into(), selector_object(labels));
         }
-        ops.push(add(&["spec"], Value::Object(new_spec)));
+        ops.push(add(&["spec"], Json::Object(new_spec)));
     } else {
         if let Some(field) = plan.scale_ref {
             ops.push(add(&["spec", field], reference()));

@@ -19,7 +19,7 @@
 //! - At most [`MAX_GRANTS`] permissions are checked one by one; a Role granting more passes
 //!   only with `escalate`.
 
-use serde_json::Value;
+use crate::borrowed_json::Value;
 
 use super::{quote_short, Violation};
 
@@ -81,7 +81,7 @@ fn has_placeholder(s: &str) -> bool {
 
 /// Reads a rule's string list; `None` (with a violation) when it is not a list of strings.
 fn strings(
-    rule: &serde_json::Map<String, Value>,
+    rule: &crate::borrowed_json::Map<'_>,
     key: &str,
     path: &str,
     out: &mut Vec<Violation>,

@@ -358,10 +358,12 @@ fn at_reads_what_pointer_reads_on_object_paths() {
         (&["a/b", "~c"], "/a~1b/~0c", Some(1.into())),
         (&[], "", Some(v.clone())),
     ];
+    let doc = crate::borrowed_json::Value::from(&v);
     crate::table_test::each(rows, |(path, pointer, want)| {
-        assert_eq!(at(&v, path).cloned(), want);
+        let got = at(&doc, path).map(crate::borrowed_json::Value::to_json);
+        assert_eq!(got, want);
         if !pointer.is_empty() || path.is_empty() {
-            assert_eq!(at(&v, path), v.pointer(pointer));
+            assert_eq!(got.as_ref(), v.pointer(pointer));
         }
     });
 }

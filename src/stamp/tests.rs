@@ -1,4 +1,5 @@
 use super::*;
+use crate::borrowed_json::Value as Doc;
 use serde_json::json;
 
 fn ring(ids: &[&str]) -> KeyRing {
@@ -15,8 +16,10 @@ fn ring(ids: &[&str]) -> KeyRing {
     .unwrap()
 }
 
-fn spec() -> Value {
-    json!({"workloadRef": {"name": "web"}, "object": {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "spec": {"maxReplicas": 3}}})
+fn spec() -> Doc<'static> {
+    Doc::from(
+        json!({"workloadRef": {"name": "web"}, "object": {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "spec": {"maxReplicas": 3}}}),
+    )
 }
 
 #[test]
@@ -25,7 +28,7 @@ fn golden_stamp() {
     //   printf 'tether.dev/admitted v1\n8:payments\n3:hpa\n{"a":1}' |
     //     openssl dgst -sha256 -hmac "k1-0123456789abcdef0123456789abcdef" -binary |
     //     base64 | tr '+/' '-_' | tr -d '='
-    let spec = json!({"a": 1});
+    let spec = Doc::from(json!({"a": 1}));
     let s = Subject {
         namespace: "payments",
         name: "hpa",
@@ -47,7 +50,7 @@ fn verify_table() {
         spec: &spec,
     };
     let good = keys.sign(&s);
-    let other_spec = json!({"workloadRef": {"name": "web"}, "object": {"kind": "Role"}});
+    let other_spec = Doc::from(json!({"workloadRef": {"name": "web"}, "object": {"kind": "Role"}}));
     let cases: Vec<Case<'_>> = vec![
         ("its own stamp", s, Some(good.clone()), Ok(())),
         ("no stamp", s, None, Err(StampError::Missing)),
@@ -114,9 +117,12 @@ fn verify_table() {
 #[test]
 fn stamps_survive_reencoding() {
     let keys = ring(&["k1"]);
-    let sent = json!({"b": {"y": 2.0, "x": [1, 2.5]}, "a": "s"});
-    // What comes back from the API server: keys reordered, 2.0 as 2.
-    let stored: Value = serde_json::from_str(r#"{"a":"s","b":{"x":[1,2.5],"y":2}}"#).unwrap();
+    // As the webhook reads it (borrowed, from the review's text).
+    let sent: Doc<'_> = serde_json::from_str(r#"{"b":{"y":2.0,"x":[1,2.5]},"a":"s"}"#).unwrap();
+    // What the controller reads back from the API server: keys reordered, 2.0 as 2.
+    let stored: serde_json::Value =
+        serde_json::from_str(r#"{"a":"s","b":{"x":[1,2.5],"y":2}}"#).unwrap();
+    let stored = Doc::from(&stored);
     let stamp = keys.sign(&Subject {
         namespace: "n",
         name: "x",

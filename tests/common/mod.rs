@@ -34,7 +34,8 @@ pub fn stamped(mut obj: Value) -> Value {
         .unwrap_or("default")
         .to_string();
     let stamp = {
-        let subject = tether::stamp::Subject::of(&obj, &ns).expect("an object with a spec");
+        let view = tether::borrowed_json::Value::from(&obj);
+        let subject = tether::stamp::Subject::of(&view, &ns).expect("an object with a spec");
         ring.sign(&subject)
     };
     obj["metadata"]["annotations"][tether::stamp::STAMP_ANNOTATION] = Value::String(stamp);

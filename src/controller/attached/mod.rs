@@ -754,7 +754,9 @@ fn verify_stamp(
     name: &str,
 ) -> Result<(), crate::stamp::StampError> {
     use crate::stamp::{StampError, Subject, STAMP_ANNOTATION};
-    let spec = serde_json::to_value(&obj.spec).map_err(|_| StampError::Malformed)?;
+    let spec: crate::borrowed_json::Value<'_> = serde_json::to_value(&obj.spec)
+        .map_err(|_| StampError::Malformed)?
+        .into();
     let stamp = obj.annotations().get(STAMP_ANNOTATION).map(String::as_str);
     let by_name = policy.keys.verify(
         &Subject {
@@ -791,7 +793,7 @@ async fn gate(
     let mut access = Vec::new();
     if stamp.is_ok() {
         let spec = serde_json::to_value(&obj.spec).unwrap_or(Value::Null);
-        violations = crate::policy::attached::validate_spec(Some(&spec), &policy.kinds);
+        violations = crate::policy::attached::validate_spec(Some(&spec.into()), &policy.kinds);
         if let Err(KindProblem::ClusterScoped(m)) = resolved {
             violations.push(crate::policy::Violation::forbidden(
                 "spec.object.kind",

@@ -94,7 +94,7 @@ pub fn render_copy(
     if let Some(spec) = root.get_mut("spec").and_then(Value::as_object_mut) {
         if spec
             .get("scaleTargetRef")
-            .is_some_and(|v| v.is_null() || crate::policy::attached::is_unset_reference(v))
+            .is_some_and(|v| v.is_null() || crate::policy::attached::is_unset_reference(&v.into()))
         {
             spec.insert(
                 "scaleTargetRef".into(),
@@ -176,7 +176,7 @@ pub fn render_copy(
 /// input never changes the hash.
 pub fn content_hash(v: &Value) -> String {
     let mut s = String::new();
-    crate::canonical_json::write(v, &mut s);
+    crate::canonical_json::write(&v.into(), &mut s);
     hex::encode(Sha256::digest(s.as_bytes()))
 }
 

@@ -1,4 +1,41 @@
 use super::*;
+use serde_json::Value;
+
+// The rules read borrowed JSON (`crate::borrowed_json`); these tests write objects with
+// `json!`. Each shim runs the rule of the same name on the borrowed form.
+use crate::borrowed_json::Value as Doc;
+
+type Holders<'h> = &'h dyn Fn(&str) -> Vec<Holder>;
+
+fn mutate(
+    obj: &Value,
+    settings: &DomainSettings,
+    holders_of: Holders<'_>,
+    myself: (&str, &str),
+) -> Result<Mutation, Vec<Violation>> {
+    super::mutate(&obj.into(), settings, holders_of, myself)
+}
+
+fn mutate_update(
+    obj: &Value,
+    old: &Value,
+    settings: &DomainSettings,
+    holders_of: Holders<'_>,
+    myself: (&str, &str),
+) -> Result<Mutation, Vec<Violation>> {
+    super::mutate_update(&obj.into(), &old.into(), settings, holders_of, myself)
+}
+
+fn validate(
+    obj: &Value,
+    old: Option<&Value>,
+    settings: &DomainSettings,
+    holders_of: Holders<'_>,
+    myself: (&str, &str),
+) -> Outcome {
+    let old = old.map(Doc::from);
+    super::validate(&obj.into(), old.as_ref(), settings, holders_of, myself)
+}
 
 fn settings() -> DomainSettings {
     DomainSettings {

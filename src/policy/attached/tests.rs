@@ -1,4 +1,25 @@
 use super::*;
+use serde_json::Value;
+
+// The rules read borrowed JSON (`crate::borrowed_json`); these tests write objects with
+// `json!`. Each shim runs the rule of the same name on the borrowed form.
+use crate::borrowed_json::Value as Doc;
+
+fn validate_spec(spec: Option<&Value>, kinds: &KindPolicy) -> Vec<Violation> {
+    super::validate_spec(spec.map(Doc::from).as_ref(), kinds)
+}
+
+fn object_gvk(spec: &Value) -> Option<Gvk> {
+    super::object_gvk(&spec.into())
+}
+
+fn validate_update(old: &Value, new: &Value) -> Vec<Violation> {
+    super::validate_update(&old.into(), &new.into())
+}
+
+fn workload_label_patch(obj: &Value) -> Mutation {
+    super::workload_label_patch(&obj.into())
+}
 use crate::policy::{summarize, Severity};
 use serde_json::json;
 

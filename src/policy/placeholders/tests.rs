@@ -2,6 +2,12 @@ use super::*;
 use proptest::prelude::*;
 use serde_json::json;
 
+/// The check reads borrowed JSON (`crate::borrowed_json`); these tests write objects with
+/// `json!`.
+fn check_value(v: &Value, base: &str, f: &mut dyn FnMut(&str, PlaceholderError)) {
+    super::check_value(&v.into(), base, f)
+}
+
 const VARS: Vars<'static> = Vars {
     deployment_name: "web-v2",
     version: "v2",

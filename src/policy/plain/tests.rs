@@ -1,4 +1,22 @@
 use super::*;
+use serde_json::Value;
+
+// The rules read borrowed JSON (`crate::borrowed_json`); these tests write objects with
+// `json!`. Each shim runs the rule of the same name on the borrowed form.
+
+fn plan_injection(group: &str, kind: &str, obj: &Value) -> Result<InjectionPlan, Vec<Violation>> {
+    super::plan_injection(group, kind, &obj.into())
+}
+
+fn inject(
+    group: &str,
+    kind: &str,
+    obj: &Value,
+    namespace: &str,
+    selector: Option<&BTreeMap<String, String>>,
+) -> Result<Mutation, Vec<Violation>> {
+    super::inject(group, kind, &obj.into(), namespace, selector)
+}
 use crate::policy::Severity;
 use proptest::prelude::*;
 use serde_json::json;

@@ -1,6 +1,16 @@
 use super::*;
 use serde_json::json;
 
+/// The rule reads borrowed JSON (`crate::borrowed_json`); these tests write objects with
+/// `json!`.
+fn escalation_check(
+    group: &str,
+    kind: &str,
+    object: &serde_json::Value,
+) -> Result<Option<EscalationCheck>, Vec<Violation>> {
+    super::escalation_check(group, kind, &object.into())
+}
+
 fn grant(group: &str, resource: &str, sub: Option<&str>, verb: &str, name: Option<&str>) -> Grant {
     Grant {
         group: group.into(),
