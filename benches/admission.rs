@@ -97,7 +97,8 @@ fn review_codec(c: &mut Criterion) {
             b.iter(|| tether::budget::json_cost(black_box(body.as_bytes())))
         });
         // The object alone: what the one-pass parse leaves out (managedFields, unread
-        // annotations) against building all of it as a `Value`, as before issue 14.
+        // annotations) and borrows, against building all of it borrowed, and all of it as a
+        // `serde_json::Value`, as before issue 14.
         let object = serde_json::from_str::<serde_json::Value>(body).expect("fixture is JSON")
             ["request"]["object"]
             .to_string();
@@ -105,6 +106,14 @@ fn review_codec(c: &mut Criterion) {
             b.iter(|| {
                 let mut de = serde_json::Deserializer::from_slice(black_box(object.as_bytes()));
                 lean_object(&mut de).expect("object parses")
+            })
+        });
+        g.bench_function(format!("object/full_borrowed/{name}"), |b| {
+            b.iter(|| {
+                serde_json::from_slice::<tether::borrowed_json::Value<'_>>(black_box(
+                    object.as_bytes(),
+                ))
+                .expect("object parses")
             })
         });
         g.bench_function(format!("object/full_value/{name}"), |b| {

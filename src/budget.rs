@@ -170,9 +170,10 @@ impl Drop for Ticket {
     }
 }
 
-/// Estimated heap bytes per JSON value once parsed into `serde_json::Value`s and worked on:
-/// a `Value` is 32 bytes, a `Vec` may hold twice its length while growing (three times
-/// during the copy), an object member adds a B-tree slot and its key. Measured with
+/// Estimated heap bytes per JSON value once parsed and worked on: a value is 32 bytes, a
+/// `Vec` may hold twice its length while growing (three times during the copy). An object
+/// member, counted twice (its `:` and `,`), is a 56-byte slot in such a `Vec` when parsed
+/// borrowed (reviews) and a B-tree slot plus its key as a `serde_json::Value`. Measured with
 /// `bench/attack` (`[0,0,…]` and `{"k0":0,…}` bodies); see bench/RESULTS.md.
 pub const VALUE_COST: usize = 128;
 

@@ -2,8 +2,8 @@
 //! attach per-workload resources and per-install app domains with a plain `kubectl apply`.
 //!
 //! Module map, by layer (a module imports only its own layer or below; README "Layout"):
-//! leaves `text`, `json_escape`, `canonical_json`, `webhook`, `crd`, `cli` (clap types), `logging`,
-//! `shutdown`; infrastructure `metrics`, `budget`, `conns`, `certs`, `tls`, `watched`,
+//! leaves `text`, `json_escape`, `borrowed_json`, `canonical_json`, `webhook`, `crd`, `cli` (clap
+//! types), `logging`, `shutdown`; infrastructure `metrics`, `budget`, `conns`, `certs`, `tls`, `watched`,
 //! `kube_rate`, `server` (never importing the domain); pure domain `naming`, `policy`,
 //! `stamp`, `discovery`, `authz`; domain with I/O `admission`, `controller`, `workloads`,
 //! `appdomains`; wiring `config`, `wiring`, `app`, `offline`.

@@ -2,9 +2,10 @@
 //!
 //! The request and response mirror `kube::core::admission` (same field names, and kube's own
 //! `Operation` and `Status` types), with three deliberate differences:
-//! - the objects are kept as `serde_json::Value`: the policy works on arbitrary kinds, and
-//!   parsing into `DynamicObject` first would reject an object with, say, a numeric label
-//!   *before* we know the uid, turning a clear per-field deny into an opaque webhook failure;
+//! - the objects are kept as untyped JSON ([`crate::borrowed_json::Value`], which borrows its
+//!   strings from the body): the policy works on arbitrary kinds, and parsing into
+//!   `DynamicObject` first would reject an object with, say, a numeric label *before* we know
+//!   the uid, turning a clear per-field deny into an opaque webhook failure;
 //! - parsing happens in two stages. Stage one only checks the envelope (`apiVersion`, `kind`,
 //!   `request.uid`) and leaves the request as raw JSON; anything wrong there is not a v1
 //!   AdmissionReview and gets HTTP 400. Stage two parses the request; a problem there is
