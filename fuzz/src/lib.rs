@@ -122,7 +122,7 @@ pub fn check_answer(webhook: Webhook, body: &[u8], out: Result<Answer, EnvelopeE
     let r = &v["response"];
     assert_eq!(
         r["uid"].as_str(),
-        Some(parsed.uid.as_str()),
+        Some(&*parsed.uid),
         "uid not echoed"
     );
     assert_eq!(r["allowed"].as_bool(), Some(answer.allowed));
@@ -157,13 +157,14 @@ pub fn check_answer(webhook: Webhook, body: &[u8], out: Result<Answer, EnvelopeE
         let patch: json_patch::Patch = serde_json::from_slice(&raw).expect("patch is JSON Patch");
         let mut obj = req
             .object
-            .clone()
+            .as_ref()
+            .map(tether::borrowed_json::Value::to_json)
             .expect("a patch for a request without an object");
         if let Err(e) = json_patch::patch(&mut obj, &patch) {
             panic!(
                 "tether's patch does not apply to the object it was computed for: {e}\npatch: {}\nobject: {}",
                 String::from_utf8_lossy(&raw),
-                req.object.as_ref().map(Value::to_string).unwrap_or_default()
+                req.object.as_ref().map(ToString::to_string).unwrap_or_default()
             );
         }
     }
