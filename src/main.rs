@@ -24,13 +24,13 @@ fn configure_mimalloc() {
     const MI_OPTION_ARENA_EAGER_COMMIT: std::os::raw::c_int = 4;
     const MI_OPTION_PURGE_DELAY: std::os::raw::c_int = 15;
     const MI_OPTION_ALLOW_THP: std::os::raw::c_int = 46;
-    // Give freed memory back to the OS at once and commit arenas on demand, without
-    // transparent huge pages: after a burst of large bodies (issue 13) RSS falls back instead
-    // of staying at its peak, and the peak under attack stays near the byte budget
-    // (bench/RESULTS.md, "Budgets under attack"). Measured for issue 14: purging at once
-    // costs no more instructions per request than mimalloc's 10 ms delay (callgrind); under
-    // HTTP/1.1 load at concurrency 32 it takes about one minor page fault per ten requests
-    // (the delay: one per hundred), a cost below this machine's noise in CPU per request.
+    // Give freed memory back to the OS 10 ms after it is freed (mimalloc's own default delay)
+    // and commit arenas on demand, without transparent huge pages: after a burst of large
+    // bodies (issue 13) RSS falls back instead of staying at its peak, and the peak under
+    // attack stays near the byte budget (bench/RESULTS.md, "Budgets under attack").
+    // Measured for issue 14, round seven: purging at once instead took about one minor page
+    // fault per nine requests under HTTP/1.1 load at concurrency 32 and 0.9 µs more CPU per
+    // request (4 %, three paired runs); the 10 ms delay takes one fault per 250 requests.
     // The MIMALLOC_* variables still override.
     for (option, env, value) in [
         (
@@ -38,7 +38,7 @@ fn configure_mimalloc() {
             "MIMALLOC_ARENA_EAGER_COMMIT",
             0,
         ),
-        (MI_OPTION_PURGE_DELAY, "MIMALLOC_PURGE_DELAY", 0),
+        (MI_OPTION_PURGE_DELAY, "MIMALLOC_PURGE_DELAY", 10),
         (MI_OPTION_ALLOW_THP, "MIMALLOC_ALLOW_THP", 0),
     ] {
         if std::env::var_os(env).is_none() {
