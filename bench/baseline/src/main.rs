@@ -1,6 +1,12 @@
-//! `tether-baseline --listen ADDR --cert FILE --key FILE`: answers every POST with
+//! `tether-baseline --listen ADDR --cert FILE --key FILE [--parse-review]`: answers every
+//! POST with
 //! `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":<uid>,"allowed":true}}`
 //! over TLS (ALPN h2 and http/1.1), and GET /readyz with 200. The floor tether is compared to.
+//!
+//! By default it reads nothing but `request.uid`. With `--parse-review` it first parses the
+//! whole body into a `serde_json::Value`, the way most webhooks read a review, and takes the
+//! uid from that: the floor for a webhook that has to look at the object (bench/load
+//! `--parse-floor`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -45,24 +51,39 @@ struct ResponseOut<'a> {
     allowed: bool,
 }
 
+fn bad_request(e: impl std::fmt::Display) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        format!("not an AdmissionReview: {e}\n"),
+    )
+        .into_response()
+}
+
+/// Reads only `request.uid`.
 async fn admit(body: Bytes) -> Response {
-    let review: ReviewIn<'_> = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                format!("not an AdmissionReview: {e}\n"),
-            )
-                .into_response()
-        }
+    match serde_json::from_slice::<ReviewIn<'_>>(&body) {
+        Ok(review) => answer(&review.request.uid),
+        Err(e) => bad_request(e),
+    }
+}
+
+/// Parses the whole review into a `serde_json::Value` first (`--parse-review`).
+async fn admit_parsed(body: Bytes) -> Response {
+    let review: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return bad_request(e),
     };
+    match review.pointer("/request/uid").and_then(|u| u.as_str()) {
+        Some(uid) => answer(uid),
+        None => bad_request("no request.uid"),
+    }
+}
+
+fn answer(uid: &str) -> Response {
     let out = ReviewOut {
         api_version: "admission.k8s.io/v1",
         kind: "AdmissionReview",
-        response: ResponseOut {
-            uid: &review.request.uid,
-            allowed: true,
-        },
+        response: ResponseOut { uid, allowed: true },
     };
     let bytes = serde_json::to_vec(&out).unwrap_or_default();
     let mut r = Response::new(axum::body::Body::from(bytes));
@@ -80,7 +101,7 @@ fn arg(args: &[String], name: &str) -> Result<String, String> {
         .cloned()
         .ok_or_else(|| {
             format!(
-                "missing {name} VALUE; usage: tether-baseline --listen ADDR --cert FILE --key FILE"
+                "missing {name} VALUE; usage: tether-baseline --listen ADDR --cert FILE --key FILE [--parse-review]"
             )
         })
 }
@@ -109,10 +130,16 @@ async fn main() -> Result<(), String> {
         .parse()
         .map_err(|e| format!("--listen: {e}"))?;
     let tls = TlsAcceptor::from(tls_config(&arg(&args, "--cert")?, &arg(&args, "--key")?)?);
-    let app = Router::new()
-        .route("/mutate", post(admit))
-        .route("/validate", post(admit))
-        .route("/readyz", get(|| async { "ready\n" }));
+    let app = if args.iter().any(|a| a == "--parse-review") {
+        Router::new()
+            .route("/mutate", post(admit_parsed))
+            .route("/validate", post(admit_parsed))
+    } else {
+        Router::new()
+            .route("/mutate", post(admit))
+            .route("/validate", post(admit))
+    };
+    let app = app.route("/readyz", get(|| async { "ready\n" }));
     let service = TowerToHyperService::new(app);
     let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
     let listener = TcpListener::bind(listen)
