@@ -194,6 +194,73 @@ async fn baseline_is_allowed() {
     );
 }
 
+/// An API server that never answers an access review.
+struct NeverAnswers;
+
+#[async_trait::async_trait]
+impl tether::authz::AccessReviewer for NeverAnswers {
+    async fn review(
+        &self,
+        _who: &tether::authz::Identity<'_>,
+        _attrs: &tether::authz::ResourceAttributes<'_>,
+    ) -> Result<tether::authz::AccessDecision, tether::authz::AuthzError> {
+        std::future::pending().await
+    }
+}
+
+/// The decision's own budget (the review's `?timeout=`): a decision that waits on an access
+/// review past it is denied with a 500 that says so, within the budget, not left hanging.
+/// (Most decisions are taken in one poll before any timer is armed; this one is not.)
+#[tokio::test]
+async fn a_decision_past_its_budget_is_denied_500_in_time() {
+    let metrics = Metrics::new();
+    let (mut handlers, _) = tether::app::offline_handlers(
+        PolicyConfig::from_args(&PolicyArgs {
+            banned_kinds: vec![],
+            allowed_kinds: None,
+            domain_root: None,
+            runner_kservice: "runner".into(),
+            reserved_names: vec![],
+            rbac_file: None,
+            pod_namespace: "tether-system".into(),
+            service_account_name: "tether".into(),
+        })
+        .unwrap(),
+        Arc::new(StaticDeployments::default()),
+        Arc::new(StaticDomains::default()),
+        &metrics,
+    );
+    handlers.reviewer = Arc::new(tether::authz::cache::CachedReviewer::new(
+        Arc::new(NeverAnswers),
+        Duration::from_secs(60),
+        Duration::from_secs(10),
+        metrics.clone(),
+    ));
+    let adm = Admission::new(metrics, handlers, None);
+    let body = bytes(&atr_review(hpa()));
+    let started = Instant::now();
+    let answer = tokio::time::timeout(
+        Duration::from_secs(10),
+        adm.review(Webhook::Validate, &body, Duration::from_millis(200)),
+    )
+    .await
+    .expect("the review outlived its budget")
+    .expect("a review answer");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(200) && waited < Duration::from_secs(5),
+        "answered after {waited:?}"
+    );
+    assert!(!answer.allowed);
+    let v: Value = serde_json::from_slice(&answer.body).unwrap();
+    assert_eq!(v["response"]["status"]["code"], 500, "{v}");
+    let message = v["response"]["status"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("tether could not decide within 200 ms"),
+        "{message}"
+    );
+}
+
 #[tokio::test]
 async fn deep_nesting_is_a_400_not_a_stack_overflow() {
     let adm = admission();

@@ -265,7 +265,8 @@ fn check_workload_ref(spec: &Value, out: &mut Vec<Violation>) {
 }
 
 fn check_object(object: &Value, kinds: &KindPolicy, out: &mut Vec<Violation>) {
-    // Rule 1: apiVersion.
+    // Rule 1: apiVersion. Its group, when it parses, is kept for rule 3.
+    let mut group = None;
     const API_VERSION_HELP: &str =
         "write \"<version>\" for the core group (e.g. \"v1\") or \"<group>/<version>\" \
          (e.g. \"autoscaling/v2\")";
@@ -278,17 +279,16 @@ fn check_object(object: &Value, kinds: &KindPolicy, out: &mut Vec<Violation>) {
             "spec.object.apiVersion",
             format!("required: {API_VERSION_HELP}"),
         )),
-        Some(Value::String(s)) => {
-            if parse_api_version(s).is_none() {
-                out.push(Violation::malformed(
-                    "spec.object.apiVersion",
-                    format!(
-                        "{} is not a valid apiVersion: {API_VERSION_HELP}",
-                        quote_short(s, 70)
-                    ),
-                ));
-            }
-        }
+        Some(Value::String(s)) => match parse_api_version(s) {
+            Some((g, _)) => group = Some(g),
+            None => out.push(Violation::malformed(
+                "spec.object.apiVersion",
+                format!(
+                    "{} is not a valid apiVersion: {API_VERSION_HELP}",
+                    quote_short(s, 70)
+                ),
+            )),
+        },
         Some(other) => out.push(Violation::malformed(
             "spec.object.apiVersion",
             format!(
@@ -303,11 +303,6 @@ fn check_object(object: &Value, kinds: &KindPolicy, out: &mut Vec<Violation>) {
         None => out.push(kind_required()),
         Some(Value::String(s)) if s.trim().is_empty() => out.push(kind_required()),
         Some(Value::String(s)) => {
-            let group = object
-                .get("apiVersion")
-                .and_then(Value::as_str)
-                .and_then(parse_api_version)
-                .map(|(group, _)| group);
             if let Err(message) = kinds.check_in(s, group) {
                 out.push(Violation::forbidden("spec.object.kind", message));
             }
