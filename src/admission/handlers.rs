@@ -323,10 +323,7 @@ impl Handlers {
     ) -> Decision {
         // Answers at hand (cached, or evaluated locally) first, without a future each; the
         // rest are asked all at once, so the user's and tether's reviews still overlap.
-        let mut answers: Vec<_> = checks
-            .iter()
-            .map(|(role, who, a)| self.reviewer.review_now(*role, who, a))
-            .collect();
+        let mut answers = self.reviewer.review_all_now(checks);
         if answers.iter().any(Option::is_none) {
             let asked = futures::future::join_all(
                 checks

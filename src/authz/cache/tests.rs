@@ -399,6 +399,16 @@ async fn review_metrics_count_each_label_set_under_its_own_labels_and_add_no_oth
     }
 }
 
+/// `review_all_now` for one check.
+fn at_hand(
+    c: &CachedReviewer,
+    role: Role,
+    who: &Identity<'_>,
+    a: &ResourceAttributes<'_>,
+) -> Option<Result<AccessDecision, AuthzError>> {
+    c.review_all_now(&[(role, who, a.clone())]).pop().flatten()
+}
+
 #[tokio::test]
 async fn answers_at_hand_come_without_waiting_and_are_counted_as_review_would() {
     let who = Identity::default();
@@ -410,16 +420,34 @@ async fn answers_at_hand_come_without_waiting_and_are_counted_as_review_would() 
     };
     // Caching on: nothing at hand until an answer is cached, then a hit.
     let (inner, c, m) = setup(yes(), None, 10_000, 10_000);
-    assert!(c.review_now(Role::User, &who, &a).is_none());
+    assert!(at_hand(&c, Role::User, &who, &a).is_none());
     assert_eq!(v(&m, "user", "miss") + v(&m, "user", "hit"), 0);
     c.review(Role::User, &who, &a).await.unwrap();
-    let now = c.review_now(Role::User, &who, &a).expect("cached");
+    let now = at_hand(&c, Role::User, &who, &a).expect("cached");
     assert!(now.unwrap().allowed);
     assert_eq!(inner.calls.load(Ordering::SeqCst), 1);
     assert_eq!((v(&m, "user", "miss"), v(&m, "user", "hit")), (1, 1));
+    // A batch: each check answered in order, at hand or not; only the answered ones are
+    // counted (and timed), once each.
+    let other = attrs("delete");
+    let batch = c.review_all_now(&[
+        (Role::User, &who, a.clone()),
+        (Role::User, &who, other),
+        (Role::User, &who, a.clone()),
+    ]);
+    assert_eq!(
+        batch.iter().map(Option::is_some).collect::<Vec<_>>(),
+        [true, false, true]
+    );
+    assert_eq!(inner.calls.load(Ordering::SeqCst), 1);
+    assert_eq!((v(&m, "user", "miss"), v(&m, "user", "hit")), (1, 3));
+    let seconds = m
+        .access_review_duration
+        .with_label_values(&["user", "allowed", "hit"]);
+    assert_eq!(seconds.get_sample_count(), 3);
     // Caching off, a reviewer that must ask: nothing at hand, nothing counted.
     let (inner, c, m) = setup(yes(), None, 0, 0);
-    assert!(c.review_now(Role::Tether, &who, &a).is_none());
+    assert!(at_hand(&c, Role::Tether, &who, &a).is_none());
     assert_eq!(inner.calls.load(Ordering::SeqCst), 0);
     assert_eq!(v(&m, "tether", "miss"), 0);
     // Caching off, a local reviewer: answered now, counted as the miss `review` counts.
@@ -430,7 +458,7 @@ async fn answers_at_hand_come_without_waiting_and_are_counted_as_review_would() 
         Duration::ZERO,
         m.clone(),
     );
-    let now = c.review_now(Role::Tether, &who, &a).expect("local");
+    let now = at_hand(&c, Role::Tether, &who, &a).expect("local");
     assert_eq!(now, c.review(Role::Tether, &who, &a).await);
     assert_eq!(v(&m, "tether", "miss"), 2);
     let seconds = m
