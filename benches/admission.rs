@@ -128,26 +128,42 @@ fn review_codec(c: &mut Criterion) {
     let m = inject("autoscaling", "HorizontalPodAutoscaler", &hpa, "shop", None)
         .expect("labelled HPA injects");
     let warning = "tether runs standalone (no cluster): kinds resolve from a built-in table and access reviews are NOT evaluated (all allowed); pass --rbac-file to evaluate them";
+    // As `Admission::review` writes every answer: from the decision's borrowed parts.
     g.bench_function("serialise_response/allowed", |b| {
         b.iter(|| {
-            let r = Decision::allow("allowed").into_response(
-                "b1f5e7a2-1c3d-4e5f-8a9b-0c1d2e3f4a5b".to_string(),
-                Some(warning),
-            );
             let mut out = Vec::with_capacity(512);
-            r.write_review(&mut out).expect("serialises");
+            Decision::allow("allowed")
+                .write_review(
+                    "b1f5e7a2-1c3d-4e5f-8a9b-0c1d2e3f4a5b",
+                    Some(warning),
+                    &mut out,
+                )
+                .expect("serialises");
             out
         })
     });
     g.bench_function("serialise_response/patch", |b| {
         b.iter(|| {
-            let r = Decision::allow("injected")
+            let mut out = Vec::with_capacity(512);
+            Decision::allow("injected")
                 .with_patch(m.patch.clone())
                 .with_warnings(m.warnings.clone())
-                .into_response(
-                    "c2a6f8b3-2d4e-4f60-9bac-1d2e3f4a5b6c".to_string(),
+                .write_review(
+                    "c2a6f8b3-2d4e-4f60-9bac-1d2e3f4a5b6c",
                     Some(warning),
-                );
+                    &mut out,
+                )
+                .expect("serialises");
+            out
+        })
+    });
+    // The owned response first (what `into_response` gives other callers), then written.
+    g.bench_function("serialise_response/allowed_owned", |b| {
+        b.iter(|| {
+            let r = Decision::allow("allowed").into_response(
+                "b1f5e7a2-1c3d-4e5f-8a9b-0c1d2e3f4a5b".to_string(),
+                Some(warning),
+            );
             let mut out = Vec::with_capacity(512);
             r.write_review(&mut out).expect("serialises");
             out

@@ -1,12 +1,10 @@
 //! A decision and its translation into an AdmissionResponse.
 
-use std::collections::BTreeMap;
-
 use base64::Engine;
 use kube::core::response::StatusSummary;
 use kube::core::Status;
 
-use super::review::{sanitize_warnings_within, AdmissionResponse, MAX_WARNINGS_TOTAL};
+use super::review::{sanitize_warnings_within, AdmissionResponse, AnswerParts, MAX_WARNINGS_TOTAL};
 
 /// What a handler decided. `metric_reason` is a bounded label value (a constant), `message`
 /// is for humans and may name objects.
@@ -112,9 +110,67 @@ impl Decision {
     /// `attachedresources.validate.tether.dev/decision`), and rejects keys that already
     /// contain a `/`. `mode_warning` must already be clean (sanitised once at start-up).
     pub fn into_response(self, uid: String, mode_warning: Option<&str>) -> AdmissionResponse {
-        let mut audit = BTreeMap::new();
-        audit.insert("decision".to_string(), self.decision_label().to_string());
-        audit.insert("reason".to_string(), self.metric_reason.to_string());
+        let audit = self.audit_annotations();
+        let allowed = self.allowed;
+        let Body {
+            status,
+            patch,
+            mut warnings,
+        } = self.into_body(mode_warning);
+        warnings.extend(mode_warning.map(str::to_string));
+        AdmissionResponse {
+            uid,
+            allowed,
+            status,
+            patch_type: patch.as_ref().map(|_| PATCH_TYPE.to_string()),
+            patch,
+            audit_annotations: audit
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            warnings,
+        }
+    }
+
+    /// Appends the AdmissionReview answer: the bytes `into_response(uid, mode_warning)`
+    /// writes (tested), from borrowed parts (the audit annotations are static, the mode
+    /// warning and the uid are not copied). Every admission request's answer is written so.
+    pub fn write_review(
+        self,
+        uid: &str,
+        mode_warning: Option<&str>,
+        out: &mut Vec<u8>,
+    ) -> serde_json::Result<()> {
+        let audit = self.audit_annotations();
+        let allowed = self.allowed;
+        let Body {
+            status,
+            patch,
+            warnings,
+        } = self.into_body(mode_warning);
+        AnswerParts {
+            uid,
+            allowed,
+            status: status.as_ref(),
+            patch: patch.as_deref(),
+            patch_type: patch.as_ref().map(|_| PATCH_TYPE),
+            audit_annotations: audit.into_iter(),
+            warnings: warnings.iter().map(String::as_str).chain(mode_warning),
+        }
+        .write_review(out)
+    }
+
+    /// `decision` and `reason`, in key order.
+    fn audit_annotations(&self) -> [(&'static str, &'static str); 2] {
+        [
+            ("decision", self.decision_label()),
+            ("reason", self.metric_reason),
+        ]
+    }
+
+    /// The status (denials), the patch (base64), and the decision's own warnings, cut to
+    /// leave room for `mode_warning`.
+    fn into_body(self, mode_warning: Option<&str>) -> Body {
         let status = if self.allowed {
             None
         } else {
@@ -128,33 +184,32 @@ impl Decision {
                 details: None,
             })
         };
-        let (patch, patch_type) = match (&self.patch, self.allowed) {
-            (Some(p), true) => match serde_json::to_vec(p) {
-                Ok(bytes) => (
-                    Some(base64::engine::general_purpose::STANDARD.encode(bytes)),
-                    Some("JSONPatch".to_string()),
-                ),
-                Err(_) => (None, None),
-            },
-            _ => (None, None),
+        let patch = match (&self.patch, self.allowed) {
+            (Some(p), true) => serde_json::to_vec(p)
+                .ok()
+                .map(|bytes| base64::engine::general_purpose::STANDARD.encode(bytes)),
+            _ => None,
         };
         let reserve = mode_warning.map_or(0, str::len);
-        let mut warnings =
+        let warnings =
             sanitize_warnings_within(self.warnings, MAX_WARNINGS_TOTAL.saturating_sub(reserve));
-        if let Some(w) = mode_warning {
-            warnings.push(w.to_string());
-        }
-        AdmissionResponse {
-            uid,
-            allowed: self.allowed,
+        Body {
             status,
             patch,
-            patch_type,
-            audit_annotations: audit,
             warnings,
         }
     }
 }
+
+/// What [`Decision::into_body`] gives.
+struct Body {
+    status: Option<Status>,
+    patch: Option<String>,
+    warnings: Vec<String>,
+}
+
+/// The `patchType` of every patch tether sends.
+const PATCH_TYPE: &str = "JSONPatch";
 
 #[cfg(test)]
 mod tests {
@@ -197,6 +252,50 @@ mod tests {
             .with_patch(json_patch::Patch(vec![]))
             .into_response("u".into(), None);
         assert!(r.patch.is_none() && r.patch_type.is_none());
+    }
+
+    #[test]
+    fn the_answer_written_from_parts_is_the_owned_response_written() {
+        let patch: json_patch::Patch = serde_json::from_value(serde_json::json!([
+            {"op": "add", "path": "/metadata/labels/a", "value": "b"}
+        ]))
+        .unwrap();
+        let long = "w".repeat(5000);
+        let cases = [
+            ("allowed", Decision::allow("allowed")),
+            (
+                "allowed with warnings",
+                Decision::allow("allowed").with_warnings(vec!["one".into(), "two \"q\"".into()]),
+            ),
+            (
+                "allowed, warning over the total",
+                Decision::allow("allowed").with_warnings(vec![long]),
+            ),
+            ("patched", Decision::allow("injected").with_patch(patch)),
+            (
+                "denied, message to clean",
+                Decision::forbidden("banned_kind", "line one\nline \"two\" \u{7}"),
+            ),
+            ("error", Decision::internal("timeout", "slow")),
+        ];
+        for (name, d) in cases {
+            for uid in ["u-1", "quote\"and\\slash"] {
+                for mode in [None, Some("standalone: access reviews are not evaluated")] {
+                    let mut owned = Vec::new();
+                    d.clone()
+                        .into_response(uid.into(), mode)
+                        .write_review(&mut owned)
+                        .unwrap();
+                    let mut parts = Vec::new();
+                    d.clone().write_review(uid, mode, &mut parts).unwrap();
+                    assert_eq!(
+                        String::from_utf8(parts).unwrap(),
+                        String::from_utf8(owned).unwrap(),
+                        "{name}, uid {uid:?}, mode warning {mode:?}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -129,11 +129,13 @@ impl Admission {
             "admission decision"
         );
         let allowed = decision.allowed;
-        let response = decision.into_response(uid.into_owned(), self.mode_warning.as_deref());
         // One allocation, sized for a typical answer (an allowed one with the standalone
         // warning is ~400 bytes), instead of growing from empty.
         let mut body = Vec::with_capacity(512);
-        if response.write_review(&mut body).is_err() {
+        if decision
+            .write_review(&uid, self.mode_warning.as_deref(), &mut body)
+            .is_err()
+        {
             body = b"{}".to_vec();
         }
         Ok(Answer { body, allowed })

@@ -429,34 +429,73 @@ impl AdmissionReviewOut {
 impl AdmissionResponse {
     /// Appends `AdmissionReviewOut::new(self)` as JSON: the same bytes serde_json writes for
     /// it (tested), without its per-byte escaping of every string (see
-    /// [`crate::json_escape`]). This is the body of every admission answer.
+    /// [`crate::json_escape`]).
     pub fn write_review(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        AnswerParts {
+            uid: &self.uid,
+            allowed: self.allowed,
+            status: self.status.as_ref(),
+            patch: self.patch.as_deref(),
+            patch_type: self.patch_type.as_deref(),
+            audit_annotations: self
+                .audit_annotations
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+            warnings: self.warnings.iter().map(String::as_str),
+        }
+        .write_review(out)
+    }
+}
+
+/// The parts of an [`AdmissionResponse`], borrowed: what the answer to every admission
+/// request is written from ([`crate::admission::Decision::write_review`]), without building
+/// the owned response and its map first.
+pub struct AnswerParts<'a, A, W> {
+    pub uid: &'a str,
+    pub allowed: bool,
+    pub status: Option<&'a kube::core::Status>,
+    pub patch: Option<&'a str>,
+    pub patch_type: Option<&'a str>,
+    /// In key order, as the response's `BTreeMap` iterates.
+    pub audit_annotations: A,
+    pub warnings: W,
+}
+
+impl<'a, A, W> AnswerParts<'a, A, W>
+where
+    A: Iterator<Item = (&'a str, &'a str)>,
+    W: Iterator<Item = &'a str>,
+{
+    /// Appends the AdmissionReview carrying this response, byte for byte what
+    /// [`AdmissionResponse::write_review`] writes for the owned response.
+    pub fn write_review(self, out: &mut Vec<u8>) -> serde_json::Result<()> {
         use crate::json_escape::push_quoted;
         out.extend_from_slice(br#"{"apiVersion":""#);
         out.extend_from_slice(API_VERSION.as_bytes());
         out.extend_from_slice(br#"","kind":""#);
         out.extend_from_slice(KIND.as_bytes());
         out.extend_from_slice(br#"","response":{"uid":"#);
-        push_quoted(out, &self.uid);
+        push_quoted(out, self.uid);
         out.extend_from_slice(if self.allowed {
             br#","allowed":true"#
         } else {
             br#","allowed":false"#
         });
-        if let Some(status) = &self.status {
+        if let Some(status) = self.status {
             // Denials only; kube's type, written by serde as it defines it.
             out.extend_from_slice(br#","status":"#);
             serde_json::to_writer(&mut *out, status)?;
         }
-        if let Some(patch) = &self.patch {
+        if let Some(patch) = self.patch {
             out.extend_from_slice(br#","patch":"#);
             push_quoted(out, patch);
         }
-        if let Some(patch_type) = &self.patch_type {
+        if let Some(patch_type) = self.patch_type {
             out.extend_from_slice(br#","patchType":"#);
             push_quoted(out, patch_type);
         }
-        for (i, (k, v)) in self.audit_annotations.iter().enumerate() {
+        let mut audit = false;
+        for (i, (k, v)) in self.audit_annotations.enumerate() {
             out.extend_from_slice(if i == 0 {
                 br#","auditAnnotations":{"#
             } else {
@@ -465,15 +504,18 @@ impl AdmissionResponse {
             push_quoted(out, k);
             out.push(b':');
             push_quoted(out, v);
+            audit = true;
         }
-        if !self.audit_annotations.is_empty() {
+        if audit {
             out.push(b'}');
         }
-        for (i, w) in self.warnings.iter().enumerate() {
+        let mut warnings = false;
+        for (i, w) in self.warnings.enumerate() {
             out.extend_from_slice(if i == 0 { br#","warnings":["# } else { b"," });
             push_quoted(out, w);
+            warnings = true;
         }
-        if !self.warnings.is_empty() {
+        if warnings {
             out.push(b']');
         }
         out.extend_from_slice(b"}}");
