@@ -31,6 +31,13 @@ const MAX_ANSWER: usize = 64 * 1024;
 
 /// The in-process admission path with the standalone handlers and the RBAC file above.
 fn admission() -> Arc<Admission> {
+    admission_with(|_, _| {})
+}
+
+/// [`admission`], with its handlers adjusted first (given the metrics they count into).
+fn admission_with(
+    adjust: impl FnOnce(&mut tether::admission::handlers::Handlers, &Metrics),
+) -> Arc<Admission> {
     let args = PolicyArgs {
         banned_kinds: vec!["Deployment".into(), "Pod".into(), "Job".into()],
         allowed_kinds: None,
@@ -50,12 +57,13 @@ fn admission() -> Arc<Admission> {
         BTreeMap::from([("app".to_string(), "web".to_string())]),
     );
     let metrics = Metrics::new();
-    let (handlers, warning) = tether::app::offline_handlers(
+    let (mut handlers, warning) = tether::app::offline_handlers(
         cfg,
         Arc::new(deployments),
         Arc::new(StaticDomains::default()),
         &metrics,
     );
+    adjust(&mut handlers, &metrics);
     Admission::new(metrics, handlers, Some(warning))
 }
 
@@ -213,30 +221,14 @@ impl tether::authz::AccessReviewer for NeverAnswers {
 /// (Most decisions are taken in one poll before any timer is armed; this one is not.)
 #[tokio::test]
 async fn a_decision_past_its_budget_is_denied_500_in_time() {
-    let metrics = Metrics::new();
-    let (mut handlers, _) = tether::app::offline_handlers(
-        PolicyConfig::from_args(&PolicyArgs {
-            banned_kinds: vec![],
-            allowed_kinds: None,
-            domain_root: None,
-            runner_kservice: "runner".into(),
-            reserved_names: vec![],
-            rbac_file: None,
-            pod_namespace: "tether-system".into(),
-            service_account_name: "tether".into(),
-        })
-        .unwrap(),
-        Arc::new(StaticDeployments::default()),
-        Arc::new(StaticDomains::default()),
-        &metrics,
-    );
-    handlers.reviewer = Arc::new(tether::authz::cache::CachedReviewer::new(
-        Arc::new(NeverAnswers),
-        Duration::from_secs(60),
-        Duration::from_secs(10),
-        metrics.clone(),
-    ));
-    let adm = Admission::new(metrics, handlers, None);
+    let adm = admission_with(|handlers, metrics| {
+        handlers.reviewer = Arc::new(tether::authz::cache::CachedReviewer::new(
+            Arc::new(NeverAnswers),
+            Duration::from_secs(60),
+            Duration::from_secs(10),
+            metrics.clone(),
+        ));
+    });
     let body = bytes(&atr_review(hpa()));
     let started = Instant::now();
     let answer = tokio::time::timeout(
