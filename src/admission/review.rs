@@ -450,7 +450,7 @@ impl AdmissionResponse {
 /// The parts of an [`AdmissionResponse`], borrowed: what the answer to every admission
 /// request is written from ([`crate::admission::Decision::write_review`]), without building
 /// the owned response and its map first.
-pub struct AnswerParts<'a, A, W> {
+pub(crate) struct AnswerParts<'a, A, W> {
     pub uid: &'a str,
     pub allowed: bool,
     pub status: Option<&'a kube::core::Status>,

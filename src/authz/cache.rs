@@ -386,9 +386,9 @@ impl CachedReviewer {
     /// or (caching off) one the inner reviewer evaluates locally
     /// ([`AccessReviewer::review_now`]). Each is counted as [`CachedReviewer::review`] would
     /// count it; `None`: call `review` for that one. The clock is read twice for the lot,
-    /// not twice per check (twelve reads per admission request cost more than the lookups):
-    /// each answer is timed as the wait for the whole batch, which is what the caller
-    /// waited before it could go on.
+    /// not twice per check (that was twelve reads per admission request, more instructions
+    /// than the answers themselves when they are local): each answer is timed as the wait
+    /// for the whole batch, which is what the caller waited before it could go on.
     pub fn review_all_now(
         &self,
         checks: &[(Role, &Identity<'_>, ResourceAttributes<'_>)],
