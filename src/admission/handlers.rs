@@ -94,7 +94,7 @@ impl Handlers {
         // Rule 7: only when apiVersion/kind parsed; discovery of a malformed kind means nothing.
         let mut resource = None;
         if let Some(gvk) = spec.and_then(attached::object_gvk) {
-            match self.resolver.resolve(&gvk.group, &gvk.version, &gvk.kind).await {
+            match self.resolver.resolve(gvk.group, gvk.version, gvk.kind).await {
                 Ok(info) if info.namespaced => resource = Some(info),
                 Ok(info) => violations.push(Violation::forbidden(
                     "spec.object.kind",
@@ -113,7 +113,7 @@ impl Handlers {
                         "discovery_failed",
                         format!(
                             "spec.object.kind: cannot resolve {} {:?}: {e}; tether fails closed, try again",
-                            api_version(&gvk.group, &gvk.version),
+                            api_version(gvk.group, gvk.version),
                             gvk.kind
                         ),
                     )
@@ -292,7 +292,7 @@ impl Handlers {
         };
         let resource = match self
             .resolver
-            .resolve(&gvk.group, &gvk.version, &gvk.kind)
+            .resolve(gvk.group, gvk.version, gvk.kind)
             .await
         {
             Ok(info) => info,
@@ -301,7 +301,7 @@ impl Handlers {
             Err(ResolveError::Unknown(_)) => {
                 return Decision::allow("delete_kind_gone").with_warnings(vec![format!(
                     "tether: {} {} is no longer served; no copies to delete",
-                    api_version(&gvk.group, &gvk.version),
+                    api_version(gvk.group, gvk.version),
                     gvk.kind
                 )])
             }

@@ -12,6 +12,7 @@
 //! though `kubectl get` accepts it as a resource name.
 
 use std::fmt;
+use std::sync::{Arc, OnceLock};
 
 /// One entry of the built-in table: what API discovery reports for a kind in a group/version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -269,10 +270,33 @@ pub fn lookup_parts(group: &str, version: &str, kind: &str) -> Result<ResourceIn
     }
 }
 
+/// [`lookup_parts`] answered from one shared copy per table entry, built on first use: the
+/// standalone resolver asks on every admission request, and an owned answer is four
+/// allocations each time.
+pub fn lookup_shared(
+    group: &str,
+    version: &str,
+    kind: &str,
+) -> Result<Arc<ResourceInfo>, LookupError> {
+    static SHARED: OnceLock<Vec<Arc<ResourceInfo>>> = OnceLock::new();
+    match position(group, version, kind) {
+        Some(i) => {
+            let shared =
+                SHARED.get_or_init(|| TABLE.iter().map(|r| Arc::new(r.to_info())).collect());
+            Ok(Arc::clone(&shared[i]))
+        }
+        None => lookup_parts(group, version, kind).map(Arc::new),
+    }
+}
+
 fn find(group: &str, version: &str, kind: &str) -> Option<&'static BuiltinResource> {
+    position(group, version, kind).map(|i| &TABLE[i])
+}
+
+fn position(group: &str, version: &str, kind: &str) -> Option<usize> {
     TABLE
         .iter()
-        .find(|r| r.group == group && r.version == version && r.kind == kind)
+        .position(|r| r.group == group && r.version == version && r.kind == kind)
 }
 
 /// What the user probably meant: entries whose kind equals `kind` ignoring case, or whose

@@ -8,7 +8,7 @@
 pub mod builtin;
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -34,7 +34,7 @@ pub trait KindResolver: Send + Sync {
         group: &str,
         version: &str,
         kind: &str,
-    ) -> Result<ResourceInfo, ResolveError>;
+    ) -> Result<Arc<ResourceInfo>, ResolveError>;
 }
 
 /// `group/version`, or just `version` for the core group.
@@ -56,8 +56,8 @@ impl KindResolver for BuiltinResolver {
         group: &str,
         version: &str,
         kind: &str,
-    ) -> Result<ResourceInfo, ResolveError> {
-        builtin::lookup_parts(group, version, kind)
+    ) -> Result<Arc<ResourceInfo>, ResolveError> {
+        builtin::lookup_shared(group, version, kind)
             .map_err(|e| ResolveError::Unknown(e.to_string()))
     }
 }
@@ -98,18 +98,21 @@ const FETCH_STRIPES: usize = 16;
 /// ([`DiscoveryLimits`]).
 pub struct ApiResolver {
     client: kube::Client,
-    cache: RwLock<HashMap<String, (Vec<ResourceInfo>, Instant)>>,
+    cache: RwLock<HashMap<String, (Kinds, Instant)>>,
     fetching: [tokio::sync::Mutex<()>; FETCH_STRIPES],
     limits: DiscoveryLimits,
     /// Counts discovery calls (`tether_discovery_requests_total`) when set.
     metrics: Option<crate::metrics::Metrics>,
 }
 
+/// A group/version's kinds, shared with every answer given from them.
+type Kinds = Vec<Arc<ResourceInfo>>;
+
 /// What the cache knows about a kind.
 enum Cached {
-    Found(ResourceInfo),
+    Found(Arc<ResourceInfo>),
     /// A recent answer without the kind: (the list, for hints).
-    Missing(Vec<ResourceInfo>),
+    Missing(Kinds),
 }
 
 impl ApiResolver {
@@ -155,7 +158,7 @@ impl ApiResolver {
         }
     }
 
-    fn store(&self, gv: String, list: Vec<ResourceInfo>) {
+    fn store(&self, gv: String, list: Kinds) {
         let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
         let max = self.limits.max_group_versions.max(1);
         if !cache.contains_key(&gv) && cache.len() >= max {
@@ -182,7 +185,7 @@ impl ApiResolver {
         &self.fetching[(h.finish() as usize) % FETCH_STRIPES]
     }
 
-    async fn fetch(&self, group: &str, version: &str) -> Result<Vec<ResourceInfo>, ResolveError> {
+    async fn fetch(&self, group: &str, version: &str) -> Result<Kinds, ResolveError> {
         let gv = api_version(group, version);
         let listed = if group.is_empty() {
             self.client.list_core_api_resources(version).await
@@ -211,19 +214,21 @@ impl ApiResolver {
             .into_iter()
             // "deployments/scale" and friends are subresources, not kinds of their own.
             .filter(|r| !r.name.contains('/'))
-            .map(|r| ResourceInfo {
-                group: group.to_string(),
-                version: version.to_string(),
-                kind: r.kind,
-                plural: r.name,
-                namespaced: r.namespaced,
+            .map(|r| {
+                Arc::new(ResourceInfo {
+                    group: group.to_string(),
+                    version: version.to_string(),
+                    kind: r.kind,
+                    plural: r.name,
+                    namespaced: r.namespaced,
+                })
             })
             .collect())
     }
 }
 
 /// The Unknown error for a kind missing from `list` (the group/version's resources).
-fn not_served(list: &[ResourceInfo], gv: &str, kind: &str) -> ResolveError {
+fn not_served(list: &[Arc<ResourceInfo>], gv: &str, kind: &str) -> ResolveError {
     let (kind_shown, gv_shown) = (quote_short(kind, 80), quote_short(gv, 80));
     if list.is_empty() {
         return ResolveError::Unknown(format!("the cluster does not serve apiVersion {gv_shown} (looked up kind {kind_shown} through API discovery); install the CRD or fix apiVersion"));
@@ -250,7 +255,7 @@ impl KindResolver for ApiResolver {
         group: &str,
         version: &str,
         kind: &str,
-    ) -> Result<ResourceInfo, ResolveError> {
+    ) -> Result<Arc<ResourceInfo>, ResolveError> {
         let gv = api_version(group, version);
         if group.len() > MAX_GROUP_LEN || version.len() > MAX_VERSION_LEN {
             // No cluster can serve it: answer without a discovery call or a cache entry.

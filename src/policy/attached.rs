@@ -34,15 +34,16 @@ pub const TETHER_VERBS: [&str; 5] = ["create", "patch", "get", "list", "delete"]
 /// The label that ties AttachedResources and Deployments to a workload (SPEC 3.1, 5.2).
 pub const WORKLOAD_LABEL: &str = "tether.dev/workload";
 
-/// Group, version and kind of an attached object, as API discovery needs them (rule 7).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Gvk {
+/// Group, version and kind of an attached object, as API discovery needs them (rule 7),
+/// borrowed from the object: the lookup is made while the object is at hand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Gvk<'a> {
     /// API group; `""` for the core group (`apiVersion: v1`).
-    pub group: String,
+    pub group: &'a str,
     /// API version, e.g. `v2`.
-    pub version: String,
+    pub version: &'a str,
     /// Kind exactly as written, e.g. `HorizontalPodAutoscaler`.
-    pub kind: String,
+    pub kind: &'a str,
 }
 
 /// Splits an `apiVersion` into `(group, version)`; the core group is `""`.
@@ -85,10 +86,10 @@ pub fn parse_api_version(api_version: &str) -> Option<(&str, &str)> {
 /// let spec = Value::from(json!({"object": {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler"}}));
 /// assert_eq!(
 ///     object_gvk(&spec),
-///     Some(Gvk { group: "autoscaling".into(), version: "v2".into(), kind: "HorizontalPodAutoscaler".into() })
+///     Some(Gvk { group: "autoscaling", version: "v2", kind: "HorizontalPodAutoscaler" })
 /// );
 /// ```
-pub fn object_gvk(spec: &Value) -> Option<Gvk> {
+pub fn object_gvk<'a>(spec: &'a Value) -> Option<Gvk<'a>> {
     let object = spec.get("object")?;
     let api_version = object.get("apiVersion")?.as_str()?;
     let kind = object.get("kind")?.as_str()?;
@@ -97,9 +98,9 @@ pub fn object_gvk(spec: &Value) -> Option<Gvk> {
     }
     let (group, version) = parse_api_version(api_version)?;
     Some(Gvk {
-        group: group.to_string(),
-        version: version.to_string(),
-        kind: kind.to_string(),
+        group,
+        version,
+        kind,
     })
 }
 

@@ -244,5 +244,24 @@ fn lookup_parts_answers_as_lookup_of_the_joined_api_version() {
             lookup(&joined, kind),
             "{group:?} {version:?} {kind:?}"
         );
+        // The shared answer is the same answer, and the same copy every time.
+        let shared = lookup_shared(group, version, kind);
+        assert_eq!(
+            shared.as_deref().map_err(Clone::clone),
+            lookup(&joined, kind).as_ref().map_err(Clone::clone),
+            "shared {group:?} {version:?} {kind:?}"
+        );
+        let entry = all()
+            .iter()
+            .any(|r| (r.group, r.version, r.kind) == (group, version, kind));
+        if entry {
+            let (Ok(a), Ok(b)) = (&shared, &lookup_shared(group, version, kind)) else {
+                panic!("{group:?} {version:?} {kind:?}: a table entry is not found");
+            };
+            assert!(
+                std::sync::Arc::ptr_eq(a, b),
+                "{group:?} {version:?} {kind:?}"
+            );
+        }
     });
 }

@@ -9,8 +9,10 @@ fn validate_spec(spec: Option<&Value>, kinds: &KindPolicy) -> Vec<Violation> {
     super::validate_spec(spec.map(Doc::from).as_ref(), kinds)
 }
 
-fn object_gvk(spec: &Value) -> Option<Gvk> {
-    super::object_gvk(&spec.into())
+/// Owned, as the borrowed form lives only inside the shim.
+fn object_gvk(spec: &Value) -> Option<(String, String, String)> {
+    let doc = Doc::from(spec);
+    super::object_gvk(&doc).map(|g| (g.group.into(), g.version.into(), g.kind.into()))
 }
 
 fn validate_update(old: &Value, new: &Value) -> Vec<Violation> {
@@ -590,13 +592,7 @@ fn parse_api_version_table() {
 
 #[test]
 fn object_gvk_table() {
-    let gvk = |g: &str, v: &str, k: &str| {
-        Some(Gvk {
-            group: g.into(),
-            version: v.into(),
-            kind: k.into(),
-        })
-    };
+    let gvk = |g: &str, v: &str, k: &str| Some((g.into(), v.into(), k.into()));
     let cases = [
         (
             json!({"object": {"apiVersion": "v1", "kind": "ConfigMap"}}),
