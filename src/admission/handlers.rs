@@ -12,7 +12,7 @@ use super::review::AdmissionRequest;
 use super::{Decision, Webhook};
 use crate::appdomains::DomainHolders;
 use crate::authz::cache::CachedReviewer;
-use crate::authz::{AccessDecision, AuthzError, Identity, ResourceAttributes, Role};
+use crate::authz::{AccessDecision, AuthzError, Held, Identity, ResourceAttributes, Role};
 use crate::discovery::{api_version, KindResolver, ResolveError, ResourceInfo};
 use crate::policy::appdomain::{self, DomainSettings, Holder, Outcome};
 use crate::policy::rbac_escalation::{self, EscalationCheck};
@@ -558,8 +558,8 @@ fn identity_of<'a>(req: &'a AdmissionRequest<'_>) -> Identity<'a> {
     Identity {
         user: Cow::Borrowed(&u.username),
         uid: u.uid.as_deref().map(Into::into),
-        groups: u.groups.as_slice().into(),
-        extra: Cow::Borrowed(&u.extra),
+        groups: Held::Borrowed(u.groups.as_slice()),
+        extra: Held::Borrowed(&u.extra),
     }
 }
 

@@ -9,7 +9,9 @@ pub mod handlers;
 pub mod review;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::metrics::Metrics;
 pub use decision::Decision;
@@ -77,11 +79,13 @@ impl Admission {
         body: &[u8],
         budget: Duration,
     ) -> Result<Answer, EnvelopeError> {
+        // tokio's clock, so the deadline below is this same reading plus the budget: the
+        // budget counts from the body's arrival, parse included, with one clock read.
         let start = Instant::now();
         let parsed = review::parse(body)?;
         let uid = parsed.uid;
         let decision = match &parsed.request {
-            Ok(req) => match self.decide_within(webhook, req, budget).await {
+            Ok(req) => match self.decide_within(webhook, req, start + budget).await {
                 Some(d) => d,
                 None => Decision::internal(
                     "timeout",
@@ -141,16 +145,15 @@ impl Admission {
         Ok(Answer { body, allowed })
     }
 
-    /// [`Admission::decide`] within `budget`; `None` past it. Most decisions need nothing from
+    /// [`Admission::decide`] by `deadline`; `None` past it. Most decisions need nothing from
     /// the network (cached or local answers): they are taken in one poll, before a timer is
     /// armed, and pay nothing for the timeout.
     async fn decide_within(
         &self,
         webhook: Webhook,
         req: &AdmissionRequest<'_>,
-        budget: Duration,
+        deadline: Instant,
     ) -> Option<Decision> {
-        let deadline = tokio::time::Instant::now() + budget;
         let mut decide = std::pin::pin!(self.decide(webhook, req));
         if let std::task::Poll::Ready(d) = futures::poll!(decide.as_mut()) {
             return Some(d);

@@ -23,6 +23,8 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 use thiserror::Error;
 
+use crate::authz::Extra;
+
 pub const API_VERSION: &str = "admission.k8s.io/v1";
 pub const KIND: &str = "AdmissionReview";
 
@@ -108,8 +110,9 @@ pub struct Gvr<'a> {
     pub resource: Cow<'a, str>,
 }
 
-/// `request.userInfo` (authentication.k8s.io/v1 UserInfo). `groups` and `extra` stay owned:
-/// access reviews send them as they are, and the review cache keeps them.
+/// `request.userInfo` (authentication.k8s.io/v1 UserInfo), every string borrowed from the
+/// body when it has no escape: the access checks and their cache probes take these parts as
+/// they are ([`crate::authz::Identity`]); only an answer the cache keeps copies them.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct UserInfo<'a> {
@@ -117,32 +120,78 @@ pub struct UserInfo<'a> {
     pub username: Cow<'a, str>,
     #[serde(default, borrow, deserialize_with = "optional_text")]
     pub uid: Option<Cow<'a, str>>,
-    #[serde(default, deserialize_with = "null_as_default")]
-    pub groups: Vec<String>,
-    #[serde(default, deserialize_with = "null_as_default")]
-    pub extra: BTreeMap<String, Vec<String>>,
+    #[serde(default, borrow, deserialize_with = "texts_or_null")]
+    pub groups: Vec<Cow<'a, str>>,
+    #[serde(default, borrow, deserialize_with = "extra_or_null")]
+    pub extra: Extra<'a>,
 }
 
-/// An optional string, borrowed from the body when it has no escapes. serde borrows a
-/// `Cow<str>` only when it is the field's own type; inside an `Option` it would always copy.
+/// A string, borrowed from the body when it has no escapes. serde borrows a `Cow<str>` only
+/// when it is a field's own type; inside an `Option`, a `Vec` or a map it would always copy,
+/// so those hold this instead. Transparent, so a parse error's path still names a map key.
+#[derive(Deserialize)]
+#[serde(transparent)]
+#[repr(transparent)]
+struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
+
+/// A list of [`Text`]s, handed on as the `Cow`s they wrap (same layout: the `Vec` is reused).
+struct Texts<'a>(Vec<Cow<'a, str>>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Texts<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let texts = Vec::<Text<'a>>::deserialize(d)?;
+        Ok(Texts(texts.into_iter().map(|t| t.0).collect()))
+    }
+}
+
 fn optional_text<'de: 'a, 'a, D: serde::Deserializer<'de>>(
     d: D,
 ) -> Result<Option<Cow<'a, str>>, D::Error> {
-    #[derive(Deserialize)]
-    struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
     Ok(Option::<Text<'a>>::deserialize(d)?.map(|t| t.0))
+}
+
+/// `groups`: a list of strings; `null` is none.
+fn texts_or_null<'de: 'a, 'a, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<Cow<'a, str>>, D::Error> {
+    Ok(Option::<Texts<'a>>::deserialize(d)?
+        .map(|t| t.0)
+        .unwrap_or_default())
+}
+
+/// `extra`: a map of string lists; `null` is none. A later duplicate key wins, as in a
+/// `BTreeMap`'s own deserializer.
+fn extra_or_null<'de: 'a, 'a, D: serde::Deserializer<'de>>(d: D) -> Result<Extra<'a>, D::Error> {
+    struct ExtraMap<'a>(Extra<'a>);
+    impl<'de: 'a, 'a> Deserialize<'de> for ExtraMap<'a> {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_map(ExtraVisitor(std::marker::PhantomData))
+        }
+    }
+    struct ExtraVisitor<'a>(std::marker::PhantomData<Extra<'a>>);
+    impl<'de: 'a, 'a> serde::de::Visitor<'de> for ExtraVisitor<'a> {
+        type Value = ExtraMap<'a>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a map")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut extra = Extra::new();
+            while let Some((key, values)) = map.next_entry::<Text<'a>, Texts<'a>>()? {
+                extra.insert(key.0, values.0);
+            }
+            Ok(ExtraMap(extra))
+        }
+    }
+    Ok(Option::<ExtraMap<'a>>::deserialize(d)?
+        .map(|e| e.0)
+        .unwrap_or_default())
 }
 
 fn null_as_false<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
     Ok(Option::<bool>::deserialize(d)?.unwrap_or(false))
-}
-
-fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: Deserialize<'de> + Default,
-{
-    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 /// The only annotation any handler reads. The others, kubectl's escaped
@@ -615,6 +664,10 @@ mod tests {
             r.namespace.as_ref().unwrap(),
             &r.user_info.username,
             r.user_info.uid.as_ref().unwrap(),
+            &r.user_info.groups[0],
+            &r.user_info.groups[1],
+            r.user_info.extra.keys().next().unwrap(),
+            &r.user_info.extra["scopes"][0],
         ];
         assert!(plain.into_iter().all(borrowed), "{r:?}");
         // The same values written with escapes: unescaped into owned strings, equal values.
@@ -628,19 +681,113 @@ mod tests {
             .replace(
                 r#""name":"worker-hpa","namespace""#,
                 r#""name":"worker\u002dhpa","namespace""#,
-            );
+            )
+            .replace(r#"["devs","#, r#"["d\u0065vs","#)
+            .replace(r#"{"scopes":["a","#, r#"{"sc\u006fpes":["\u0061","#);
         let e = parse(body.as_bytes()).unwrap().request.unwrap();
+        let extra_key = e.user_info.extra.keys().next().unwrap();
         let escaped = [
             (e.namespace.as_ref().unwrap(), "payments"),
             (&e.user_info.username, "alice"),
             (e.user_info.uid.as_ref().unwrap(), "u/1"),
             (&e.name, "worker-hpa"),
+            (&e.user_info.groups[0], "devs"),
+            (extra_key, "scopes"),
+            (&e.user_info.extra["scopes"][0], "a"),
         ];
         for (got, want) in escaped {
             assert_eq!(got, want);
             assert!(!borrowed(got), "{want} was written with an escape");
         }
         assert!(borrowed(&e.uid));
+        assert!(borrowed(&e.user_info.groups[1]));
+        assert!(borrowed(&e.user_info.extra["scopes"][1]));
+    }
+
+    #[test]
+    fn user_info_groups_and_extra_shapes() {
+        // (userInfo as sent, groups, extra) as the access reviews will see them.
+        type Want = (
+            &'static [&'static str],
+            &'static [(&'static str, &'static [&'static str])],
+        );
+        let cases: &[(&str, Want)] = &[
+            (r#"{"username":"a"}"#, (&[], &[])),
+            (r#"{"username":"a","groups":null,"extra":null}"#, (&[], &[])),
+            (r#"{"groups":[],"extra":{}}"#, (&[], &[])),
+            (r#"{"groups":["b","a","b"]}"#, (&["b", "a", "b"], &[])),
+            (
+                r#"{"extra":{"z":["1"],"a":[],"z":["2","3"]}}"#,
+                (&[], &[("a", &[]), ("z", &["2", "3"])]),
+            ),
+            (
+                r#"{"extra":{"x\"y":["\n"]},"groups":["\u00e9"]}"#,
+                (&["\u{e9}"], &[("x\"y", &["\n"])]),
+            ),
+        ];
+        crate::table_test::each(cases, |(user_info, (groups, extra))| {
+            let body = GOOD.replace(
+                r#"{"username":"alice","uid":"u-1","groups":["devs","system:authenticated"],"extra":{"scopes":["a","b"]}}"#,
+                user_info,
+            );
+            let r = parse(body.as_bytes()).unwrap().request.unwrap();
+            assert_eq!(r.user_info.groups, *groups, "{user_info}");
+            let got: Vec<(&str, Vec<&str>)> = r
+                .user_info
+                .extra
+                .iter()
+                .map(|(k, vs)| (k.as_ref(), vs.iter().map(AsRef::as_ref).collect()))
+                .collect();
+            let want: Vec<(&str, Vec<&str>)> =
+                extra.iter().map(|(k, vs)| (*k, vs.to_vec())).collect();
+            assert_eq!(got, want, "{user_info}");
+        });
+    }
+
+    #[test]
+    fn user_info_of_the_wrong_shape_names_the_field() {
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                r#"{"groups":"devs"}"#,
+                "userInfo.groups",
+                "expected a sequence",
+            ),
+            (
+                r#"{"groups":[1]}"#,
+                "userInfo.groups[0]",
+                "expected a string",
+            ),
+            (
+                r#"{"groups":[null]}"#,
+                "userInfo.groups[0]",
+                "expected a string",
+            ),
+            (r#"{"extra":["a"]}"#, "userInfo.extra", "expected a map"),
+            (
+                r#"{"extra":{"k":"v"}}"#,
+                "userInfo.extra.k",
+                "expected a sequence",
+            ),
+            (
+                r#"{"extra":{"k":null}}"#,
+                "userInfo.extra.k",
+                "expected a sequence",
+            ),
+            (
+                r#"{"extra":{"k":[2]}}"#,
+                "userInfo.extra.k[0]",
+                "expected a string",
+            ),
+        ];
+        crate::table_test::each(cases, |(user_info, path, want)| {
+            let body = GOOD.replace(
+                r#"{"username":"alice","uid":"u-1","groups":["devs","system:authenticated"],"extra":{"scopes":["a","b"]}}"#,
+                user_info,
+            );
+            let e = parse(body.as_bytes()).unwrap().request.unwrap_err();
+            assert_eq!(e.path, *path, "{user_info}: {e}");
+            assert!(e.to_string().contains(want), "{user_info}: {e}");
+        });
     }
 
     #[test]

@@ -17,15 +17,73 @@ use std::fmt;
 use async_trait::async_trait;
 use thiserror::Error;
 
-/// Who is asking: the requesting user (from `request.userInfo`, borrowed from the request:
-/// six access checks per admission request copy nothing) or tether's own service account.
-/// The cache keeps an owned copy ([`Identity::to_owned_static`]).
+/// `userInfo.extra`: more about the user (scopes, the credential's id), as the
+/// authenticator gave it.
+pub type Extra<'a> = BTreeMap<Cow<'a, str>, Vec<Cow<'a, str>>>;
+
+/// Who is asking: the requesting user (from `request.userInfo`, borrowed from the request
+/// body: six access checks per admission request copy nothing) or tether's own service
+/// account. The cache keeps an owned copy ([`Identity::to_owned_static`]).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct Identity<'a> {
     pub user: Cow<'a, str>,
     pub uid: Option<Cow<'a, str>>,
-    pub groups: Cow<'a, [String]>,
-    pub extra: Cow<'a, BTreeMap<String, Vec<String>>>,
+    pub groups: Held<'a, [Cow<'a, str>], Vec<Cow<'a, str>>>,
+    pub extra: Held<'a, Extra<'a>, Extra<'a>>,
+}
+
+/// A `Cow` for parts that hold `Cow`s themselves. `Cow<'a, [Cow<'a, str>]>` names the owned
+/// form through `ToOwned`, which makes the type invariant in `'a`: an identity borrowed from
+/// one request could then not be probed against the cache's `'static` keys. This one is
+/// covariant. It compares and hashes as the value it holds, borrowed or owned alike.
+pub enum Held<'a, B: ?Sized, O> {
+    Borrowed(&'a B),
+    Owned(O),
+}
+
+impl<B: ?Sized, O: std::borrow::Borrow<B>> std::ops::Deref for Held<'_, B, O> {
+    type Target = B;
+    fn deref(&self) -> &B {
+        match self {
+            Held::Borrowed(b) => b,
+            Held::Owned(o) => o.borrow(),
+        }
+    }
+}
+
+impl<B: ?Sized, O: Clone> Clone for Held<'_, B, O> {
+    fn clone(&self) -> Self {
+        match self {
+            Held::Borrowed(b) => Held::Borrowed(b),
+            Held::Owned(o) => Held::Owned(o.clone()),
+        }
+    }
+}
+
+impl<B: ?Sized, O: Default> Default for Held<'_, B, O> {
+    fn default() -> Self {
+        Held::Owned(O::default())
+    }
+}
+
+impl<B: ?Sized + fmt::Debug, O: std::borrow::Borrow<B>> fmt::Debug for Held<'_, B, O> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        (**self).fmt(f)
+    }
+}
+
+impl<B: ?Sized + PartialEq, O: std::borrow::Borrow<B>> PartialEq for Held<'_, B, O> {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl<B: ?Sized + Eq, O: std::borrow::Borrow<B>> Eq for Held<'_, B, O> {}
+
+impl<B: ?Sized + std::hash::Hash, O: std::borrow::Borrow<B>> std::hash::Hash for Held<'_, B, O> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (**self).hash(state)
+    }
 }
 
 impl Identity<'_> {
@@ -34,23 +92,30 @@ impl Identity<'_> {
         Identity {
             user: format!("system:serviceaccount:{namespace}:{name}").into(),
             uid: None,
-            groups: vec![
-                "system:serviceaccounts".to_string(),
-                format!("system:serviceaccounts:{namespace}"),
-                "system:authenticated".to_string(),
-            ]
-            .into(),
-            extra: Cow::Owned(BTreeMap::new()),
+            groups: Held::Owned(vec![
+                "system:serviceaccounts".into(),
+                format!("system:serviceaccounts:{namespace}").into(),
+                "system:authenticated".into(),
+            ]),
+            extra: Held::Owned(Extra::new()),
         }
     }
 
     /// The same identity, owning its parts (a cache key outlives the request).
     pub fn to_owned_static(&self) -> Identity<'static> {
+        fn own(s: &str) -> Cow<'static, str> {
+            Cow::Owned(s.to_string())
+        }
         Identity {
             user: Cow::Owned(self.user.to_string()),
             uid: self.uid.as_ref().map(|u| Cow::Owned(u.to_string())),
-            groups: Cow::Owned(self.groups.to_vec()),
-            extra: Cow::Owned(self.extra.as_ref().clone()),
+            groups: Held::Owned(self.groups.iter().map(|g| own(g)).collect()),
+            extra: Held::Owned(
+                self.extra
+                    .iter()
+                    .map(|(k, vs)| (own(k), vs.iter().map(|v| own(v)).collect()))
+                    .collect(),
+            ),
         }
     }
 }
@@ -204,7 +269,7 @@ impl RbacFileReviewer {
     fn answer(&self, who: &Identity<'_>, attrs: &ResourceAttributes<'_>) -> AccessDecision {
         let d = self.0.check(&rbac_file::AccessQuery {
             user: &who.user,
-            groups: &who.groups,
+            groups: &who.groups[..],
             verb: &attrs.verb,
             group: &attrs.group,
             resource: &attrs.resource,

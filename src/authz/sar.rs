@@ -37,8 +37,14 @@ pub fn review_body(who: &Identity<'_>, attrs: &ResourceAttributes<'_>) -> Subjec
                 .as_deref()
                 .filter(|u| !u.is_empty())
                 .map(str::to_string),
-            groups: (!who.groups.is_empty()).then(|| who.groups.to_vec()),
-            extra: (!who.extra.is_empty()).then(|| who.extra.as_ref().clone()),
+            groups: (!who.groups.is_empty())
+                .then(|| who.groups.iter().map(|g| g.to_string()).collect()),
+            extra: (!who.extra.is_empty()).then(|| {
+                who.extra
+                    .iter()
+                    .map(|(k, vs)| (k.to_string(), vs.iter().map(|v| v.to_string()).collect()))
+                    .collect()
+            }),
             resource_attributes: Some(SarResource {
                 verb: Some(attrs.verb.to_string()),
                 group: Some(attrs.group.to_string()),

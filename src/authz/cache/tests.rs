@@ -1,5 +1,8 @@
 use super::*;
+use crate::authz::{Extra, Held};
 use async_trait::async_trait;
+use std::borrow::Cow;
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Counts calls; when `gate` is set, each call waits for a permit, so a test decides when a
@@ -465,4 +468,49 @@ async fn answers_at_hand_come_without_waiting_and_are_counted_as_review_would() 
         .access_review_duration
         .with_label_values(&["tether", "allowed", "miss"]);
     assert_eq!(seconds.get_sample_count(), 2);
+}
+
+#[tokio::test]
+async fn a_user_borrowed_from_one_request_hits_the_answer_kept_for_another() {
+    let (inner, c, _m) = setup(yes(), None, 10_000, 10_000);
+    // Two requests' userInfo: equal text in separate buffers, as two bodies would hold it.
+    let parts = |extra_value: &str| {
+        let groups: Vec<Cow<'static, str>> = vec![
+            "devs".to_string().into(),
+            "system:authenticated".to_string().into(),
+        ];
+        let extra: Extra<'static> = [(
+            Cow::Owned("scopes".to_string()),
+            vec![Cow::Owned(extra_value.to_string())],
+        )]
+        .into();
+        (groups, extra)
+    };
+    fn user<'a>((groups, extra): &'a (Vec<Cow<'static, str>>, Extra<'static>)) -> Identity<'a> {
+        Identity {
+            user: "alice".into(),
+            uid: Some("u-1".into()),
+            groups: Held::Borrowed(groups.as_slice()),
+            extra: Held::Borrowed(extra),
+        }
+    }
+    let (first, second, other) = (parts("a"), parts("a"), parts("b"));
+    c.review(Role::User, &user(&first), &attrs("create"))
+        .await
+        .unwrap();
+    drop(first);
+    let probes = [(Role::User, &user(&second), attrs("create"))];
+    let hit = c.review_all_now(&probes);
+    assert!(matches!(hit.as_slice(), [Some(Ok(_))]), "{hit:?}");
+    assert_eq!(inner.calls.load(Ordering::SeqCst), 1);
+    // Another `extra` value is another user as far as access is concerned.
+    let probes = [(Role::User, &user(&other), attrs("create"))];
+    assert!(matches!(c.review_all_now(&probes).as_slice(), [None]));
+    // And the owned copy the cache keeps equals (and hashes as) the borrowed original.
+    let who = user(&second);
+    let kept = who.to_owned_static();
+    assert_eq!(kept, who);
+    assert!(matches!(kept.groups, Held::Owned(_)) && matches!(kept.extra, Held::Owned(_)));
+    let hash = |i: &Identity<'_>| foldhash::quality::FixedState::with_seed(7).hash_one(i);
+    assert_eq!(hash(&kept), hash(&who));
 }

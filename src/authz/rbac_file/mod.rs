@@ -90,12 +90,13 @@ const ACCEPTED: &str = "accepted kinds: Role, ClusterRole, RoleBinding, ClusterR
 /// };
 /// assert_eq!(q.verb, "create");
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AccessQuery<'a> {
+#[derive(Debug, PartialEq, Eq)]
+pub struct AccessQuery<'a, G = String> {
     /// User name, e.g. `alice` or `system:serviceaccount:tether:tether`.
     pub user: &'a str,
-    /// All groups of the user, including implicit ones.
-    pub groups: &'a [String],
+    /// All groups of the user, including implicit ones: `String`s, or the `Cow`s of a
+    /// request's `userInfo` as they were parsed.
+    pub groups: &'a [G],
     /// Kubernetes verb: `create`, `update`, `patch`, `get`, `delete`, ...
     pub verb: &'a str,
     /// API group; `""` for the core group.
@@ -109,6 +110,15 @@ pub struct AccessQuery<'a> {
     /// Object name; `None` when there is none (a create, a list).
     pub name: Option<&'a str>,
 }
+
+// By hand: derived, they would ask `G: Clone`, which a borrowed slice does not need.
+impl<G> Clone for AccessQuery<'_, G> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<G> Copy for AccessQuery<'_, G> {}
 
 /// The answer to an [`AccessQuery`], with a reason fit for a denial message or a log line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,7 +140,7 @@ struct Rule {
 
 impl Rule {
     /// Kubernetes `RuleAllows` for a resource request.
-    fn allows(&self, q: &AccessQuery<'_>) -> bool {
+    fn allows<G>(&self, q: &AccessQuery<'_, G>) -> bool {
         contains_or_star(&self.verbs, q.verb)
             && contains_or_star(&self.api_groups, q.group)
             && self.resource_matches(q.resource, q.subresource.filter(|s| !s.is_empty()))
@@ -194,8 +204,9 @@ struct Grant {
 /// "#,
 /// )
 /// .unwrap();
+/// let no_groups: &[String] = &[];
 /// let mut q = AccessQuery {
-///     user: "alice", groups: &[], verb: "create", group: "autoscaling",
+///     user: "alice", groups: no_groups, verb: "create", group: "autoscaling",
 ///     resource: "horizontalpodautoscalers", subresource: None,
 ///     namespace: Some("payments"), name: None,
 /// };
@@ -269,13 +280,13 @@ impl RbacFile {
     /// Answers one access question with Kubernetes RBAC semantics: allowed when any binding
     /// that names the user, the user's service account identity or one of `groups`, and that
     /// applies to the namespace, refers to a role with a rule matching the request.
-    pub fn check(&self, q: &AccessQuery<'_>) -> RbacDecision {
+    pub fn check<G: AsRef<str>>(&self, q: &AccessQuery<'_, G>) -> RbacDecision {
         let mut best: Option<usize> = None;
         let mut any_binding = false;
         let lists = self.by_user.get(q.user).into_iter().chain(
             q.groups
                 .iter()
-                .filter_map(|g| self.by_group.get(g.as_str())),
+                .filter_map(|g| self.by_group.get(g.as_ref())),
         );
         for list in lists {
             any_binding = true;
@@ -314,7 +325,7 @@ impl RbacFile {
 }
 
 /// `no rule grants create on autoscaling/horizontalpodautoscalers in namespace payments`.
-fn deny_reason(q: &AccessQuery<'_>, any_binding: bool) -> String {
+fn deny_reason<G>(q: &AccessQuery<'_, G>, any_binding: bool) -> String {
     let mut s = format!("no rule grants {} on ", q.verb);
     if !q.group.is_empty() {
         s.push_str(q.group);
