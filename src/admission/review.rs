@@ -1004,5 +1004,30 @@ mod tests {
             };
             proptest::prop_assert_eq!(written(&r), serde_bytes(&r));
         }
+
+        #[test]
+        fn any_user_info_reads_back_as_serde_json_wrote_it(
+            groups in proptest::collection::vec("(\\PC|[\\x00-\\x1f\"\\\\])*", 0..4),
+            extra in proptest::collection::btree_map(
+                "(\\PC|[\"\\\\])*",
+                proptest::collection::vec("(\\PC|[\\x00-\\x1f])*", 0..3),
+                0..3,
+            ),
+        ) {
+            let user_info = json!({"username": "u", "groups": &groups, "extra": &extra});
+            let body = GOOD.replace(
+                r#"{"username":"alice","uid":"u-1","groups":["devs","system:authenticated"],"extra":{"scopes":["a","b"]}}"#,
+                &user_info.to_string(),
+            );
+            let r = parse(body.as_bytes()).unwrap().request.unwrap();
+            proptest::prop_assert_eq!(&r.user_info.groups, &groups);
+            let got: BTreeMap<String, Vec<String>> = r
+                .user_info
+                .extra
+                .iter()
+                .map(|(k, vs)| (k.to_string(), vs.iter().map(|v| v.to_string()).collect()))
+                .collect();
+            proptest::prop_assert_eq!(got, extra);
+        }
     }
 }
