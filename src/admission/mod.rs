@@ -79,8 +79,8 @@ impl Admission {
         body: &[u8],
         budget: Duration,
     ) -> Result<Answer, EnvelopeError> {
-        // tokio's clock, so the deadline below is this same reading plus the budget: the
-        // budget counts from the body's arrival, parse included, with one clock read.
+        // tokio's clock, so the deadline below is this same reading plus the budget: one
+        // clock read, and the budget covers the parse too.
         let start = Instant::now();
         let parsed = review::parse(body)?;
         let uid = parsed.uid;

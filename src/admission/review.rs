@@ -134,7 +134,8 @@ pub struct UserInfo<'a> {
 #[repr(transparent)]
 struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
 
-/// A list of [`Text`]s, handed on as the `Cow`s they wrap (same layout: the `Vec` is reused).
+/// A list of [`Text`]s, handed on as the `Cow`s they wrap (same layout, so std's in-place
+/// `collect` keeps the allocation).
 struct Texts<'a>(Vec<Cow<'a, str>>);
 
 impl<'de: 'a, 'a> Deserialize<'de> for Texts<'a> {
@@ -144,6 +145,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Texts<'a> {
     }
 }
 
+/// An optional [`Text`].
 fn optional_text<'de: 'a, 'a, D: serde::Deserializer<'de>>(
     d: D,
 ) -> Result<Option<Cow<'a, str>>, D::Error> {
