@@ -1,4 +1,5 @@
-//! `tether-baseline --listen ADDR --cert FILE --key FILE [--parse-review]`: answers every
+//! `tether-baseline --listen ADDR --cert FILE --key FILE [--parse-review | --skim-review]`:
+//! answers every
 //! POST with
 //! `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":<uid>,"allowed":true}}`
 //! over TLS (ALPN h2 and http/1.1), and GET /readyz with 200. The floor tether is compared to.
@@ -6,7 +7,9 @@
 //! By default it reads nothing but `request.uid`. With `--parse-review` it first parses the
 //! whole body into a `serde_json::Value`, the way most webhooks read a review, and takes the
 //! uid from that: the floor for a webhook that has to look at the object (bench/load
-//! `--parse-floor`).
+//! `--parse-floor`). With `--skim-review` it first makes serde_json's cheapest pass over the
+//! whole body, into `IgnoredAny` (every byte checked, nothing built), then answers as by
+//! default: what the parse alone costs any webhook that must reject malformed JSON.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,6 +24,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -79,6 +83,18 @@ async fn admit_parsed(body: Bytes) -> Response {
     }
 }
 
+/// One pass over the whole body that builds nothing, then as [`admit`] (`--skim-review`).
+/// UTF-8 checked once, then `from_str`, as tether reads a review.
+async fn admit_skimmed(body: Bytes) -> Response {
+    let skimmed = std::str::from_utf8(&body)
+        .map_err(|e| e.to_string())
+        .and_then(|s| serde_json::from_str::<IgnoredAny>(s).map_err(|e| e.to_string()));
+    if let Err(e) = skimmed {
+        return bad_request(e);
+    }
+    admit(body).await
+}
+
 fn answer(uid: &str) -> Response {
     let out = ReviewOut {
         api_version: "admission.k8s.io/v1",
@@ -101,7 +117,7 @@ fn arg(args: &[String], name: &str) -> Result<String, String> {
         .cloned()
         .ok_or_else(|| {
             format!(
-                "missing {name} VALUE; usage: tether-baseline --listen ADDR --cert FILE --key FILE [--parse-review]"
+                "missing {name} VALUE; usage: tether-baseline --listen ADDR --cert FILE --key FILE [--parse-review | --skim-review]"
             )
         })
 }
@@ -134,6 +150,10 @@ async fn main() -> Result<(), String> {
         Router::new()
             .route("/mutate", post(admit_parsed))
             .route("/validate", post(admit_parsed))
+    } else if args.iter().any(|a| a == "--skim-review") {
+        Router::new()
+            .route("/mutate", post(admit_skimmed))
+            .route("/validate", post(admit_skimmed))
     } else {
         Router::new()
             .route("/mutate", post(admit))
@@ -145,10 +165,17 @@ async fn main() -> Result<(), String> {
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|e| format!("--listen {listen}: {e}"))?;
+    // SIGTERM ends the process through `main`'s return, so exit handlers run (a PGO or
+    // coverage profile is written then; the default action would skip them).
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| format!("SIGTERM handler: {e}"))?;
     loop {
-        let (tcp, _) = match listener.accept().await {
-            Ok(x) => x,
-            Err(_) => continue,
+        let (tcp, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(x) => x,
+                Err(_) => continue,
+            },
+            _ = term.recv() => return Ok(()),
         };
         let _ = tcp.set_nodelay(true);
         let (tls, service, builder) = (tls.clone(), service.clone(), builder.clone());
