@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # tether's test command (README "Run the tests"). On a fresh Debian machine it first installs
-# what the tests need and is missing (curl, openssl; promtool is unpacked from Debian's
-# `prometheus` package into target/tools by scripts/fetch-promtool.sh, without installing the
-# package, whose install would start a Prometheus server on tether's metrics port 9090), then
-# runs every test: unit, integration (real binary, real TLS), doc tests, and the deployment
-# checks.
+# what the tests need and is missing (curl, openssl, llvm-19 for llvm-profdata; promtool is
+# unpacked from Debian's `prometheus` package into target/tools by scripts/fetch-promtool.sh,
+# without installing the package, whose install would start a Prometheus server on tether's
+# metrics port 9090), then runs every test: unit, integration (real binary, real TLS), doc
+# tests, the image's profile-guided build against the test build, and the deployment checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +17,9 @@ fi
 missing=()
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+# The image's profile-guided build (scripts/build-pgo.sh) needs an llvm-profdata that reads
+# rustc's profiles: rustup's llvm-tools, or Debian's llvm-19.
+bash scripts/build-pgo.sh --find-profdata >/dev/null 2>&1 || missing+=(llvm-19)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "installing Debian packages: ${missing[*]}"
   SUDO=""
@@ -26,6 +29,22 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 cargo test --locked
+
+# The image's build (Dockerfile): profile-guided, trained on bench/fixtures. The optimised
+# binary must answer every fixture byte for byte as the test build does, on both paths.
+bash scripts/build-pgo.sh --out target/pgo/tether
+for fixture in bench/fixtures/*.json; do
+  for webhook in mutate validate; do
+    want=$(target/debug/tether review --exit-zero --webhook "$webhook" -f "$fixture" 2>&1)
+    got=$(target/pgo/tether review --exit-zero --webhook "$webhook" -f "$fixture" 2>&1)
+    if [ "$want" != "$got" ]; then
+      echo "PGO build answers $fixture on /$webhook differently from the test build:" >&2
+      diff <(echo "$want") <(echo "$got") >&2 || true
+      exit 1
+    fi
+  done
+done
+echo "PGO build: answers every bench fixture as the test build does"
 
 # Deployment artifacts: Helm lint/render with Helm's own engine, schema validation of every
 # manifest, webhook routing (see tests/deploy/check.sh for how Helm runs on this machine).
