@@ -131,10 +131,15 @@ for proto in http1.1 http2; do
         "$ADDR" "$path" "$proto" "$WORK/certs/ca.crt" "$FIXTURES" "$fixture"
     done
   done | tail -n +2 >"$cfg"
-  codes=$(curl --silent --show-error --parallel --parallel-max 16 --config "$cfg" || true)
+  # curl draws its parallel progress meter whatever the flags: its stderr is kept and shown
+  # only when the run fails.
+  codes=$(curl --silent --show-error --parallel --parallel-max 16 --config "$cfg" 2>"$WORK/curl.err" || true)
   ok=$(grep -c '^200$' <<<"$codes" || true)
   want=$((REQUESTS * $(wc -w <<<"$PAIRS")))
-  [ "$ok" -eq "$want" ] || die "training over $proto: $ok of $want reviews were answered 200"
+  if [ "$ok" -ne "$want" ]; then
+    tr '\r' '\n' <"$WORK/curl.err" | grep -v '^ *$' | tail -n 5 >&2 || true
+    die "training over $proto: $ok of $want reviews were answered 200"
+  fi
 done
 kill -TERM "$SERVER"
 wait "$SERVER" || true
