@@ -32,11 +32,13 @@ cargo test --locked
 
 # The image's build (Dockerfile): profile-guided, trained on bench/fixtures. The optimised
 # binary must answer every fixture byte for byte as the test build does, on both paths.
-bash scripts/build-pgo.sh --out target/pgo/tether
+# CARGO_TARGET_DIR is honoured, as cargo does: the test build is wherever cargo put it.
+TARGET_DIR=${CARGO_TARGET_DIR:-target}
+bash scripts/build-pgo.sh --out "$TARGET_DIR/pgo/tether"
 for fixture in bench/fixtures/*.json; do
   for webhook in mutate validate; do
-    want=$(target/debug/tether review --exit-zero --webhook "$webhook" -f "$fixture" 2>&1)
-    got=$(target/pgo/tether review --exit-zero --webhook "$webhook" -f "$fixture" 2>&1)
+    want=$("$TARGET_DIR/debug/tether" review --exit-zero --webhook "$webhook" -f "$fixture" 2>&1)
+    got=$("$TARGET_DIR/pgo/tether" review --exit-zero --webhook "$webhook" -f "$fixture" 2>&1)
     if [ "$want" != "$got" ]; then
       echo "PGO build answers $fixture on /$webhook differently from the test build:" >&2
       diff <(echo "$want") <(echo "$got") >&2 || true
