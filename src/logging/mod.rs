@@ -4,10 +4,15 @@
 //! thread formats its line and appends it to a shared buffer under a short lock; one writer
 //! thread writes whatever has gathered in one `write`, at most every [`FLUSH_EVERY`] (sooner
 //! when [`BATCH_BYTES`] have gathered). So a busy webhook pays no system call and no thread
-//! wake-up per line (the writer is woken once per batch), and a slow or blocked stderr (a
-//! full pipe, a stalled log shipper) never holds up an admission answer: once
-//! [`QUEUE_BYTES`] are waiting, new lines are dropped and counted ([`dropped_lines`],
-//! exported as `tether_log_lines_dropped_total`).
+//! wake-up per line, and a slow or blocked stderr (a full pipe, a stalled log shipper)
+//! never holds up an admission answer: once [`QUEUE_BYTES`] are waiting, new lines are
+//! dropped and counted ([`dropped_lines`], exported as `tether_log_lines_dropped_total`).
+//!
+//! While lines keep coming, the writer wakes by itself once per [`FLUSH_EVERY`]; a request
+//! thread wakes it only when a batch fills up or when the writer had parked after a quiet
+//! round. Waking it for the first line of every batch, as before, preempted the request
+//! thread on its CPU twice per batch; under load this writer is woken about eight times
+//! less often (bench/RESULTS.md, issue 14, round eleven).
 //!
 //! Why not `tracing-appender`'s non-blocking writer: its worker wakes for every line when
 //! the queue runs empty, which under steady load is always, so each request paid a futex
@@ -33,8 +38,10 @@ pub enum LogFormat {
 /// is bounded (user text is cut, see `text`), so this is a few thousand lines.
 pub const QUEUE_BYTES: usize = 4 * 1024 * 1024;
 
-/// Gathered bytes that wake the writer before [`FLUSH_EVERY`].
-pub const BATCH_BYTES: usize = 64 * 1024;
+/// Gathered bytes that wake the writer before [`FLUSH_EVERY`]: at 80 000 decision lines a
+/// second (about 30 MB/s) a batch lasts about 8 ms, so the writer wakes some 125 times a
+/// second rather than per line.
+pub const BATCH_BYTES: usize = 256 * 1024;
 
 /// The longest a line waits before it is written.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(20);
@@ -67,6 +74,8 @@ struct Shared {
     pending: Mutex<Pending>,
     wake: Condvar,
     dropped: AtomicU64,
+    /// Times a request thread woke the writer (tests read it).
+    wakes: AtomicU64,
     limits: Batching,
 }
 
@@ -74,6 +83,8 @@ struct Shared {
 struct Pending {
     buf: Vec<u8>,
     closed: bool,
+    /// The writer sleeps until a line wakes it: its last round found nothing to write.
+    parked: bool,
 }
 
 impl Shared {
@@ -108,10 +119,13 @@ impl LineWriter {
         let before = p.buf.len();
         p.buf.extend_from_slice(line);
         let after = p.buf.len();
+        // Wake a parked writer (once: the flag is cleared here) and one whose batch this line
+        // fills; a writer between rounds wakes by itself.
+        let wake = std::mem::take(&mut p.parked)
+            || (before < s.limits.batch_bytes && after >= s.limits.batch_bytes);
         drop(p);
-        // Wake the writer once per batch: for the first line (it sleeps on an empty buffer)
-        // and when the batch fills up; not for the lines in between.
-        if before == 0 || (before < s.limits.batch_bytes && after >= s.limits.batch_bytes) {
+        if wake {
+            s.wakes.fetch_add(1, Ordering::Relaxed);
             s.wake.notify_one();
         }
     }
@@ -158,6 +172,7 @@ pub fn non_blocking<W: Write + Send + 'static>(
         pending: Mutex::new(Pending::default()),
         wake: Condvar::new(),
         dropped: AtomicU64::new(0),
+        wakes: AtomicU64::new(0),
         limits,
     });
     let (done_tx, done) = std::sync::mpsc::channel();
@@ -181,15 +196,22 @@ pub fn non_blocking<W: Write + Send + 'static>(
     )
 }
 
-/// The writer thread: sleep until a line arrives, let a batch gather for at most
-/// `flush_every`, write it in one go; after close, write what is left and stop.
+/// The writer thread: let a batch gather for at most `flush_every` (or until it is full),
+/// write it in one go, and go again; park when a whole round brought nothing, until a line
+/// arrives. After close, write what is left and stop.
 fn write_batches<W: Write>(s: &Shared, mut sink: W) {
     let mut batch = Vec::with_capacity(s.limits.batch_bytes);
+    // Whether the last round had lines: then the next round starts at once, unwoken.
+    let mut busy = false;
     loop {
         let closed = {
             let mut p = s.lock();
-            while p.buf.is_empty() && !p.closed {
-                p = s.wake.wait(p).unwrap_or_else(PoisonError::into_inner);
+            if !busy {
+                while p.buf.is_empty() && !p.closed {
+                    p.parked = true;
+                    p = s.wake.wait(p).unwrap_or_else(PoisonError::into_inner);
+                }
+                p.parked = false;
             }
             let deadline = Instant::now() + s.limits.flush_every;
             while !p.closed && p.buf.len() < s.limits.batch_bytes {
@@ -203,6 +225,7 @@ fn write_batches<W: Write>(s: &Shared, mut sink: W) {
                     .unwrap_or_else(PoisonError::into_inner)
                     .0;
             }
+            busy = !p.buf.is_empty();
             std::mem::swap(&mut p.buf, &mut batch);
             p.closed && p.buf.is_empty()
         };
@@ -429,6 +452,41 @@ mod tests {
         drop(guard);
         assert_eq!(entered.try_iter().count(), 0);
         assert_eq!(out.lock().unwrap().as_slice(), b"alone\n");
+    }
+
+    #[test]
+    fn a_writer_with_work_is_not_woken_per_batch() {
+        let (gate, GateHandle { open, entered, out }) = gate();
+        let mut l = limits(1 << 20, 1 << 16);
+        l.flush_every = Duration::from_millis(10);
+        let (writer, guard) = non_blocking(gate, l);
+        let shared = writer.shared.clone();
+        let parked = || shared.lock().parked;
+        let wakes = || shared.wakes.load(Ordering::Relaxed);
+        // Wait for the writer to park on the empty queue (a spawned thread gets there at
+        // once; the loop only bridges its start-up).
+        while !parked() {
+            std::thread::yield_now();
+        }
+        // The first line wakes the parked writer, which writes it and blocks in the sink.
+        line(&writer, "a\n");
+        entered.recv().unwrap();
+        assert_eq!(wakes(), 1);
+        // A line while it writes wakes nobody: the writer had work, so it starts its next
+        // round by itself and writes the line at the end of it.
+        line(&writer, "b\n");
+        assert_eq!(wakes(), 1, "a busy writer was woken");
+        open_gate(&open);
+        entered.recv().unwrap();
+        // A round with nothing to write parks it again; the next line wakes it.
+        while !parked() {
+            std::thread::yield_now();
+        }
+        line(&writer, "c\n");
+        entered.recv().unwrap();
+        assert_eq!(wakes(), 2);
+        drop(guard);
+        assert_eq!(out.lock().unwrap().as_slice(), b"a\nb\nc\n");
     }
 
     #[test]
