@@ -3,6 +3,18 @@
 //! access review, and the same warm. A benchmark, not a test: CI never runs it.
 //!
 //!     cargo bench --bench cluster_path -- [--delay-ms 2] [--cold 30] [--warm 300]
+//!         [--tether-bin target/pgo/tether] [--hold SECS --hold-dir DIR]
+//!
+//! `--hold SECS --hold-dir DIR` keeps the cluster up for SECS after the warm admissions of the
+//! run without delay, for a load tool to drive tether's warm cluster path: DIR gets `addr`
+//! (tether's host:port), `ca.crt`, `pid` (tether's process id), `review.json` (a warm
+//! admission's body, for `/validate`) and `fixture.json` (bench/load's review, as alice in
+//! the same warm namespace).
+//!
+//! `--tether-bin` measures another build of tether (the PGO build the image ships) instead of
+//! cargo's release build. tether's CPU time per warm admission is read from `/proc` around
+//! the warm admissions; it needs a few thousand of them (`--warm 20000`) to rise well above
+//! the clock's 10 ms tick.
 //!
 //! tether's real `serve` (release build) runs as its service account under the chart's RBAC
 //! against the fake API server in tests/support, which answers every SubjectAccessReview
@@ -60,6 +72,23 @@ fn review_in(ns: &str, uid: &str) -> Vec<u8> {
         Some(obj),
         None,
     );
+    serde_json::to_vec(&r).expect("serialisable")
+}
+
+/// `bench/load`'s review (bench/fixtures/attached-create.json: kubectl's annotation and
+/// managedFields included) as alice in namespace `ns`, whom the chart's RBAC in the fake lets
+/// create it: the same bytes as the standalone load, answered on the cluster path.
+fn fixture_in(ns: &str) -> Vec<u8> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/bench/fixtures/attached-create.json"
+    );
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let mut r: serde_json::Value = serde_json::from_str(&text).expect("the fixture is JSON");
+    r["request"]["namespace"] = json!(ns);
+    r["request"]["object"]["metadata"]["namespace"] = json!(ns);
+    r["request"]["userInfo"] =
+        json!({"username": tether_cluster::ALICE, "groups": ["devs", "system:authenticated"]});
     serde_json::to_vec(&r).expect("serialisable")
 }
 
@@ -122,9 +151,32 @@ struct Run {
     cold_reviews: Vec<usize>,
     warm: Vec<Duration>,
     warm_reviews: usize,
+    /// tether's CPU time (user + system) over the warm admissions.
+    warm_cpu: Duration,
 }
 
-async fn run(delay: Duration, cold: u64, warm: u64) -> Run {
+/// User + system CPU time of process `pid` so far, from `/proc/<pid>/stat` (Linux).
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/stat: {e}"));
+    // Fields after the command name (which may hold spaces) start after its last ')'.
+    let rest = &stat[stat.rfind(')').expect("a stat line") + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name and state.
+    let ticks: u64 =
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Duration::from_micros(ticks * 1_000_000 / hz.max(1))
+}
+
+/// Where and how long to keep the cluster up after the warm admissions (`--hold`).
+struct Hold {
+    secs: u64,
+    dir: std::path::PathBuf,
+}
+
+async fn run(delay: Duration, cold: u64, warm: u64, hold: Option<&Hold>) -> Run {
     let c = TetherCluster::start(&["--controllers", "none"]).await;
     let mut h1 = H1::connect(c.tether.addr, &c.tether.ca).await;
     // Discovery and the connection warm up outside the measurement.
@@ -136,6 +188,7 @@ async fn run(delay: Duration, cold: u64, warm: u64) -> Run {
         cold_reviews: Vec::new(),
         warm: Vec::new(),
         warm_reviews: 0,
+        warm_cpu: Duration::ZERO,
     };
     one_review(&c).await;
     for _ in 0..cold {
@@ -146,16 +199,49 @@ async fn run(delay: Duration, cold: u64, warm: u64) -> Run {
         out.cold.push(lat);
         out.cold_reviews.push(n);
     }
+    let cpu_before = cpu_time(c.tether.child.id());
     for i in 0..warm {
         let ns = format!("cold-{}", i % cold.max(1));
         let (lat, n) = admit(&c, &mut h1, &ns, &format!("w{i}")).await;
         out.warm.push(lat);
         out.warm_reviews += n;
     }
+    out.warm_cpu = cpu_time(c.tether.child.id()) - cpu_before;
+    if let Some(h) = hold {
+        let write = |name: &str, bytes: &[u8]| {
+            let path = h.dir.join(name);
+            std::fs::write(&path, bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        };
+        write("review.json", &review_in("cold-0", "load"));
+        write("fixture.json", &fixture_in("cold-0"));
+        write("ca.crt", &c.tether.ca);
+        write("pid", c.tether.child.id().to_string().as_bytes());
+        // Last: a load tool waits for this file.
+        write("addr", c.tether.addr.to_string().as_bytes());
+        println!("holding the cluster for {} s (--hold)", h.secs);
+        tokio::time::sleep(Duration::from_secs(h.secs)).await;
+    }
     out
 }
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--tether-bin") {
+        let path = args
+            .get(i + 1)
+            .unwrap_or_else(|| panic!("--tether-bin: missing PATH (a tether binary)"));
+        common::use_tether_bin(path);
+    }
+    let hold = args.iter().position(|a| a == "--hold-dir").map(|i| {
+        let dir = args
+            .get(i + 1)
+            .unwrap_or_else(|| panic!("--hold-dir: missing DIR"));
+        std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("--hold-dir {dir}: {e}"));
+        Hold {
+            secs: arg("--hold", 60),
+            dir: dir.into(),
+        }
+    });
     let delay_ms = arg("--delay-ms", 2);
     let cold = arg("--cold", 30);
     let warm = arg("--warm", 300);
@@ -166,8 +252,8 @@ fn main() {
         .expect("runtime");
     rt.block_on(async {
         let delay = Duration::from_millis(delay_ms);
-        let mut base = run(Duration::ZERO, cold, warm).await;
-        let mut with = run(delay, cold, warm).await;
+        let mut base = run(Duration::ZERO, cold, warm, hold.as_ref()).await;
+        let mut with = run(delay, cold, warm, None).await;
         let (b50, w50) = (pct(&mut base.cold, 0.5), pct(&mut with.cold, 0.5));
         let mut reviews = with.cold_reviews.clone();
         reviews.sort();
@@ -208,5 +294,12 @@ fn main() {
             ms(pct(&mut with.warm, 0.99)),
             ms(pct(&mut base.warm, 0.5))
         );
+        let per = |r: &Run| r.warm_cpu.as_secs_f64() * 1e6 / warm.max(1) as f64;
+        println!(
+            "  tether CPU per warm admission: {:.1} µs (no delay: {:.1} µs)",
+            per(&with),
+            per(&base)
+        );
+        println!("tether binary: {}", common::tether_bin());
     });
 }

@@ -42,8 +42,25 @@ pub fn stamped(mut obj: Value) -> Value {
     obj
 }
 
+/// Another build of tether for the harness to run instead of cargo's (set by a benchmark's
+/// `--tether-bin`, to measure the PGO build the image ships); tests never set it.
+static TETHER_BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// The tether binary the harness runs: cargo's build of this tree unless
+/// [`use_tether_bin`] chose another.
 pub fn tether_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_tether")
+    TETHER_BIN
+        .get()
+        .map_or(env!("CARGO_BIN_EXE_tether"), String::as_str)
+}
+
+/// Makes the harness run `path` instead of cargo's build (benchmarks only).
+pub fn use_tether_bin(path: &str) {
+    assert!(
+        Path::new(path).is_file(),
+        "--tether-bin {path}: no such file; build it first (e.g. bash scripts/build-pgo.sh)"
+    );
+    let _ = TETHER_BIN.set(path.to_string());
 }
 
 /// Runs `tether certs --out dir --dns ...` and returns the dir's ca.crt.
