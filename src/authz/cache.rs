@@ -150,6 +150,29 @@ impl State {
         }
     }
 
+    /// [`CachedReviewer::hit`] in `entries`, which the caller has locked.
+    fn hit_in(
+        &self,
+        entries: &HashMap<Key, Entry, Hasher>,
+        who: &Identity<'_>,
+        attrs: &ResourceAttributes<'_>,
+        started: Instant,
+    ) -> Option<Result<AccessDecision, AuthzError>> {
+        let probe = (who, attrs);
+        let e = entries.get(&probe as &dyn KeyView)?;
+        // `started` is now enough (a lookup takes microseconds): one clock read.
+        if e.expires <= started {
+            return None;
+        }
+        // Read first: under load the millisecond has nearly always been recorded already,
+        // and a plain load leaves the entry's cache line shared between CPUs.
+        let now = self.ms_at(started);
+        if e.last_used.load(Ordering::Relaxed) < now {
+            e.last_used.fetch_max(now, Ordering::Relaxed);
+        }
+        Some(Ok(e.decision.clone()))
+    }
+
     fn now_ms(&self) -> u64 {
         self.ms_at(Instant::now())
     }
@@ -395,16 +418,19 @@ impl CachedReviewer {
     ) -> Vec<Option<Result<AccessDecision, AuthzError>>> {
         let started = Instant::now();
         let caching_off = self.caching_off();
-        let answers: Vec<_> = checks
-            .iter()
-            .map(|(_, who, attrs)| {
-                if caching_off {
-                    self.inner.review_now(who, attrs)
-                } else {
-                    self.hit(who, attrs, started)
-                }
-            })
-            .collect();
+        let answers: Vec<_> = if caching_off {
+            checks
+                .iter()
+                .map(|(_, who, attrs)| self.inner.review_now(who, attrs))
+                .collect()
+        } else {
+            // One read lock for the batch, not one per check.
+            let entries = self.state.entries.read().unwrap_or_else(|p| p.into_inner());
+            checks
+                .iter()
+                .map(|(_, who, attrs)| self.state.hit_in(&entries, who, attrs, started))
+                .collect()
+        };
         if answers.iter().any(Option::is_some) {
             let source = if caching_off {
                 Source::Miss
@@ -433,16 +459,8 @@ impl CachedReviewer {
         attrs: &ResourceAttributes<'_>,
         started: Instant,
     ) -> Option<Result<AccessDecision, AuthzError>> {
-        let probe = (who, attrs);
         let entries = self.state.entries.read().unwrap_or_else(|p| p.into_inner());
-        let e = entries.get(&probe as &dyn KeyView)?;
-        // `started` is now enough (a lookup takes microseconds): one clock read.
-        if e.expires <= started {
-            return None;
-        }
-        e.last_used
-            .fetch_max(self.state.ms_at(started), Ordering::Relaxed);
-        Some(Ok(e.decision.clone()))
+        self.state.hit_in(&entries, who, attrs, started)
     }
 
     pub async fn review(
