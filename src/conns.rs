@@ -70,10 +70,11 @@ impl Conn {
         self.peer
     }
 
-    /// Marks one request as started; the guard marks it finished.
+    /// Marks one request as started; the guard marks it finished. Only the finish records
+    /// the time: idleness is measured from the last request's end, and a busy connection is
+    /// never idle.
     pub fn begin(self: &Arc<Self>) -> Busy {
         self.busy.fetch_add(1, Ordering::AcqRel);
-        self.last_active.store(self.now_ms(), Ordering::Release);
         Busy(self.clone())
     }
 

@@ -733,7 +733,22 @@ where
         .serve_connection(TokioIo::new(io), service)
         .into_owned();
     let conn_served = watcher.watch(conn_served);
-    tokio::select! {
+    // Eviction and idleness are watched by a task of their own, which sleeps until one of
+    // them happens. Polled beside the connection, their timer and notification were polled
+    // again every time the connection woke: several times per request.
+    let (closing_tx, mut closing) = tokio::sync::oneshot::channel();
+    let watch = {
+        let conn = conn.clone();
+        AbortOnDrop(tokio::spawn(async move {
+            let why = tokio::select! {
+                _ = conn.evicted() => None,
+                _ = conn.idle_for(idle_timeout) => Some("idle"),
+            };
+            let _ = closing_tx.send(why);
+        }))
+    };
+    let closed = tokio::select! {
+        biased;
         r = conn_served => {
             if let Err(e) = r {
                 if let Some(reason) = connection_error_reason(&*e, served.load(Ordering::Relaxed)) {
@@ -743,8 +758,20 @@ where
             }
             None
         }
-        _ = conn.evicted() => None,
-        _ = conn.idle_for(idle_timeout) => Some("idle"),
+        // The sender only goes away with the task (a panic): the connection is then served
+        // to its end without an idle timeout, never cut short.
+        Ok(why) = &mut closing => why,
+    };
+    drop(watch);
+    closed
+}
+
+/// Aborts a task when dropped: the connection's watcher ends with the connection.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
