@@ -222,8 +222,9 @@ pub struct ServeArgs {
     /// How long one SubjectAccessReview may take before it counts as failed (deny, 500).
     #[arg(long, env = "TETHER_ACCESS_REVIEW_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub access_review_timeout: Duration,
-    /// Time a client gets for its TLS handshake, its request headers, and its body, each;
-    /// slower clients are disconnected so they cannot hold connections (slowloris).
+    /// Time a client gets for a request's HTTP/1.1 headers (from their first byte; checked
+    /// every quarter of it) and for its body, each; slower clients are disconnected so they
+    /// cannot hold connections (slowloris).
     #[arg(long, env = "TETHER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub read_timeout: Duration,
     /// Most connections held at once on the admission port. When full, the connection idle

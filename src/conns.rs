@@ -54,6 +54,11 @@ pub struct Conn {
     peer: IpAddr,
     /// Requests being served on it now.
     busy: AtomicUsize,
+    /// Requests handed to us on it so far.
+    served: AtomicU64,
+    /// Bytes arrived while no request was being served: a request head has begun and has not
+    /// been handed to us yet (see [`Conn::head_overdue`]).
+    head_started: AtomicBool,
     /// Milliseconds since the table's epoch when it last started or finished a request.
     last_active: AtomicU64,
     evicted: AtomicBool,
@@ -75,7 +80,55 @@ impl Conn {
     /// never idle.
     pub fn begin(self: &Arc<Self>) -> Busy {
         self.busy.fetch_add(1, Ordering::AcqRel);
+        self.served.fetch_add(1, Ordering::Relaxed);
+        // Loaded first so that the common case writes nothing more.
+        if self.head_started.load(Ordering::Relaxed) {
+            self.head_started.store(false, Ordering::Relaxed);
+        }
         Busy(self.clone())
+    }
+
+    /// Requests begun on this connection so far.
+    pub fn served(&self) -> u64 {
+        self.served.load(Ordering::Relaxed)
+    }
+
+    /// Records that bytes arrived. While no request is being served they are the start of
+    /// the next request's head, which then has to be complete within the header timeout.
+    /// Called on every read, so it reads the clock never and writes only on a change.
+    pub fn bytes_arrived(&self) {
+        if self.busy.load(Ordering::Relaxed) == 0 && !self.head_started.load(Ordering::Relaxed) {
+            self.head_started.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Resolves once a request head has been arriving for at least `timeout` (at most a
+    /// quarter more) without a request being handed over: a slowloris. The clock starts at
+    /// the head's first byte, so an idle keep-alive connection is left to the idle timeout.
+    /// Sampled every quarter of `timeout` instead of timed per request: one timer per
+    /// connection, none per request.
+    pub async fn head_overdue(&self, timeout: Duration) {
+        // `interval` panics on a zero period; validation only rules out a zero timeout.
+        let mut tick = tokio::time::interval((timeout / 4).max(Duration::from_millis(1)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // (requests served when the pending head was first seen, ticks seen since)
+        let mut seen: Option<(u64, u32)> = None;
+        loop {
+            tick.tick().await;
+            let served = self.served();
+            let pending =
+                self.busy.load(Ordering::Acquire) == 0 && self.head_started.load(Ordering::Relaxed);
+            seen = match seen {
+                Some((n, ticks)) if pending && n == served => {
+                    if ticks + 1 >= 4 {
+                        return;
+                    }
+                    Some((n, ticks + 1))
+                }
+                _ if pending => Some((served, 0)),
+                _ => None,
+            };
+        }
     }
 
     /// Resolves when the table took this connection's slot for a newer one.
@@ -187,6 +240,8 @@ impl ConnTable {
             id: inner.next_id,
             peer,
             busy: AtomicUsize::new(0),
+            served: AtomicU64::new(0),
+            head_started: AtomicBool::new(false),
             last_active: AtomicU64::new(self.epoch.elapsed().as_millis() as u64),
             evicted: AtomicBool::new(false),
             evict: Notify::new(),
@@ -378,6 +433,86 @@ mod tests {
         drop(busy);
         let waited = idle.await.unwrap();
         assert!(waited >= Duration::from_secs(30), "{waited:?}");
+    }
+
+    /// How long `head_overdue(10 s)` takes to resolve on a connection driven by `drive`
+    /// (given the connection and how to advance time), or `None` within 100 s.
+    async fn overdue_after<F, Fut>(drive: F) -> Option<Duration>
+    where
+        F: FnOnce(Arc<Conn>) -> Fut,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let t = ConnTable::new(ConnLimits {
+            max: 1,
+            max_per_peer: 0,
+        });
+        let (s, _) = t.admit(ip(1)).unwrap();
+        let conn = s.conn().clone();
+        let started = tokio::time::Instant::now();
+        let driver = tokio::spawn(drive(conn.clone()));
+        let r = tokio::time::timeout(
+            Duration::from_secs(100),
+            conn.head_overdue(Duration::from_secs(10)),
+        )
+        .await
+        .ok()
+        .map(|()| started.elapsed());
+        driver.abort();
+        r
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_head_that_never_completes_is_overdue_after_the_timeout_and_nothing_else_is() {
+        let sec = Duration::from_secs;
+        // Silence is idleness, not a late head.
+        assert_eq!(overdue_after(|_| async {}).await, None);
+        // Header bytes keep trickling in, no request is ever handed over: overdue between
+        // 10 s and 12.5 s after the first byte (sampled every 2.5 s).
+        let got = overdue_after(|c| async move {
+            tokio::time::sleep(sec(1)).await;
+            loop {
+                c.bytes_arrived();
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        })
+        .await
+        .expect("a slowloris head was never overdue");
+        assert!(
+            got >= sec(11) && got <= sec(13) + Duration::from_millis(500),
+            "{got:?}"
+        );
+        // Keep-alive traffic: every head completes within a second, for 100 s.
+        let keep_alive = overdue_after(|c| async move {
+            loop {
+                c.bytes_arrived();
+                tokio::time::sleep(Duration::from_millis(900)).await;
+                let busy = c.begin();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                drop(busy);
+            }
+        })
+        .await;
+        assert_eq!(keep_alive, None);
+        // A slow body arrives while its request is being served: not a head.
+        let body = overdue_after(|c| async move {
+            let _busy = c.begin();
+            loop {
+                c.bytes_arrived();
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        })
+        .await;
+        assert_eq!(body, None);
+        // One request served, then the next head stalls: overdue, counted from that head.
+        let got = overdue_after(|c| async move {
+            c.bytes_arrived();
+            drop(c.begin());
+            tokio::time::sleep(sec(30)).await;
+            c.bytes_arrived();
+        })
+        .await
+        .expect("the stalled second head was never overdue");
+        assert!(got >= sec(40) && got <= sec(43), "{got:?}");
     }
 
     #[test]

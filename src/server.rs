@@ -15,7 +15,8 @@
 //!   a body with more JSON values than `--max-json-values` gets 413 before it is parsed.
 //!   HTTP/2 streams per connection and flow-control windows are sized so that what a peer
 //!   may send before we read is small next to the budget;
-//! - slow clients: header and body read timeouts.
+//! - slow clients: header and body read timeouts; a request head is timed from its first
+//!   byte by the connection's watcher (`Conn::head_overdue`), not by hyper.
 //!
 //! On shutdown `/readyz` turns unready first, then listeners stop accepting and in-flight
 //! requests finish within a grace period.
@@ -531,7 +532,7 @@ struct Listener {
     tls: Option<TlsAcceptor>,
     table: Arc<ConnTable>,
     handshake_timeout: Duration,
-    idle_timeout: Duration,
+    timeouts: ConnTimeouts,
     metrics: Metrics,
     warn: Arc<WarnEvery>,
 }
@@ -600,7 +601,7 @@ impl Listener {
             let watcher = graceful.watcher();
             let router = router.clone();
             let handshake_timeout = self.handshake_timeout;
-            let idle_timeout = self.idle_timeout;
+            let timeouts = self.timeouts;
             let metrics = self.metrics.clone();
             let name = self.name;
             let open = open.clone();
@@ -613,7 +614,7 @@ impl Listener {
                 };
                 let closed = match tls {
                     None => {
-                        serve_io(tcp, &conn, &builder, router, watcher, idle_timeout, counted).await
+                        serve_io(tcp, &conn, &builder, router, watcher, timeouts, counted).await
                     }
                     Some(acceptor) => {
                         let handshake =
@@ -628,7 +629,7 @@ impl Listener {
                         };
                         match tls {
                             Ok(Ok(s)) => {
-                                serve_io(s, &conn, &builder, router, watcher, idle_timeout, counted)
+                                serve_io(s, &conn, &builder, router, watcher, timeouts, counted)
                                     .await
                             }
                             Ok(Err(e)) => {
@@ -651,11 +652,15 @@ impl Listener {
                         }
                     }
                 };
-                if closed == Some("idle") {
-                    metrics
+                match closed {
+                    Some(Closed::Idle) => metrics
                         .connections_closed
                         .with_label_values(&[name, "idle"])
-                        .inc();
+                        .inc(),
+                    // A request that never arrived whole: a transport rejection, as hyper's
+                    // own header timeout was.
+                    Some(Closed::HeaderTimeout) => metrics.reject(name, "timeout"),
+                    None => {}
                 }
                 open.dec();
             });
@@ -670,40 +675,33 @@ struct Counted {
 }
 
 /// The transport rejection behind an error that ended a connection, if it was one: the
-/// HTTP layer answers a malformed request (400/431) or a request whose header did not
-/// arrive in time by itself, without calling a handler. A header timeout on a connection
-/// that already served requests is an idle keep-alive connection, not a rejection.
-fn connection_error_reason(
-    e: &(dyn std::error::Error + 'static),
-    served: u64,
-) -> Option<&'static str> {
+/// HTTP layer answers a malformed request (400/431) by itself, without calling a handler.
+/// (A request head that does not arrive in time is the watcher's; see [`Closed`].)
+fn connection_error_reason(e: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
     let e = e.downcast_ref::<hyper::Error>()?;
     if e.is_parse() || e.is_parse_too_large() || e.is_parse_version_h2() {
         Some("bad_http")
-    } else if e.is_timeout() && served == 0 {
-        Some("timeout")
     } else {
         None
     }
 }
 
-/// Serves HTTP on one connection until it ends, is evicted or stays idle too long. Returns
-/// `Some("idle")` when tether closed it for idleness.
+/// Serves HTTP on one connection until it ends, is evicted, stays idle too long or sends a
+/// request head too slowly. Returns why tether closed it, if it did (not for eviction,
+/// which the table counts).
 async fn serve_io<I>(
     io: I,
     conn: &Arc<Conn>,
     builder: &auto::Builder<TokioExecutor>,
     router: Router,
     watcher: hyper_util::server::graceful::Watcher,
-    idle_timeout: Duration,
+    timeouts: ConnTimeouts,
     counted: Counted,
-) -> Option<&'static str>
+) -> Option<Closed>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let c = conn.clone();
-    let served = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let counter = served.clone();
     // One `Arc` clone per request, not a clone of every metric handle.
     let metrics = Arc::new(counted.metrics.clone());
     let listener = counted.listener;
@@ -711,7 +709,6 @@ where
         // Busy from the moment hyper hands us a request until its response is ready: a
         // busy connection is never evicted nor closed for idleness.
         let busy = c.begin();
-        counter.fetch_add(1, Ordering::Relaxed);
         req.extensions_mut().insert(Peer(c.peer()));
         let mut router = router.clone();
         let metrics = metrics.clone();
@@ -729,20 +726,28 @@ where
             r
         }
     });
+    let io = HeadWatch {
+        io,
+        conn: conn.clone(),
+        preface: PrefaceSeen::Matched(0),
+    };
     let conn_served = builder
         .serve_connection(TokioIo::new(io), service)
         .into_owned();
     let conn_served = watcher.watch(conn_served);
-    // Eviction and idleness are watched by a task of their own, which sleeps until one of
-    // them happens. Polled beside the connection, their timer and notification were polled
-    // again every time the connection woke: several times per request.
+    // Eviction, idleness and a request head that does not complete are watched by a task
+    // of their own, which sleeps until one of them happens. Polled beside the connection,
+    // their timers and notification were polled again every time the connection woke
+    // (several times per request), and hyper's own header timeout set and dropped a timer
+    // for every request.
     let (closing_tx, mut closing) = tokio::sync::oneshot::channel();
     let watch = {
         let conn = conn.clone();
         AbortOnDrop(tokio::spawn(async move {
             let why = tokio::select! {
                 _ = conn.evicted() => None,
-                _ = conn.idle_for(idle_timeout) => Some("idle"),
+                _ = conn.idle_for(timeouts.idle) => Some(Closed::Idle),
+                _ = conn.head_overdue(timeouts.header) => Some(Closed::HeaderTimeout),
             };
             let _ = closing_tx.send(why);
         }))
@@ -751,7 +756,7 @@ where
         biased;
         r = conn_served => {
             if let Err(e) = r {
-                if let Some(reason) = connection_error_reason(&*e, served.load(Ordering::Relaxed)) {
+                if let Some(reason) = connection_error_reason(&*e) {
                     counted.metrics.reject(counted.listener, reason);
                 }
                 tracing::debug!(peer = %conn.peer(), error = %e, "connection ended with an error");
@@ -766,6 +771,116 @@ where
     closed
 }
 
+/// Why tether closed a connection that was still open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Closed {
+    /// It served nothing for `--idle-timeout`.
+    Idle,
+    /// A request head began and was not complete within `--read-timeout`.
+    HeaderTimeout,
+}
+
+/// The per-connection timeouts the watcher enforces.
+#[derive(Debug, Clone, Copy)]
+struct ConnTimeouts {
+    idle: Duration,
+    header: Duration,
+}
+
+/// What an HTTP/2 connection sends first. Its frames (pings, settings, window updates)
+/// arrive between requests and are not a request head.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// How far a connection's first bytes match the HTTP/2 preface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PrefaceSeen {
+    /// The first `n` bytes match so far.
+    Matched(usize),
+    /// HTTP/1.1 (or not HTTP): bytes between requests are the next request's head.
+    No,
+    /// HTTP/2: hyper bounds header blocks and streams itself.
+    Yes,
+}
+
+/// The connection's byte stream, telling its [`Conn`] when bytes arrive, so that the
+/// watcher can time a request head from its first byte (see [`Conn::head_overdue`]).
+struct HeadWatch<I> {
+    io: I,
+    conn: Arc<Conn>,
+    preface: PrefaceSeen,
+}
+
+impl<I> HeadWatch<I> {
+    fn arrived(&mut self, bytes: &[u8]) {
+        if let PrefaceSeen::Matched(n) = self.preface {
+            let want = &H2_PREFACE[n..];
+            let take = want.len().min(bytes.len());
+            self.preface = if bytes[..take] != want[..take] {
+                PrefaceSeen::No
+            } else if n + take == H2_PREFACE.len() {
+                PrefaceSeen::Yes
+            } else {
+                PrefaceSeen::Matched(n + take)
+            };
+        }
+        if self.preface != PrefaceSeen::Yes {
+            self.conn.bytes_arrived();
+        }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for HeadWatch<I> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.io).poll_read(cx, buf);
+        if matches!(r, std::task::Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            let this = &mut *self;
+            this.arrived(&buf.filled()[before..]);
+        }
+        r
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for HeadWatch<I> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
 /// Aborts a task when dropped: the connection's watcher ends with the connection.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
@@ -775,12 +890,15 @@ impl Drop for AbortOnDrop {
     }
 }
 
-fn http_builder(opts: &TransportOptions) -> auto::Builder<TokioExecutor> {
+fn http_builder() -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(opts.header_read_timeout)
+        // The header timeout is the connection watcher's (`Conn::head_overdue`): hyper's
+        // starts a timer for every request, and runs it while a keep-alive connection is
+        // idle, closing it long before `--idle-timeout`.
+        .header_read_timeout(None)
         .keep_alive(true)
         .max_buf_size(64 * 1024);
     builder
@@ -840,7 +958,10 @@ impl AdmissionServer {
                 max_per_peer: opts.max_connections_per_peer,
             }),
             handshake_timeout: opts.handshake_timeout,
-            idle_timeout: opts.idle_timeout,
+            timeouts: ConnTimeouts {
+                idle: opts.idle_timeout,
+                header: opts.header_read_timeout,
+            },
             metrics: metrics.clone(),
             warn: warn.clone(),
         };
@@ -865,7 +986,7 @@ impl AdmissionServer {
     pub async fn run(self, shutdown: Signal) {
         let opts = self.state.opts.clone();
         let ready = self.state.ready.clone();
-        let builder = Arc::new(http_builder(&opts));
+        let builder = Arc::new(http_builder());
         let graceful = GracefulShutdown::new();
         let router = router(self.state);
         tokio::select! {
@@ -918,7 +1039,10 @@ impl MetricsServer {
                 max_per_peer: 0,
             }),
             handshake_timeout: opts.handshake_timeout,
-            idle_timeout: opts.idle_timeout,
+            timeouts: ConnTimeouts {
+                idle: opts.idle_timeout,
+                header: opts.header_read_timeout,
+            },
             metrics: metrics.clone(),
             warn: Arc::new(WarnEvery::new(WARN_EVERY)),
         };
@@ -966,7 +1090,7 @@ impl MetricsServer {
                     "not found: this port serves GET /metrics, /healthz and /readyz",
                 )
             });
-        let builder = Arc::new(http_builder(&self.opts));
+        let builder = Arc::new(http_builder());
         let graceful = GracefulShutdown::new();
         tokio::select! {
             _ = self.listener.accept_loop(builder, app, &graceful) => {}

@@ -13,6 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::attack::*;
 use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const ATTACKER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 1));
 const HONEST: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2));
@@ -166,6 +167,58 @@ async fn idle_connections_are_closed_after_the_idle_timeout() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The header timeout runs from a request head's first byte: keep-alive connections that
+/// wait between requests are the idle timeout's, whatever the protocol.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_header_timeout_cuts_slow_heads_and_leaves_waiting_connections_alone() {
+    let s = Server::start(&["--read-timeout", "1s", "--idle-timeout", "60s"]);
+    let timeouts = r#"tether_transport_rejections_total{listener="admission",reason="timeout"}"#;
+    let before = metric(&s, timeouts);
+    let mut h1 = H1::connect(s.addr, &s.ca).await;
+    assert_eq!(
+        h1.send(request("GET", "/healthz", None, vec![]))
+            .await
+            .status,
+        200
+    );
+    let h2 = idle_h2(ATTACKER, s.addr, s.tls_config(&[b"h2"]))
+        .await
+        .expect("h2");
+    // A head that starts and never ends is cut about 1 s after its first byte (the watcher
+    // samples every quarter of the timeout).
+    let mut slow = tls_connect(s.addr, s.tls_config(&[b"http/1.1"])).await;
+    let started = tokio::time::Instant::now();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n")
+        .await
+        .unwrap();
+    slow.flush().await.unwrap();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(5), slow.read(&mut buf))
+        .await
+        .expect("slow head still open 5 s after its first byte");
+    assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(3),
+        "closed after {took:?}"
+    );
+    wait_metric(&s, timeouts, before + 1.0).await;
+    // Three header timeouts later, the waiting connections are still open and serve.
+    // (Nothing to wait on here: the claim is that nothing happens for this long.)
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        !h2.is_closed(),
+        "idle HTTP/2 connection closed by the header timeout"
+    );
+    assert_eq!(
+        h1.send(request("GET", "/healthz", None, vec![]))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(metric(&s, timeouts), before + 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -262,7 +262,7 @@ async fn every_malformed_request_is_counted_by_reason() {
     let _ = tokio::time::timeout(Duration::from_secs(15), held.read_to_end(&mut buf)).await;
     assert_eq!(status_of(&buf), 408, "{}", String::from_utf8_lossy(&buf));
     *want.entry("timeout").or_default() += 1.0;
-    // A request head that never completes is dropped by the HTTP layer after --read-timeout.
+    // A request head that never completes is cut after --read-timeout.
     let got = raw(&s, b"POST /validate HTTP/1.1\r\nHost: localhost\r\n").await;
     assert!(got == 0 || got == 408, "header timeout answered {got}");
     *want.entry("timeout").or_default() += 1.0;
