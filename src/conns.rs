@@ -89,8 +89,19 @@ impl Conn {
     }
 
     /// Requests begun on this connection so far.
-    pub fn served(&self) -> u64 {
+    fn served(&self) -> u64 {
         self.served.load(Ordering::Relaxed)
+    }
+
+    /// Whether a request head has begun and not been handed over.
+    pub fn head_pending(&self) -> bool {
+        self.busy.load(Ordering::Acquire) == 0 && self.head_started.load(Ordering::Relaxed)
+    }
+
+    /// The bytes that arrived since the last request were not a request head after all (an
+    /// HTTP/2 preface, which may come in pieces).
+    pub fn not_a_head(&self) {
+        self.head_started.store(false, Ordering::Relaxed);
     }
 
     /// Records that bytes arrived. While no request is being served they are the start of
@@ -116,8 +127,7 @@ impl Conn {
         loop {
             tick.tick().await;
             let served = self.served();
-            let pending =
-                self.busy.load(Ordering::Acquire) == 0 && self.head_started.load(Ordering::Relaxed);
+            let pending = self.head_pending();
             seen = match seen {
                 Some((n, ticks)) if pending && n == served => {
                     if ticks + 1 >= 4 {

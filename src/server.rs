@@ -812,20 +812,27 @@ struct HeadWatch<I> {
 
 impl<I> HeadWatch<I> {
     fn arrived(&mut self, bytes: &[u8]) {
-        if let PrefaceSeen::Matched(n) = self.preface {
-            let want = &H2_PREFACE[n..];
-            let take = want.len().min(bytes.len());
-            self.preface = if bytes[..take] != want[..take] {
-                PrefaceSeen::No
-            } else if n + take == H2_PREFACE.len() {
-                PrefaceSeen::Yes
-            } else {
-                PrefaceSeen::Matched(n + take)
-            };
+        match self.preface {
+            PrefaceSeen::Yes => return,
+            PrefaceSeen::No => {}
+            PrefaceSeen::Matched(n) => {
+                let want = &H2_PREFACE[n..];
+                let take = want.len().min(bytes.len());
+                if bytes[..take] != want[..take] {
+                    self.preface = PrefaceSeen::No;
+                } else if n + take == H2_PREFACE.len() {
+                    self.preface = PrefaceSeen::Yes;
+                    // Earlier pieces of the preface were flagged as a head; they were not.
+                    self.conn.not_a_head();
+                    return;
+                } else {
+                    self.preface = PrefaceSeen::Matched(n + take);
+                }
+            }
         }
-        if self.preface != PrefaceSeen::Yes {
-            self.conn.bytes_arrived();
-        }
+        // Until the preface is complete, its pieces count as a head: a peer that stops
+        // half-way is timed like any other slow head.
+        self.conn.bytes_arrived();
     }
 }
 
@@ -1104,6 +1111,63 @@ impl MetricsServer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Whether a head is pending after each read of `reads`, on a fresh connection.
+    fn pending_after(reads: &[&[u8]]) -> Vec<bool> {
+        let t = ConnTable::new(ConnLimits {
+            max: 1,
+            max_per_peer: 0,
+        });
+        let (slot, _) = t.admit(IpAddr::V4(Ipv4Addr::LOCALHOST)).unwrap();
+        let mut w = HeadWatch {
+            io: (),
+            conn: slot.conn().clone(),
+            preface: PrefaceSeen::Matched(0),
+        };
+        reads
+            .iter()
+            .map(|r| {
+                w.arrived(r);
+                w.conn.head_pending()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn bytes_between_requests_are_a_head_unless_the_connection_is_http2() {
+        // (case, the reads, a head pending after each)
+        type Case<'a> = (&'a str, &'a [&'a [u8]], &'a [bool]);
+        let cases: &[Case] = &[
+            (
+                "an HTTP/1.1 head",
+                &[b"POST /validate HTTP/1.1\r\n"],
+                &[true],
+            ),
+            (
+                "a head starting like the preface",
+                &[b"PRI", b"X"],
+                &[true, true],
+            ),
+            (
+                "the HTTP/2 preface at once",
+                &[H2_PREFACE, b"\0\0\0\x04"],
+                &[false, false],
+            ),
+            (
+                "the preface in pieces",
+                &[b"PRI * HTTP", b"/2.0\r\n\r\nSM\r\n\r\n"],
+                &[true, false],
+            ),
+            (
+                "a preface that stops half-way",
+                &[b"PRI * HTTP/2.0\r\n"],
+                &[true],
+            ),
+        ];
+        for (name, reads, want) in cases {
+            assert_eq!(pending_after(reads), *want, "{name}");
+        }
+    }
 
     #[test]
     fn budget_follows_the_api_servers_timeout() {
