@@ -38,31 +38,31 @@ fn metric(s: &Server, series: &str) -> f64 {
 
 /// Polls the metrics until `series` reaches `at_least` (or fails after 10 s).
 async fn wait_metric(s: &Server, series: &str, at_least: f64) -> f64 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let v = metric_value(&s.metrics(), series).unwrap_or(0.0);
-        if v >= at_least {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{series} stayed at {v}, expected >= {at_least}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_metric_where(s, series, ">=", at_least, |v| v >= at_least).await
 }
 
-/// Waits (up to 10 s) until `series` is at most `at_most`; returns it.
+/// Polls the metrics until `series` is at most `at_most` (or fails after 10 s).
 async fn wait_metric_at_most(s: &Server, series: &str, at_most: f64) -> f64 {
+    wait_metric_where(s, series, "<=", at_most, |v| v <= at_most).await
+}
+
+/// The polling loop of the two above: `ok` says when `series` (0 while absent) is there.
+async fn wait_metric_where(
+    s: &Server,
+    series: &str,
+    op: &str,
+    bound: f64,
+    ok: impl Fn(f64) -> bool,
+) -> f64 {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let v = metric_value(&s.metrics(), series).unwrap_or(0.0);
-        if v <= at_most {
+        if ok(v) {
             return v;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "{series} stayed at {v}, expected <= {at_most}\n{}",
+            "{series} stayed at {v}, expected {op} {bound}\n{}",
             s.metrics()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
