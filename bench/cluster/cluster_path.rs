@@ -155,19 +155,11 @@ struct Run {
     warm_cpu: Duration,
 }
 
-/// User + system CPU time of process `pid` so far, from `/proc/<pid>/stat` (Linux).
+/// User + system CPU time of process `pid` so far.
 fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .unwrap_or_else(|e| panic!("/proc/{pid}/stat: {e}"));
-    // Fields after the command name (which may hold spaces) start after its last ')'.
-    let rest = &stat[stat.rfind(')').expect("a stat line") + 2..];
-    let fields: Vec<&str> = rest.split(' ').collect();
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name and state.
-    let ticks: u64 =
-        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-    Duration::from_micros(ticks * 1_000_000 / hz.max(1))
+    let secs = common::attack::cpu_secs(&pid.to_string())
+        .unwrap_or_else(|| panic!("/proc/{pid}/stat: not readable"));
+    Duration::from_secs_f64(secs)
 }
 
 /// Where and how long to keep the cluster up after the warm admissions (`--hold`).

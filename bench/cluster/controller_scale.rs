@@ -169,22 +169,10 @@ async fn wait(what: &str, limit: Duration, c: &TetherCluster, mut done: impl FnM
     }
 }
 
-/// CPU seconds (user + system) used so far by process `pid` (`"self"`: the bench, which
-/// runs the fake API server).
+/// CPU seconds used so far by process `pid` (`"self"`: the bench, which runs the fake API
+/// server); 0 when `/proc` cannot be read.
 fn cpu_secs(pid: &str) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces) start at its closing ')':
-    // utime and stime are fields 14 and 15 of the whole line.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let ticks: f64 = rest
-        .split_whitespace()
-        .skip(11)
-        .take(2)
-        .filter_map(|v| v.parse::<f64>().ok())
-        .sum();
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    ticks / hz.max(1.0)
+    common::attack::cpu_secs(pid).unwrap_or(0.0)
 }
 
 /// CPU used in a phase: tether's and the bench's (the fake API server and the polls).

@@ -339,6 +339,21 @@ pub fn proc_kib(pid: u32, field: &str) -> Option<u64> {
         .ok()
 }
 
+/// CPU seconds (user + system) used so far by process `pid` (`"self"`: this process), from
+/// `/proc/<pid>/stat`; `None` when it cannot be read.
+pub fn cpu_secs(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start at its closing ')':
+    // utime and stime are fields 14 and 15 of the whole line.
+    let (_, rest) = stat.rsplit_once(')')?;
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: f64 = fields.next()?.parse().ok()?;
+    let stime: f64 = fields.next()?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Some((utime + stime) / hz.max(1.0))
+}
+
 /// Open file descriptors of `pid`.
 pub fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
