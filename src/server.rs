@@ -338,7 +338,13 @@ async fn read_body(
             .reserve_total(len as usize)
             .map_err(|o| over_budget(s, o, peer))?;
     }
-    let mut buf: Vec<u8> = Vec::with_capacity(declared.unwrap_or(0) as usize);
+    // A body that arrives as one frame (nearly every review) is kept as hyper handed it, a
+    // slice of the connection's read buffer, as axum's `Bytes` extractor does: copying it
+    // into a fresh buffer wrote every byte again to memory no cache held. Only a body in
+    // several frames is gathered into `buf`.
+    let mut first: Option<Bytes> = None;
+    let mut buf: Vec<u8> = Vec::new();
+    let mut reserved = declared.unwrap_or(0) as usize;
     let mut body = body;
     let read = async {
         while let Some(frame) = body.frame().await {
@@ -351,9 +357,28 @@ async fn read_body(
             let Ok(data) = frame.into_data() else {
                 continue; // trailers
             };
-            let total = buf.len() + data.len();
+            if data.is_empty() {
+                continue;
+            }
+            let held = first.as_ref().map_or(buf.len(), Bytes::len);
+            let total = held + data.len();
             if total > MAX_BODY {
                 return Err(too_large());
+            }
+            if first.is_none() && buf.is_empty() {
+                if total > reserved {
+                    ticket
+                        .reserve_total(total)
+                        .map_err(|o| over_budget(s, o, peer))?;
+                    reserved = total;
+                }
+                first = Some(data);
+                continue;
+            }
+            if let Some(f) = first.take() {
+                // The reservation covers the declared length or the first frame.
+                buf = Vec::with_capacity(reserved.max(f.len()));
+                buf.extend_from_slice(&f);
             }
             if total > buf.capacity() {
                 // The budget pays for what is allocated, not what is filled: grow by half
@@ -380,7 +405,7 @@ async fn read_body(
             ),
         )),
         Ok(Err(r)) => Err(r),
-        Ok(Ok(())) => Ok(Bytes::from(buf)),
+        Ok(Ok(())) => Ok(first.unwrap_or_else(|| Bytes::from(buf))),
     }
 }
 

@@ -445,6 +445,39 @@ async fn sigterm_turns_unready_and_drains_in_flight_requests() {
 }
 
 /// Writes `head` and as much of `body` as the server takes, then reads the answer.
+/// A body in one frame is read without a copy and a body in several is gathered (server.rs,
+/// `read_body`): both must give the same answer. Chunked transfer encoding makes hyper hand
+/// each chunk over as its own frame.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_review_in_one_frame_or_in_many_gets_the_same_answer() {
+    let s = Server::start(&[]);
+    let body = unhandled_review("uid-frames");
+    let one = format!(
+        "POST /validate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let answer_one = raw_exchange(&s, one.as_bytes(), &body).await;
+    let mut chunked = Vec::new();
+    // Uneven pieces, one of a single byte, so no frame boundary falls on a JSON token's.
+    for part in [&body[..1], &body[1..100], &body[100..]] {
+        chunked.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
+        chunked.extend_from_slice(part);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let many = "POST /validate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
+    let answer_many = raw_exchange(&s, many.as_bytes(), &chunked).await;
+    let review_of = |answer: &str| -> serde_json::Value {
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        let (_, json) = answer.split_once("\r\n\r\n").expect("a head and a body");
+        serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {answer}"))
+    };
+    let (r1, rn) = (review_of(&answer_one), review_of(&answer_many));
+    assert_eq!(r1["response"]["uid"], "uid-frames", "{r1}");
+    assert_eq!(r1["response"]["allowed"], true, "{r1}");
+    assert_eq!(r1, rn);
+}
+
 async fn raw_exchange(s: &Server, head: &[u8], body: &[u8]) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut tls = tls_connect(s.addr, s.tls_config(&[b"http/1.1"])).await;
