@@ -11,6 +11,7 @@
 //! Kinds are case-sensitive, as in Kubernetes: `horizontalpodautoscaler` is not a kind, even
 //! though `kubectl get` accepts it as a resource name.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
@@ -293,10 +294,22 @@ fn find(group: &str, version: &str, kind: &str) -> Option<&'static BuiltinResour
     position(group, version, kind).map(|i| &TABLE[i])
 }
 
+/// Index of the entry for `group`/`version`/`kind`, from a hash index built on first use:
+/// the standalone resolver asks on every admission request, and a scan compared strings in
+/// up to a hundred entries of the table, most of them cold in the CPU's cache.
 fn position(group: &str, version: &str, kind: &str) -> Option<usize> {
-    TABLE
-        .iter()
-        .position(|r| r.group == group && r.version == version && r.kind == kind)
+    type Index =
+        HashMap<(&'static str, &'static str, &'static str), usize, foldhash::fast::FixedState>;
+    static INDEX: OnceLock<Index> = OnceLock::new();
+    let index: &HashMap<(&str, &str, &str), usize, _> = INDEX.get_or_init(|| {
+        let mut m = Index::with_capacity_and_hasher(TABLE.len(), Default::default());
+        for (i, r) in TABLE.iter().enumerate() {
+            // The first entry wins, as the scan it replaces did.
+            m.entry((r.group, r.version, r.kind)).or_insert(i);
+        }
+        m
+    });
+    index.get(&(group, version, kind)).copied()
 }
 
 /// What the user probably meant: entries whose kind equals `kind` ignoring case, or whose

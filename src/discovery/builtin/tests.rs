@@ -132,6 +132,9 @@ fn table_is_well_formed() {
             "duplicate plural {id}"
         );
         assert_eq!(lookup(&r.api_version(), r.kind), Ok(r.to_info()), "{id}");
+        // The shared answers come from the hash index: every entry is found, and as itself.
+        let shared = lookup_shared(r.group, r.version, r.kind).map(|i| (*i).clone());
+        assert_eq!(shared, Ok(r.to_info()), "{id}");
     }
     assert!(all().len() >= 60);
 }
