@@ -238,3 +238,55 @@ fn the_timestamp_has_the_stock_shape_and_time() {
         "{before} {stock} {after}"
     );
 }
+
+#[test]
+fn rfc3339_micros_table() {
+    // Golden stamps (dates from Python's datetime, an independent calendar); each case runs
+    // on the cache the previous one left, as the lines of one thread do.
+    let at = |secs: u64, nanos: u32| UNIX_EPOCH + Duration::new(secs, nanos);
+    let mut cache = None;
+    let cases: &[(&str, SystemTime, &str)] = &[
+        (
+            "first line formats the second",
+            at(1_796_083_291, 123_456_789),
+            "2026-12-01T00:01:31.123456Z",
+        ),
+        (
+            "same second, from the cache",
+            at(1_796_083_291, 999_999_999),
+            "2026-12-01T00:01:31.999999Z",
+        ),
+        (
+            "micros are zero-padded",
+            at(1_796_083_291, 7_000),
+            "2026-12-01T00:01:31.000007Z",
+        ),
+        (
+            "next second replaces the cache",
+            at(1_796_083_292, 0),
+            "2026-12-01T00:01:32.000000Z",
+        ),
+        (
+            "year boundary",
+            at(1_798_761_599, 999_999_000),
+            "2026-12-31T23:59:59.999999Z",
+        ),
+        (
+            "new year",
+            at(1_798_761_600, 500_000_000),
+            "2027-01-01T00:00:00.500000Z",
+        ),
+        (
+            "back in time is formatted again",
+            at(1_796_083_291, 1_000),
+            "2026-12-01T00:01:31.000001Z",
+        ),
+        ("the epoch", at(0, 0), "1970-01-01T00:00:00.000000Z"),
+    ];
+    for (name, t, want) in cases {
+        let got = rfc3339_micros(*t, &mut cache).map(|b| String::from_utf8(b.to_vec()).unwrap());
+        assert_eq!(got.as_deref(), Some(*want), "{name}");
+    }
+    let before = UNIX_EPOCH - Duration::from_secs(1);
+    assert_eq!(rfc3339_micros(before, &mut cache), None, "before 1970");
+}
