@@ -99,7 +99,7 @@ impl Admission {
         };
         let elapsed = start.elapsed();
         // Borrowed from the request: the log line and labels cost no copies.
-        let ident = parsed.request.as_ref().ok().map(RequestIdent::from);
+        let ident = parsed.request.as_deref().ok().map(RequestIdent::from);
         let ident = ident.unwrap_or_default();
         self.metrics
             .admission_requests
