@@ -131,7 +131,8 @@ impl FormatTime for Rfc3339Micros {
         match stamp {
             // Only ASCII digits and separators are written into it.
             Some(b) => w.write_str(std::str::from_utf8(&b).map_err(|_| fmt::Error)?),
-            // Before 1970: the general formatter (pre-epoch times are not worth a cache).
+            // Before 1970 or after 9999: the general formatter, which fails the line past
+            // 9999 (as the stock format does) and does not panic.
             None => write!(w, "{}", humantime::format_rfc3339_micros(now)),
         }
     }
@@ -143,7 +144,7 @@ thread_local! {
 }
 
 /// `now` as `YYYY-MM-DDTHH:MM:SS.uuuuuuZ`, the date and time taken from `cached` when it holds
-/// the same second and formatted (and cached) otherwise. `None` before 1970.
+/// the same second and formatted (and cached) otherwise. `None` before 1970 and after 9999.
 fn rfc3339_micros(now: SystemTime, cached: &mut Option<(u64, [u8; 19])>) -> Option<[u8; 27]> {
     let since = now.duration_since(UNIX_EPOCH).ok()?;
     let secs = since.as_secs();
@@ -151,8 +152,11 @@ fn rfc3339_micros(now: SystemTime, cached: &mut Option<(u64, [u8; 19])>) -> Opti
         Some((s, p)) if s == secs => p,
         _ => {
             let whole = UNIX_EPOCH + Duration::from_secs(secs);
-            // `YYYY-MM-DDTHH:MM:SSZ`; the date and time are its first 19 bytes.
-            let text = humantime::format_rfc3339_seconds(whole).to_string();
+            // `YYYY-MM-DDTHH:MM:SSZ`; the date and time are its first 19 bytes. `write!`, not
+            // `to_string`: humantime refuses years past 9999 with an error, which `to_string`
+            // would turn into a panic.
+            let mut text = String::with_capacity(20);
+            write!(text, "{}", humantime::format_rfc3339_seconds(whole)).ok()?;
             let p: [u8; 19] = text.as_bytes().get(..19)?.try_into().ok()?;
             *cached = Some((secs, p));
             p

@@ -289,4 +289,18 @@ fn rfc3339_micros_table() {
     }
     let before = UNIX_EPOCH - Duration::from_secs(1);
     assert_eq!(rfc3339_micros(before, &mut cache), None, "before 1970");
+    // humantime formats up to the last second of 9999 and refuses later times.
+    let last = at(253_402_300_799, 0);
+    let got = rfc3339_micros(last, &mut cache).map(|b| String::from_utf8(b.to_vec()).unwrap());
+    assert_eq!(
+        got.as_deref(),
+        Some("9999-12-31T23:59:59.000000Z"),
+        "year 9999"
+    );
+    // Past it: `None` (the caller's fallback fails the line), not a panic.
+    assert_eq!(
+        rfc3339_micros(at(253_402_300_800, 0), &mut cache),
+        None,
+        "year 10000"
+    );
 }
