@@ -140,15 +140,9 @@ async fn malformed_requests_get_clear_statuses_and_never_kill_the_server() {
         answer.contains("larger than 3145728 bytes (3 MiB)"),
         "{answer}"
     );
-    let mut chunked = Vec::new();
-    for part in big.chunks(64 * 1024) {
-        chunked.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
-        chunked.extend_from_slice(part);
-        chunked.extend_from_slice(b"\r\n");
-    }
-    chunked.extend_from_slice(b"0\r\n\r\n");
+    let parts: Vec<&[u8]> = big.chunks(64 * 1024).collect();
     let head = "POST /validate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
-    let answer = raw_exchange(&s, head.as_bytes(), &chunked).await;
+    let answer = raw_exchange(&s, head.as_bytes(), &chunked(&parts)).await;
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
 
     // A request that is a v1 review but has a broken field is answered with its uid (the API
@@ -444,7 +438,6 @@ async fn sigterm_turns_unready_and_drains_in_flight_requests() {
     assert!(s.logs().contains("stopped"));
 }
 
-/// Writes `head` and as much of `body` as the server takes, then reads the answer.
 /// A body in one frame is read without a copy and a body in several is gathered (server.rs,
 /// `read_body`): both must give the same answer. Chunked transfer encoding makes hyper hand
 /// each chunk over as its own frame.
@@ -457,16 +450,10 @@ async fn a_review_in_one_frame_or_in_many_gets_the_same_answer() {
         body.len()
     );
     let answer_one = raw_exchange(&s, one.as_bytes(), &body).await;
-    let mut chunked = Vec::new();
     // Uneven pieces, one of a single byte, so no frame boundary falls on a JSON token's.
-    for part in [&body[..1], &body[1..100], &body[100..]] {
-        chunked.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
-        chunked.extend_from_slice(part);
-        chunked.extend_from_slice(b"\r\n");
-    }
-    chunked.extend_from_slice(b"0\r\n\r\n");
+    let pieces = chunked(&[&body[..1], &body[1..100], &body[100..]]);
     let many = "POST /validate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
-    let answer_many = raw_exchange(&s, many.as_bytes(), &chunked).await;
+    let answer_many = raw_exchange(&s, many.as_bytes(), &pieces).await;
     let review_of = |answer: &str| -> serde_json::Value {
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
         let (_, json) = answer.split_once("\r\n\r\n").expect("a head and a body");
@@ -478,6 +465,19 @@ async fn a_review_in_one_frame_or_in_many_gets_the_same_answer() {
     assert_eq!(r1, rn);
 }
 
+/// `parts` in HTTP/1.1 chunked transfer encoding, each part one chunk, then the last chunk.
+fn chunked(parts: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for part in parts {
+        out.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
+        out.extend_from_slice(part);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"0\r\n\r\n");
+    out
+}
+
+/// Writes `head` and as much of `body` as the server takes, then reads the answer.
 async fn raw_exchange(s: &Server, head: &[u8], body: &[u8]) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut tls = tls_connect(s.addr, s.tls_config(&[b"http/1.1"])).await;
