@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode, Version};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -323,13 +323,25 @@ fn publish_in_flight(s: &AppState) {
     s.metrics.inflight_bytes.set(bytes as i64);
 }
 
+/// A request body as it arrives, and what the request's head says about it.
+struct BodyIn {
+    body: Body,
+    /// `Content-Length`, when the head gives one.
+    declared: Option<u64>,
+    /// Keep a body that arrives in one frame as the connection read it (see [`read_body`]).
+    keep_one_frame: bool,
+}
+
 /// Reads the body into memory, taking budget for each chunk before keeping it.
 async fn read_body(
     s: &AppState,
     ticket: &mut Ticket,
     peer: IpAddr,
-    body: Body,
-    declared: Option<u64>,
+    BodyIn {
+        body,
+        declared,
+        keep_one_frame,
+    }: BodyIn,
 ) -> Result<Bytes, Response> {
     // A declared length is reserved up front, so a body that will not fit is refused before
     // a byte of it is read.
@@ -338,10 +350,13 @@ async fn read_body(
             .reserve_total(len as usize)
             .map_err(|o| over_budget(s, o, peer))?;
     }
-    // A body that arrives as one frame (nearly every review) is kept as hyper handed it, a
-    // slice of the connection's read buffer, as axum's `Bytes` extractor does: copying it
-    // into a fresh buffer wrote every byte again to memory no cache held. Only a body in
-    // several frames is gathered into `buf`.
+    // Over HTTP/1.1, a body that arrives as one frame (nearly every review) is kept as hyper
+    // handed it, a slice of the connection's read buffer, as axum's `Bytes` extractor does:
+    // copying it into a fresh buffer wrote every byte again to memory no cache held. That
+    // slice keeps the whole buffer allocated, which costs nothing there: the connection
+    // reads its next request only after this one is answered. Over HTTP/2 every stream in
+    // flight could hold a buffer of its own, far larger than the bytes the budget counts, so
+    // HTTP/2 bodies, and bodies in several frames, are gathered into `buf`.
     let mut first: Option<Bytes> = None;
     let mut buf: Vec<u8> = Vec::new();
     let mut reserved = declared.unwrap_or(0) as usize;
@@ -365,7 +380,7 @@ async fn read_body(
             if total > MAX_BODY {
                 return Err(too_large());
             }
-            if first.is_none() && buf.is_empty() {
+            if keep_one_frame && first.is_none() && buf.is_empty() {
                 if total > reserved {
                     ticket
                         .reserve_total(total)
@@ -444,7 +459,12 @@ async fn admit(webhook: Webhook, State(s): State<AppState>, req: Request<Body>) 
     };
     publish_in_flight(&s);
     let query = parts.uri.query();
-    let answer = admit_within(webhook, &s, &mut ticket, peer, query, body, declared).await;
+    let body = BodyIn {
+        body,
+        declared,
+        keep_one_frame: parts.version < Version::HTTP_2,
+    };
+    let answer = admit_within(webhook, &s, &mut ticket, peer, query, body).await;
     drop(ticket);
     publish_in_flight(&s);
     answer
@@ -456,10 +476,9 @@ async fn admit_within(
     ticket: &mut Ticket,
     peer: IpAddr,
     query: Option<&str>,
-    body: Body,
-    declared: Option<u64>,
+    body: BodyIn,
 ) -> Response {
-    let bytes = match read_body(s, ticket, peer, body, declared).await {
+    let bytes = match read_body(s, ticket, peer, body).await {
         Ok(b) => b,
         Err(r) => return r,
     };
