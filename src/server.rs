@@ -358,8 +358,13 @@ async fn read_body(
     // flight could hold a buffer of its own, far larger than the bytes the budget counts, so
     // HTTP/2 bodies, and bodies in several frames, are gathered into `buf`.
     let mut first: Option<Bytes> = None;
-    let mut buf: Vec<u8> = Vec::new();
     let mut reserved = declared.unwrap_or(0) as usize;
+    // Sized to the declared length that was reserved, so a gathered body is allocated once.
+    let mut buf: Vec<u8> = if keep_one_frame {
+        Vec::new() // sized when a second frame comes, below
+    } else {
+        Vec::with_capacity(reserved)
+    };
     let mut body = body;
     let read = async {
         while let Some(frame) = body.frame().await {
