@@ -441,3 +441,48 @@ async fn the_value_cap_refuses_on_the_exact_count_not_the_bound() {
         1.0
     );
 }
+
+/// A review takes its own size from the byte budget, over HTTP/1.1 (its one frame kept as
+/// read) and over HTTP/2 (gathered into a buffer of its declared length; server.rs,
+/// `read_body`), not a 64 KiB minimum: with one 3 MiB body held and under 64 KiB of the
+/// budget left, both are still answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_review_takes_only_its_size_from_the_byte_budget() {
+    // The smallest budgets the server accepts for --max-json-values 400 (one 3 MiB body and
+    // 400 values at 128 bytes), plus 4 KiB for the whole server: 55 KiB left beside the body.
+    let need = (3 << 20) + 400 * 128;
+    let (all, per_peer) = ((need + 4096).to_string(), need.to_string());
+    let s = Server::start(&[
+        "--max-json-values",
+        "400",
+        "--max-inflight-bytes",
+        &all,
+        "--max-inflight-bytes-per-peer",
+        &per_peer,
+    ]);
+    let mut held = Held::default();
+    unfinished_h1_bodies(
+        ATTACKER,
+        s.addr,
+        s.tls_config(&[b"http/1.1"]),
+        1,
+        3 << 20,
+        1,
+        &mut held,
+    )
+    .await;
+    // The declared length is reserved in the same poll that counts the request in flight.
+    wait_metric(&s, "tether_requests_in_flight", 1.0).await;
+    honest_review_is_answered(&s, "h1-beside-a-held-body").await;
+    let h2 = H2::connect(s.addr, &s.ca).await;
+    let r = h2
+        .send(request(
+            "POST",
+            "/validate?timeout=10s",
+            Some("application/json"),
+            unhandled_review("h2-beside-a-held-body"),
+        ))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    drop(held);
+}
